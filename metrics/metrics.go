@@ -1,0 +1,325 @@
+package metrics
+
+import (
+	"runtime"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const namespace = "fragcache"
+
+// OtherFragment is the label value of fragments that no operator rule names.
+const OtherFragment = "other"
+
+// Lookup results, the values of the result label of
+// fragcache_fragment_lookups_total.
+const (
+	LookupHit = iota
+	LookupUpdating
+	LookupStale
+	LookupMiss
+	LookupBypass
+	numLookups
+)
+
+var lookupNames = [numLookups]string{"hit", "updating", "stale", "miss", "bypass"}
+
+// Fallback actions, the values of the action label of
+// fragcache_fragment_fallbacks_total.
+const (
+	FallbackPlaceholder = iota
+	FallbackAlt
+	FallbackExcept
+	FallbackRemoved
+	numFallbacks
+)
+
+var fallbackNames = [numFallbacks]string{"placeholder", "alt", "except", "removed"}
+
+// Fetch triggers, the values of the trigger label of
+// fragcache_fragment_fetches_total.
+const (
+	TriggerForeground = iota
+	TriggerBackground
+	numTriggers
+)
+
+var triggerNames = [numTriggers]string{"foreground", "background"}
+
+// Fetch results, the values of the result label of
+// fragcache_fragment_fetches_total.
+const (
+	FetchSuccess = iota
+	FetchStatusError
+	FetchTimeout
+	FetchConnectError
+	FetchTooLarge
+	FetchDenied
+	numFetchResults
+)
+
+var fetchResultNames = [numFetchResults]string{"success", "status_error", "timeout", "connect_error", "too_large", "denied"}
+
+// ESI error reasons, the values of the reason label of
+// fragcache_esi_errors_total.
+const (
+	ErrParse = iota
+	ErrDepthExceeded
+	ErrIncludeLimit
+	ErrSrcNotAllowed
+	ErrLoop
+	ErrTooLarge
+	numErrReasons
+)
+
+var errReasonNames = [numErrReasons]string{"parse", "depth_exceeded", "include_limit", "src_not_allowed", "loop", "too_large"}
+
+// Breaker states, the values of fragcache_upstream_breaker_state.
+const (
+	BreakerClosed   = 0
+	BreakerOpen     = 1
+	BreakerHalfOpen = 2
+)
+
+// Fragment holds the resolved children of one fragment class. Its fields
+// are safe for concurrent use.
+type Fragment struct {
+	Name      string
+	Lookups   [numLookups]prometheus.Counter
+	Fallbacks [numFallbacks]prometheus.Counter
+	Coalesced prometheus.Counter
+	Fetches   [numTriggers][numFetchResults]prometheus.Counter
+	FetchTime prometheus.Observer
+}
+
+// Upstream holds the resolved children of one upstream host.
+type Upstream struct {
+	Name     string
+	Duration prometheus.Observer
+	InFlight prometheus.Gauge
+	Breaker  prometheus.Gauge
+}
+
+// Metrics bundles every fragcache collector. Construct it with New; all
+// fields are safe for concurrent use and must not be replaced.
+type Metrics struct {
+	Requests         *prometheus.CounterVec
+	RequestDuration  prometheus.Histogram
+	RequestsInFlight prometheus.Gauge
+
+	CompositionsComplete prometheus.Counter
+	CompositionsDegraded prometheus.Counter
+	PageIncludes         prometheus.Histogram
+
+	ESIErrors [numErrReasons]prometheus.Counter
+
+	RefreshQueueLength prometheus.Gauge
+	RefreshDropped     prometheus.Counter
+
+	CacheCost         prometheus.Gauge
+	CacheMaxCost      prometheus.Gauge
+	CacheEvictions    prometheus.Counter
+	CacheSetsRejected prometheus.Counter
+	CacheSetsDropped  prometheus.Counter
+
+	TemplateHits   prometheus.Counter
+	TemplateMisses prometheus.Counter
+
+	fragments map[string]*Fragment
+	other     *Fragment
+	upstreams map[string]*Upstream
+
+	// codes caches the request counter children of the common
+	// method/status pairs, so the hot path does no label lookup.
+	codes map[codeKey]prometheus.Counter
+}
+
+type codeKey struct {
+	method string
+	code   int
+}
+
+// Options names what the label sets are made of.
+type Options struct {
+	// Version is reported by fragcache_build_info.
+	Version string
+	// Fragments are the operator's fragment rule names; "other" is
+	// always added.
+	Fragments []string
+	// Upstreams are the names of the hosts fragcache contacts (the
+	// upstream first, then every allowed host).
+	Upstreams []string
+}
+
+// New creates every collector and registers it, with the Go and process
+// collectors, on reg. It panics if registration fails, which only happens
+// when the same registry is used twice (a programming error).
+func New(reg prometheus.Registerer, o Options) *Metrics {
+	m := &Metrics{
+		fragments: make(map[string]*Fragment, len(o.Fragments)+1),
+		upstreams: make(map[string]*Upstream, len(o.Upstreams)),
+		codes:     make(map[codeKey]prometheus.Counter),
+	}
+	f := factory{reg: reg}
+
+	m.Requests = f.counterVec("http_requests_total", "Requests answered by the front listener, by method and status code.", "method", "code")
+	m.RequestDuration = f.histogram("http_request_duration_seconds", "Time from reading a request to handing its response to the connection.",
+		[]float64{.001, .0025, .005, .01, .025, .05, .075, .1, .25, .5, 1, 2.5, 5, 10, 30})
+	m.RequestsInFlight = f.gauge("http_requests_in_flight", "Requests being handled now.")
+
+	comp := f.counterVec("page_compositions_total", "Composed pages, by outcome: complete (every include served from its own src) or degraded.", "outcome")
+	m.CompositionsComplete = comp.WithLabelValues("complete")
+	m.CompositionsDegraded = comp.WithLabelValues("degraded")
+	m.PageIncludes = f.histogram("page_includes", "Includes processed per composed page, at every depth.",
+		[]float64{0, 1, 2, 5, 10, 20, 50, 100, 256, 1000})
+
+	errs := f.counterVec("esi_errors_total", "ESI problems met while composing pages, by reason.", "reason")
+	for i, r := range errReasonNames {
+		m.ESIErrors[i] = errs.WithLabelValues(r)
+	}
+
+	m.RefreshQueueLength = f.gauge("refresh_queue_length", "Background refreshes waiting for a worker.")
+	m.RefreshDropped = f.counter("refresh_dropped_total", "Background refreshes shed because the refresh queue was full.")
+
+	m.CacheCost = f.gauge("cache_cost_bytes", "Bytes of fragments held by the cache.")
+	m.CacheMaxCost = f.gauge("cache_max_cost_bytes", "The cache's budget in bytes (--cache-size).")
+	m.CacheEvictions = f.counter("cache_evictions_total", "Fragments evicted from the cache to make room.")
+	m.CacheSetsRejected = f.counter("cache_sets_rejected_total", "Fragments the cache's admission policy refused to keep.")
+	m.CacheSetsDropped = f.counter("cache_sets_dropped_total", "Fragment writes the cache dropped under contention.")
+
+	tpl := f.counterVec("template_cache_lookups_total", "Parsed page templates looked up by body hash, by result.", "result")
+	m.TemplateHits = tpl.WithLabelValues("hit")
+	m.TemplateMisses = tpl.WithLabelValues("miss")
+
+	lookups := f.counterVec("fragment_lookups_total", "Fragment lookups, by fragment and result (updating = stale served while a refresh runs).", "fragment", "result")
+	fallbacks := f.counterVec("fragment_fallbacks_total", "Includes not rendered from their own src, by fragment and what was rendered instead.", "fragment", "action")
+	coalesced := f.counterVec("fragment_coalesced_total", "Lookups that joined a fetch already running instead of starting one.", "fragment")
+	fetches := f.counterVec("fragment_fetches_total", "Fragment fetches, by fragment, trigger and result.", "fragment", "trigger", "result")
+	fetchTime := f.histogramVec("fragment_fetch_duration_seconds", "Time one fragment fetch took, by fragment.",
+		[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}, "fragment")
+
+	names := append([]string(nil), o.Fragments...)
+	names = append(names, OtherFragment)
+	for _, n := range names {
+		if _, dup := m.fragments[n]; dup {
+			continue
+		}
+		fr := &Fragment{Name: n}
+		for i, r := range lookupNames {
+			fr.Lookups[i] = lookups.WithLabelValues(n, r)
+		}
+		for i, a := range fallbackNames {
+			fr.Fallbacks[i] = fallbacks.WithLabelValues(n, a)
+		}
+		fr.Coalesced = coalesced.WithLabelValues(n)
+		for t, tn := range triggerNames {
+			for r, rn := range fetchResultNames {
+				fr.Fetches[t][r] = fetches.WithLabelValues(n, tn, rn)
+			}
+		}
+		fr.FetchTime = fetchTime.WithLabelValues(n)
+		m.fragments[n] = fr
+	}
+	m.other = m.fragments[OtherFragment]
+
+	upDur := f.histogramVec("upstream_request_duration_seconds", "Time to response headers of requests to upstream hosts (pages and fragments), by host.",
+		[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}, "upstream")
+	upFlight := f.gaugeVec("upstream_requests_in_flight", "Requests to upstream hosts running now, by host.", "upstream")
+	breaker := f.gaugeVec("upstream_breaker_state", "Circuit breaker of fragment fetches per host: 0 closed, 1 open, 2 half-open.", "upstream")
+	for _, n := range o.Upstreams {
+		if _, dup := m.upstreams[n]; dup {
+			continue
+		}
+		m.upstreams[n] = &Upstream{
+			Name:     n,
+			Duration: upDur.WithLabelValues(n),
+			InFlight: upFlight.WithLabelValues(n),
+			Breaker:  breaker.WithLabelValues(n),
+		}
+	}
+
+	bi := f.gaugeVec("build_info", "Always 1; its labels name the running build.", "version", "goversion")
+	bi.WithLabelValues(o.Version, runtime.Version()).Set(1)
+
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// Fragment returns the children of the named fragment class, or those of
+// "other" when name is not configured.
+func (m *Metrics) Fragment(name string) *Fragment {
+	if f, ok := m.fragments[name]; ok {
+		return f
+	}
+	return m.other
+}
+
+// Upstream returns the children of the named upstream host, or nil when
+// the name was not given to New.
+func (m *Metrics) Upstream(name string) *Upstream {
+	return m.upstreams[name]
+}
+
+// Request counts one answered request. Common method and status pairs are
+// resolved once and then cost a map read.
+func (m *Metrics) Request(method string, code int) prometheus.Counter {
+	k := codeKey{method, code}
+	if c, ok := m.codes[k]; ok {
+		return c
+	}
+	return m.Requests.WithLabelValues(method, strconv.Itoa(code))
+}
+
+// Prewarm resolves the request counters of the usual methods and status
+// codes, so Request finds them without a label lookup. Call it before the
+// Metrics is shared between goroutines.
+func (m *Metrics) Prewarm() {
+	for _, meth := range []string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"} {
+		for _, code := range []int{200, 201, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408, 413, 431, 500, 502, 503, 504} {
+			m.codes[codeKey{meth, code}] = m.Requests.WithLabelValues(meth, strconv.Itoa(code))
+		}
+	}
+}
+
+type factory struct{ reg prometheus.Registerer }
+
+func (f factory) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help})
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f factory) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f factory) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help})
+	f.reg.MustRegister(g)
+	return g
+}
+
+func (f factory) gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, labels)
+	f.reg.MustRegister(g)
+	return g
+}
+
+func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets})
+	f.reg.MustRegister(h)
+	return h
+}
+
+func (f factory) histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets}, labels)
+	f.reg.MustRegister(h)
+	return h
+}

@@ -1,0 +1,99 @@
+package metrics
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func newTest(t *testing.T) (*Metrics, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m := New(reg, Options{Version: "test", Fragments: []string{"weather", "weather"}, Upstreams: []string{"app:8080", "cdn"}})
+	m.Prewarm()
+	return m, reg
+}
+
+func TestLintClean(t *testing.T) {
+	m, reg := newTest(t)
+	m.Request("GET", 200).Inc()
+	m.Fragment("weather").Lookups[LookupHit].Inc()
+	m.Upstream("cdn").Duration.Observe(0.1)
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestFragmentClasses(t *testing.T) {
+	m, reg := newTest(t)
+	m.Fragment("weather").Lookups[LookupMiss].Inc()
+	m.Fragment("unknown").Lookups[LookupMiss].Inc()
+	m.Fragment("unknown").Fallbacks[FallbackAlt].Inc()
+	want := `
+# HELP fragcache_fragment_fallbacks_total Includes not rendered from their own src, by fragment and what was rendered instead.
+# TYPE fragcache_fragment_fallbacks_total counter
+fragcache_fragment_fallbacks_total{action="alt",fragment="other"} 1
+fragcache_fragment_fallbacks_total{action="except",fragment="other"} 0
+fragcache_fragment_fallbacks_total{action="placeholder",fragment="other"} 0
+fragcache_fragment_fallbacks_total{action="removed",fragment="other"} 0
+fragcache_fragment_fallbacks_total{action="alt",fragment="weather"} 0
+fragcache_fragment_fallbacks_total{action="except",fragment="weather"} 0
+fragcache_fragment_fallbacks_total{action="placeholder",fragment="weather"} 0
+fragcache_fragment_fallbacks_total{action="removed",fragment="weather"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "fragcache_fragment_fallbacks_total"); err != nil {
+		t.Error(err)
+	}
+	if got := testutil.ToFloat64(m.Fragment("other").Lookups[LookupMiss]); got != 1 {
+		t.Errorf("other misses = %v, want 1", got)
+	}
+	if m.Upstream("nowhere") != nil {
+		t.Error("Upstream of an unknown name is not nil")
+	}
+}
+
+func TestAdminHandler(t *testing.T) {
+	_, reg := newTest(t)
+	ready := true
+	tests := []struct {
+		name     string
+		pprof    bool
+		ready    bool
+		path     string
+		wantCode int
+		wantBody string
+	}{
+		{"metrics", false, true, "/metrics", 200, "fragcache_build_info"},
+		{"livez", false, false, "/livez", 200, "ok"},
+		{"readyz ready", false, true, "/readyz", 200, "ok"},
+		{"readyz draining", false, false, "/readyz", 503, "draining"},
+		{"healthz alias", false, false, "/healthz", 503, "draining"},
+		{"pprof off", false, true, "/debug/pprof/", 404, ""},
+		{"pprof on", true, true, "/debug/pprof/", 200, "goroutine"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ready = tc.ready
+			srv := httptest.NewServer(NewAdminHandler(AdminOptions{Gatherer: reg, Ready: func() bool { return ready }, Pprof: tc.pprof}))
+			defer srv.Close()
+			resp, err := http.Get(srv.URL + tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.wantCode || !strings.Contains(string(body), tc.wantBody) {
+				t.Errorf("GET %s = %d %.60q, want %d containing %q", tc.path, resp.StatusCode, body, tc.wantCode, tc.wantBody)
+			}
+		})
+	}
+}
