@@ -1,0 +1,629 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"fragcache/cachestore"
+	"fragcache/fragment"
+	"fragcache/metrics"
+)
+
+// slotState is where one include stands in a composition.
+type slotState uint8
+
+const (
+	stNone    slotState = iota // not looked up (an except's include before it renders)
+	stWaiting                  // a load is running; the page may still wait for it
+	stValue                    // content available from its own src
+	stPending                  // the load is running and the budget ran out, or it was shed
+	stFailed                   // the load failed (or the key backs off) with no stale copy
+	stSkipped                  // never fetched: depth, loop or include limit
+)
+
+// slot is one include's (or one alt's) state in a composition.
+type slot struct {
+	state    slotState
+	val      *fragValue
+	flight   *cachestore.Flight
+	deadline time.Time
+	frag     *metrics.Fragment
+	url      string
+	child    *node // the fragment's own template, evaluated for this request
+	alt      *slot
+	owner    *node
+	idx      int
+	isAlt    bool
+}
+
+// node is one template evaluated for this request: the page's or a
+// fragment's.
+type node struct {
+	tpl    *fragment.Template
+	e      fragment.Eval
+	depth  int    // the page is 0; its includes are depth 1
+	url    string // the fragment's URL; "" for the page
+	parent *node
+	slots  []slot
+}
+
+// composer composes one page. It is used by one handler goroutine and
+// returned to a pool afterwards.
+type composer struct {
+	p        *Proxy
+	ctx      *fasthttp.RequestCtx
+	vars     reqVars
+	start    time.Time
+	pageURI  string
+	scope    string
+	langKey  string
+	count    int
+	degraded bool
+	private  bool
+	minFresh time.Time
+	nodes    []*node
+	work     []*slot
+	timer    *time.Timer
+	st       *reqStats
+}
+
+var composerPool = sync.Pool{New: func() any { return new(composer) }}
+
+func (c *composer) reset() {
+	for _, n := range c.nodes {
+		n.e.Reset()
+		clear(n.slots)
+		n.slots = n.slots[:0]
+		*n = node{e: n.e, slots: n.slots}
+	}
+	clear(c.work)
+	*c = composer{nodes: c.nodes[:0], work: c.work[:0], timer: c.timer}
+}
+
+func (c *composer) newNode() *node {
+	if len(c.nodes) < cap(c.nodes) {
+		c.nodes = c.nodes[:len(c.nodes)+1]
+		if n := c.nodes[len(c.nodes)-1]; n != nil {
+			return n
+		}
+	} else {
+		c.nodes = append(c.nodes, nil)
+	}
+	n := &node{}
+	c.nodes[len(c.nodes)-1] = n
+	return n
+}
+
+// compose reads an opted-in page, composes it and writes the response.
+func (p *Proxy) compose(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *reqStats) {
+	raw, err := readLimited(resp, p.cfg.MaxPageSize)
+	if err == nil {
+		enc := resp.Header.ContentEncoding()
+		if len(enc) > 0 && !equalFold(enc, "identity") {
+			var dec []byte
+			dec, err = decodeBody(nil, raw, enc, p.cfg.MaxPageSize)
+			raw = dec
+		}
+	}
+	if err != nil {
+		if errors.Is(err, errTooLarge) {
+			p.m.ESIErrors[metrics.ErrTooLarge].Inc()
+			ctx.Error("upstream page too large", fasthttp.StatusBadGateway)
+		} else {
+			ctx.Error("upstream page unreadable", fasthttp.StatusBadGateway)
+		}
+		ctx.SetConnectionClose()
+		return
+	}
+	tpl, perr := p.tpls.get(raw, fragment.Limits{})
+	if perr != nil {
+		p.m.ESIErrors[metrics.ErrParse].Inc()
+	}
+
+	c := composerPool.Get().(*composer)
+	c.p, c.ctx, c.st = p, ctx, st
+	c.vars = reqVars{ctx: ctx, p: p}
+	c.start = time.Now()
+
+	var out []byte
+	if tpl.HasESI() {
+		c.init()
+		root := c.newNode()
+		root.tpl = tpl
+		c.evaluate(root)
+		c.await()
+		out = ctx.Response.SwapBody(nil)[:0]
+		out = tpl.Render(out, &root.e, c)
+	} else {
+		out = append(ctx.Response.SwapBody(nil)[:0], raw...)
+	}
+	p.writePage(ctx, resp, out, c)
+	st.includes = c.count
+	p.m.PageIncludes.Observe(float64(c.count))
+	if c.degraded {
+		p.m.CompositionsDegraded.Inc()
+	} else {
+		p.m.CompositionsComplete.Inc()
+	}
+	c.reset()
+	composerPool.Put(c)
+}
+
+func readLimited(resp *fasthttp.Response, limit int64) ([]byte, error) {
+	r := resp.BodyStream()
+	if r == nil {
+		b := resp.Body()
+		if int64(len(b)) > limit {
+			return nil, errTooLarge
+		}
+		return append([]byte(nil), b...), nil
+	}
+	var buf bytes.Buffer
+	if cl := resp.Header.ContentLength(); cl > 0 && int64(cl) <= limit {
+		buf.Grow(cl)
+	}
+	n, err := buf.ReadFrom(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > limit {
+		return nil, errTooLarge
+	}
+	return buf.Bytes(), nil
+}
+
+// init computes what every lookup of this request shares: its scope.
+func (c *composer) init() {
+	h := &c.ctx.Request.Header
+	cookie, auth := h.Peek("Cookie"), h.Peek("Authorization")
+	if len(cookie) == 0 && len(auth) == 0 {
+		c.scope = scopeAnon
+	} else {
+		c.scope = c.p.scopes.user(auth, cookie)
+	}
+}
+
+// evaluate evaluates n's template and looks up its active includes.
+func (c *composer) evaluate(n *node) {
+	n.tpl.Evaluate(&c.vars, &n.e)
+	if cap(n.slots) >= len(n.e.Includes) {
+		n.slots = n.slots[:len(n.e.Includes)]
+	} else {
+		n.slots = make([]slot, len(n.e.Includes))
+	}
+	for i := range n.e.Includes {
+		if !n.e.Includes[i].Deferred {
+			c.startInclude(n, i)
+		}
+	}
+}
+
+// startInclude checks include i of n against the page's limits and looks
+// it up.
+func (c *composer) startInclude(n *node, i int) {
+	inc := &n.e.Includes[i]
+	s := &n.slots[i]
+	s.owner, s.idx = n, i
+	s.frag = c.p.m.Fragment(metrics.OtherFragment)
+	c.count++
+	switch {
+	case c.count > c.p.cfg.MaxIncludes:
+		c.p.m.ESIErrors[metrics.ErrIncludeLimit].Inc()
+		s.state = stSkipped
+		return
+	case n.depth+1 > c.p.cfg.MaxDepth:
+		c.p.m.ESIErrors[metrics.ErrDepthExceeded].Inc()
+		s.state = stSkipped
+		return
+	case inc.Err != nil:
+		s.state = stFailed
+		c.startAlt(n, s, inc)
+		return
+	}
+	c.startSrc(n, s, inc, inc.Src)
+	if s.state == stFailed {
+		c.startAlt(n, s, inc)
+	}
+}
+
+func (c *composer) startAlt(n *node, s *slot, inc *fragment.Include) {
+	if inc.Alt == "" {
+		return
+	}
+	a := &slot{owner: n, idx: s.idx, isAlt: true, frag: s.frag}
+	s.alt = a
+	c.startSrc(n, a, inc, inc.Alt)
+}
+
+// startSrc resolves src and looks it up in the store, leaving s with a
+// value, a flight to wait for, or a final state.
+func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string) {
+	if c.pageURI == "" {
+		c.pageURI = string(c.ctx.Request.Header.RequestURI())
+	}
+	t, err := c.p.reach.resolve(c.pageURI, src)
+	if err != nil {
+		c.p.m.ESIErrors[metrics.ErrSrcNotAllowed].Inc()
+		s.state = stFailed
+		return
+	}
+	for a := n; a != nil; a = a.parent {
+		if a.url == t.url {
+			c.p.m.ESIErrors[metrics.ErrLoop].Inc()
+			s.state = stSkipped
+			return
+		}
+	}
+	s.url = t.url
+	r := c.p.matchRule(&t)
+	if r != nil {
+		s.frag = r.m
+	}
+	share := r != nil && r.Share
+	lang := ""
+	if t.upstream && c.p.fetch.vary.has(t.url) {
+		lang = c.lang()
+	}
+	scope := c.scope
+	key := ""
+	if share || !t.upstream {
+		scope = scopeShared
+		key = fragmentKey(scopeShared, t.url, lang)
+	} else {
+		sk := fragmentKey(scopeShared, t.url, lang)
+		if c.p.store.Peek(sk) {
+			scope, key = scopeShared, sk
+		} else {
+			key = fragmentKey(scope, t.url, lang)
+		}
+	}
+	wait := c.p.cfg.Wait
+	if inc.HasTimeout {
+		wait = min(max(inc.Timeout, 0), c.p.cfg.MaxWait)
+	}
+	s.deadline = c.start.Add(wait)
+	res := c.p.store.Lookup(key, func() any { return c.loadArg(&t, r, inc, scope, share, lang) })
+	fr := s.frag
+	switch res.Status {
+	case cachestore.Hit:
+		fr.Lookups[metrics.LookupHit].Inc()
+		c.st.hits++
+		c.setValue(n, s, res.Entry.Value.(*fragValue))
+	case cachestore.Updating:
+		fr.Lookups[metrics.LookupUpdating].Inc()
+		c.st.stale++
+		c.setValue(n, s, res.Entry.Value.(*fragValue))
+	case cachestore.Stale:
+		fr.Lookups[metrics.LookupStale].Inc()
+		c.st.stale++
+		c.setValue(n, s, res.Entry.Value.(*fragValue))
+	case cachestore.Miss, cachestore.Bypass:
+		if res.Status == cachestore.Miss {
+			fr.Lookups[metrics.LookupMiss].Inc()
+		} else {
+			fr.Lookups[metrics.LookupBypass].Inc()
+		}
+		c.st.misses++
+		if res.Joined {
+			fr.Coalesced.Inc()
+		}
+		s.state = stWaiting
+		s.flight = res.Flight
+		c.work = append(c.work, s)
+	case cachestore.Failed:
+		fr.Lookups[metrics.LookupMiss].Inc()
+		c.st.misses++
+		s.state = stFailed
+	default: // Shed
+		fr.Lookups[metrics.LookupMiss].Inc()
+		c.st.misses++
+		s.state = stPending
+	}
+}
+
+// loadArg builds the owned arguments of a load; it runs only when the
+// store starts one.
+func (c *composer) loadArg(t *target, r *rule, inc *fragment.Include, scope string, share bool, lang string) any {
+	a := &loadArg{
+		t:         *t,
+		frag:      c.p.m.Fragment(metrics.OtherFragment),
+		rule:      r,
+		scope:     scope,
+		langKey:   lang,
+		ttlAttr:   inc.TTL,
+		hasTTL:    inc.HasTTL,
+		esiParsed: t.upstream,
+	}
+	if r != nil {
+		a.frag = r.m
+	}
+	h := &c.ctx.Request.Header
+	if t.upstream {
+		if !share {
+			a.cookie = string(h.Peek("Cookie"))
+			a.auth = string(h.Peek("Authorization"))
+		}
+		a.lang = string(h.Peek("Accept-Language"))
+		if a.langKey == "" {
+			a.langKey = c.lang()
+		}
+	}
+	a.anon = a.cookie == "" && a.auth == ""
+	return a
+}
+
+func (c *composer) lang() string {
+	if c.langKey == "" {
+		c.langKey = normalizeLang(c.ctx.Request.Header.Peek("Accept-Language"))
+	}
+	return c.langKey
+}
+
+// setValue records a fragment's content and, when it holds ESI,
+// evaluates it and looks up its includes one level deeper.
+func (c *composer) setValue(n *node, s *slot, v *fragValue) {
+	s.state = stValue
+	s.val = v
+	if v.private {
+		c.private = true
+	}
+	if c.minFresh.IsZero() || v.fresh.Before(c.minFresh) {
+		c.minFresh = v.fresh
+	}
+	if v.tpl == nil {
+		return
+	}
+	child := c.newNode()
+	child.tpl = v.tpl
+	child.depth = n.depth + 1
+	child.url = s.url
+	child.parent = n
+	s.child = child
+	c.evaluate(child)
+}
+
+// await waits for the flights of the page, each until its own deadline,
+// all counted from the same start. Nested includes found in arriving
+// fragments join the list.
+func (c *composer) await() {
+	for i := 0; i < len(c.work); i++ {
+		s := c.work[i]
+		if s.state != stWaiting {
+			continue
+		}
+		select {
+		case <-s.flight.Done():
+		default:
+			rem := time.Until(s.deadline)
+			if rem <= 0 {
+				s.state = stPending
+				continue
+			}
+			if c.timer == nil {
+				c.timer = time.NewTimer(rem)
+			} else {
+				c.timer.Reset(rem)
+			}
+			select {
+			case <-s.flight.Done():
+				c.timer.Stop()
+			case <-c.timer.C:
+				s.state = stPending
+				continue
+			}
+		}
+		e, err := s.flight.Result()
+		if err != nil {
+			s.state = stFailed
+			if !s.isAlt {
+				c.startAlt(s.owner, s, &s.owner.e.Includes[s.idx])
+			}
+			continue
+		}
+		c.setValue(s.owner, s, e.Value.(*fragValue))
+	}
+}
+
+// AppendInclude renders one include: it implements fragment.Resolver.
+// Pending and failed includes are decided here and nowhere else
+// (DESIGN.md, precise rule 3).
+func (c *composer) AppendInclude(dst []byte, e *fragment.Eval, inc *fragment.Include) ([]byte, bool) {
+	n := c.nodeOf(e)
+	if n == nil || inc.Index >= len(n.slots) {
+		return e.AppendPlaceholder(dst, inc), false
+	}
+	s := &n.slots[inc.Index]
+	if s.state == stNone {
+		// An except's include: looked up now, in the same request.
+		from := len(c.work)
+		c.startInclude(n, inc.Index)
+		if len(c.work) > from {
+			c.await()
+		}
+	}
+	fr := s.frag
+	switch s.state {
+	case stValue:
+		return c.appendValue(dst, s), false
+	case stFailed:
+		c.degraded = true
+		if s.alt != nil && s.alt.state == stValue {
+			fr.Fallbacks[metrics.FallbackAlt].Inc()
+			c.st.fallbacks++
+			return c.appendValue(dst, s.alt), false
+		}
+		if inc.Continue {
+			fr.Fallbacks[metrics.FallbackRemoved].Inc()
+			c.st.fallbacks++
+			return dst, false
+		}
+		if inc.InAttempt {
+			fr.Fallbacks[metrics.FallbackExcept].Inc()
+			c.st.fallbacks++
+			return e.AppendPlaceholder(dst, inc), true
+		}
+		fr.Fallbacks[metrics.FallbackPlaceholder].Inc()
+		c.st.placeholders++
+		return e.AppendPlaceholder(dst, inc), true
+	default:
+		c.degraded = true
+		if s.state == stWaiting {
+			s.state = stPending
+		}
+		fr.Fallbacks[metrics.FallbackPlaceholder].Inc()
+		c.st.placeholders++
+		return e.AppendPlaceholder(dst, inc), false
+	}
+}
+
+func (c *composer) appendValue(dst []byte, s *slot) []byte {
+	if s.child != nil {
+		return s.child.tpl.Render(dst, &s.child.e, c)
+	}
+	return append(dst, s.val.body...)
+}
+
+func (c *composer) nodeOf(e *fragment.Eval) *node {
+	for _, n := range c.nodes {
+		if &n.e == e {
+			return n
+		}
+	}
+	return nil
+}
+
+// matchRule returns the first rule whose prefix matches an upstream
+// target's path, or nil.
+func (p *Proxy) matchRule(t *target) *rule {
+	if !t.upstream || len(p.rules) == 0 {
+		return nil
+	}
+	path := t.uri
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	for i := range p.rules {
+		if strings.HasPrefix(path, p.rules[i].Match) {
+			return &p.rules[i]
+		}
+	}
+	return nil
+}
+
+// writePage sets the composed page's headers and body (DESIGN.md, precise
+// rule 7).
+func (p *Proxy) writePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, body []byte, c *composer) {
+	h := &ctx.Response.Header
+	resp.Header.CopyTo(h)
+	stripResponseHop(h)
+	for _, k := range []string{"Surrogate-Control", "Etag", "Last-Modified", "Content-Encoding", "Content-Length"} {
+		h.Del(k)
+	}
+	if c.degraded || c.private {
+		h.Set("Cache-Control", "private, no-store")
+	} else if cc := resp.Header.Peek("Cache-Control"); len(cc) > 0 && !c.minFresh.IsZero() {
+		h.SetBytesV("Cache-Control", lowerMaxAge(nil, cc, time.Until(c.minFresh)))
+	}
+	if enc := resp.Header.ContentEncoding(); len(enc) > 0 && !equalFold(enc, "identity") {
+		if out := pickEncoding(ctx.Request.Header.Peek("Accept-Encoding")); out != "" {
+			encoded := encodeBody(nil, body, out)
+			h.Set("Content-Encoding", out)
+			body = append(body[:0], encoded...)
+		}
+	}
+	ctx.Response.SwapBody(body)
+}
+
+// lowerMaxAge rewrites a Cache-Control value so that max-age and s-maxage
+// say no more than left.
+func lowerMaxAge(dst, cc []byte, left time.Duration) []byte {
+	secs := int64(left / time.Second)
+	if secs < 0 {
+		secs = 0
+	}
+	first := true
+	forEachDirective(cc, func(name, val []byte) {
+		if !first {
+			dst = append(dst, ", "...)
+		}
+		first = false
+		dst = append(dst, name...)
+		if equalFold(name, "max-age") || equalFold(name, "s-maxage") {
+			v := parseSeconds(val)
+			if v < 0 || int64(v/time.Second) > secs {
+				v = time.Duration(secs) * time.Second
+			}
+			dst = append(dst, '=')
+			dst = strconv.AppendInt(dst, int64(v/time.Second), 10)
+			return
+		}
+		if len(val) > 0 {
+			dst = append(dst, '=')
+			dst = append(dst, val...)
+		}
+	})
+	return dst
+}
+
+// reqVars exposes one request's values to ESI variables. It implements
+// fragment.Vars and lives as long as the handler call.
+type reqVars struct {
+	ctx *fasthttp.RequestCtx
+	p   *Proxy
+}
+
+func (v *reqVars) Host() string {
+	h := v.ctx.Request.Header.Host()
+	for _, ph := range v.p.publicHosts {
+		if equalFold(h, ph) {
+			return ph
+		}
+	}
+	return v.p.publicHosts[0]
+}
+
+func (v *reqVars) Referer() string { return string(v.ctx.Request.Header.Referer()) }
+
+func (v *reqVars) Cookie(name string) (string, bool) {
+	for _, allowed := range v.p.cfg.ESICookies {
+		if allowed == name {
+			c := v.ctx.Request.Header.Cookie(name)
+			if c == nil {
+				return "", false
+			}
+			return string(c), true
+		}
+	}
+	return "", false
+}
+
+func (v *reqVars) RawQuery() string { return string(v.ctx.URI().QueryString()) }
+
+func (v *reqVars) AcceptLanguage() string {
+	return string(v.ctx.Request.Header.Peek("Accept-Language"))
+}
+
+func (v *reqVars) UserAgent() string { return string(v.ctx.Request.Header.UserAgent()) }
+
+// storeObserver feeds the store's events into the metrics that are not
+// per fragment; lookups, coalescing and fetch results are counted by the
+// handler and the fetcher, which know the fragment's name and the fetch's
+// outcome.
+type storeObserver struct{ m *metrics.Metrics }
+
+func (o storeObserver) Lookup(string, cachestore.Status)            {}
+func (o storeObserver) Coalesced(string)                            {}
+func (o storeObserver) LoadDone(string, bool, error, time.Duration) {}
+func (o storeObserver) RefreshShed(string)                          { o.m.RefreshDropped.Inc() }
+func (o storeObserver) RefreshQueueLen(n int)                       { o.m.RefreshQueueLength.Set(float64(n)) }
+func (o storeObserver) SetRejected()                                { o.m.CacheSetsRejected.Inc() }
+func (o storeObserver) SetDropped()                                 { o.m.CacheSetsDropped.Inc() }
+func (o storeObserver) Evicted(int64)                               { o.m.CacheEvictions.Inc() }
+func (o storeObserver) CostChanged(total int64)                     { o.m.CacheCost.Set(float64(total)) }

@@ -1,0 +1,369 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"fragcache/cachestore"
+	"fragcache/fragment"
+	"fragcache/metrics"
+)
+
+// fragValue is what the store keeps for one fragment. Immutable once
+// stored: body and tpl are shared by every request that renders it.
+type fragValue struct {
+	body    []byte
+	tpl     *fragment.Template // nil unless the fragment opted in to ESI
+	private bool               // stored under a user scope
+	fresh   time.Time          // end of freshness, for the page's max-age
+}
+
+// loadArg is everything a fragment fetch needs beyond its key. It is
+// built by the handler, owns all its strings, and is handed to the store
+// only when a load starts.
+type loadArg struct {
+	t         target
+	frag      *metrics.Fragment
+	rule      *rule
+	cookie    string // credentials, only for the upstream and unshared rules
+	auth      string
+	lang      string // Accept-Language as sent, only for the upstream
+	langKey   string // normalised Accept-Language, for Vary
+	anon      bool   // the client sent no Cookie and no Authorization
+	scope     string // the scope prefix the lookup used
+	ttlAttr   time.Duration
+	hasTTL    bool
+	esiParsed bool // execute ESI in the fragment's body
+}
+
+// fetchError is a failed fetch, classified for metrics.
+type fetchError struct {
+	result int // metrics.Fetch*
+	status int
+	err    error
+}
+
+func (e *fetchError) Error() string {
+	if e.status != 0 {
+		return fmt.Sprintf("fragment fetch: status %d", e.status)
+	}
+	return "fragment fetch: " + e.err.Error()
+}
+
+func (e *fetchError) Unwrap() error { return e.err }
+
+// fetcher loads fragments for the store over per-host fasthttp clients.
+// It is safe for concurrent use.
+type fetcher struct {
+	p *Proxy
+
+	// mu protects clients and conns.
+	mu      sync.Mutex
+	clients map[string]*fasthttp.HostClient
+	conns   map[net.Conn]struct{}
+	closed  bool
+
+	vary varyTable
+}
+
+func newFetcher(p *Proxy) *fetcher {
+	return &fetcher{
+		p:       p,
+		clients: make(map[string]*fasthttp.HostClient),
+		conns:   make(map[net.Conn]struct{}),
+		vary:    varyTable{urls: make(map[string]struct{})},
+	}
+}
+
+// maxFetchClients bounds the clients kept for hosts allowed on any port.
+const maxFetchClients = 1024
+
+func (f *fetcher) client(t *target) (*fasthttp.HostClient, error) {
+	id := t.scheme + "://" + t.addr
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if hc, ok := f.clients[id]; ok {
+		return hc, nil
+	}
+	if f.closed {
+		return nil, cachestore.ErrClosed
+	}
+	if len(f.clients) >= maxFetchClients {
+		return nil, errors.New("too many fragment hosts")
+	}
+	cfg := &f.p.cfg
+	hc := &fasthttp.HostClient{
+		Addr:                      t.addr,
+		Name:                      "fragcache",
+		IsTLS:                     t.scheme == "https",
+		NoDefaultUserAgentHeader:  true,
+		DisablePathNormalizing:    true,
+		MaxConns:                  cfg.FetchPerHost,
+		MaxConnWaitTimeout:        cfg.FetchTimeout,
+		MaxIdleConnDuration:       30 * time.Second,
+		MaxIdemponentCallAttempts: 1,
+		RetryIfErr:                func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		ReadTimeout:               cfg.FetchTimeout,
+		WriteTimeout:              cfg.FetchTimeout,
+		ReadBufferSize:            cfg.MaxHeaderBytes,
+		WriteBufferSize:           8 << 10,
+		MaxResponseBodySize:       int(cfg.MaxFragmentSize),
+		DialTimeout:               f.dial,
+	}
+	f.clients[id] = hc
+	return hc, nil
+}
+
+// dial opens a connection that close can cut, so that Close does not wait
+// for fetches that the store has given up on.
+func (f *fetcher) dial(addr string, timeout time.Duration) (net.Conn, error) {
+	c, err := fasthttp.DialTimeout(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		c.Close()
+		return nil, cachestore.ErrClosed
+	}
+	tc := &trackedConn{Conn: c, f: f}
+	f.conns[tc] = struct{}{}
+	return tc, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	f    *fetcher
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.f.mu.Lock()
+		delete(c.f.conns, c)
+		c.f.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (f *fetcher) close() {
+	f.mu.Lock()
+	f.closed = true
+	conns := make([]net.Conn, 0, len(f.conns))
+	for c := range f.conns {
+		conns = append(conns, c)
+	}
+	clients := f.clients
+	f.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	for _, hc := range clients {
+		hc.CloseIdleConnections()
+	}
+}
+
+// Load fetches one fragment. It implements cachestore.Loader.
+func (f *fetcher) Load(ctx context.Context, key string, arg any, refresh bool) (cachestore.Entry, error) {
+	a := arg.(*loadArg)
+	trig := metrics.TriggerForeground
+	if refresh {
+		trig = metrics.TriggerBackground
+	}
+	start := time.Now()
+	e, res, err := f.load(ctx, key, a)
+	a.frag.Fetches[trig][res].Inc()
+	a.frag.FetchTime.Observe(time.Since(start).Seconds())
+	return e, err
+}
+
+func (f *fetcher) load(ctx context.Context, key string, a *loadArg) (cachestore.Entry, int, error) {
+	cfg := &f.p.cfg
+	hc, err := f.client(&a.t)
+	if err != nil {
+		return cachestore.Entry{}, metrics.FetchConnectError, &fetchError{result: metrics.FetchConnectError, err: err}
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(cfg.FetchTimeout)
+	}
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+
+	req.Header.SetMethod(fasthttp.MethodGet)
+	req.SetRequestURI(a.t.uri)
+	req.URI().DisablePathNormalizing = true
+	req.Header.SetHost(a.t.hostHdr)
+	req.Header.Set("User-Agent", "fragcache/"+cfg.Version)
+	req.Header.Set("Accept-Encoding", "gzip, deflate, br")
+	if a.cookie != "" {
+		req.Header.Set("Cookie", a.cookie)
+	}
+	if a.auth != "" {
+		req.Header.Set("Authorization", a.auth)
+	}
+	if a.lang != "" {
+		req.Header.Set("Accept-Language", a.lang)
+	}
+
+	up := f.p.m.Upstream(a.t.label)
+	if up != nil {
+		up.InFlight.Inc()
+	}
+	t0 := time.Now()
+	err = hc.DoDeadline(req, resp, deadline)
+	if up != nil {
+		up.InFlight.Dec()
+		up.Duration.Observe(time.Since(t0).Seconds())
+	}
+	if err != nil {
+		res := metrics.FetchConnectError
+		var netErr net.Error
+		switch {
+		case errors.Is(err, fasthttp.ErrBodyTooLarge):
+			res = metrics.FetchTooLarge
+		case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout),
+			errors.Is(err, fasthttp.ErrNoFreeConns), errors.As(err, &netErr) && netErr.Timeout():
+			res = metrics.FetchTimeout
+		}
+		if ctx.Err() != nil {
+			err = errors.Join(ctx.Err(), err)
+		}
+		return cachestore.Entry{}, res, &fetchError{result: res, err: err}
+	}
+	code := resp.StatusCode()
+	if code < 200 || code > 299 {
+		return cachestore.Entry{}, metrics.FetchStatusError, &fetchError{result: metrics.FetchStatusError, status: code}
+	}
+	body, err := decodeBody(nil, resp.Body(), resp.Header.ContentEncoding(), cfg.MaxFragmentSize)
+	if err != nil {
+		res := metrics.FetchStatusError
+		if errors.Is(err, errTooLarge) {
+			res = metrics.FetchTooLarge
+		}
+		return cachestore.Entry{}, res, &fetchError{result: res, err: err}
+	}
+	return f.entry(key, a, &resp.Header, body), metrics.FetchSuccess, nil
+}
+
+// entry applies the freshness order and the privacy rule to a successful
+// fetch.
+func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body []byte) cachestore.Entry {
+	cfg := &f.p.cfg
+	now := time.Now()
+	cd := parseCacheDirectives(h)
+	vary := parseVary(h)
+	setCookie := len(h.Peek("Set-Cookie")) > 0
+
+	ttl := cfg.FragmentTTL
+	switch {
+	case a.rule != nil && a.rule.TTL > 0:
+		ttl = a.rule.TTL
+	case cd.surrogateMaxAge >= 0:
+		ttl = cd.surrogateMaxAge
+	case cd.sMaxAge >= 0:
+		ttl = cd.sMaxAge
+	case cd.maxAge >= 0:
+		ttl = cd.maxAge
+	case a.hasTTL:
+		ttl = a.ttlAttr
+	}
+
+	v := &fragValue{body: body, fresh: now.Add(ttl)}
+	if a.esiParsed && isHTML(h.ContentType()) && (cfg.Trigger == TriggerHTML || cd.esi) {
+		tpl, err := fragment.Parse(body, fragment.Limits{})
+		if err != nil {
+			f.p.m.ESIErrors[metrics.ErrParse].Inc()
+		}
+		if tpl != nil && tpl.HasESI() {
+			v.tpl = tpl
+		}
+	}
+	e := cachestore.Entry{
+		Value:      v,
+		Cost:       int64(len(body)) + 256,
+		FreshUntil: v.fresh,
+		StaleUntil: v.fresh.Add(cfg.StaleTTL),
+	}
+	if v.tpl != nil {
+		e.Cost += int64(v.tpl.Size())
+	}
+
+	noStore := cd.noStore || cd.noCache || cd.surrogateNoStore || setCookie || vary.star || ttl <= 0
+	shared := (cd.surrogateMaxAge >= 0 || cd.public || cd.sMaxAge >= 0 || (a.rule != nil && a.rule.Share)) && !vary.user
+	credentialed := a.cookie != "" || a.auth != ""
+	switch {
+	case noStore:
+	case !credentialed && cd.private:
+		// Nobody's private answer: served to the waiters, never stored.
+		noStore = true
+	case credentialed && shared:
+		e.StoreKey = fragmentKey(scopeShared, a.t.url, "")
+	case credentialed:
+		v.private = true
+	case shared && a.scope != scopeShared:
+		e.StoreKey = fragmentKey(scopeShared, a.t.url, "")
+	}
+	if vary.lang && !noStore {
+		if !f.vary.add(a.t.url) {
+			noStore = true
+		} else {
+			base := key
+			if e.StoreKey != "" {
+				base = e.StoreKey
+			}
+			if a.langKey != "" && !bytes.HasSuffix([]byte(base), []byte("\x00"+a.langKey)) {
+				e.StoreKey = base + "\x00" + a.langKey
+			}
+		}
+	}
+	if noStore {
+		v.private = v.private || credentialed
+		e.NoStore = true
+		e.StoreKey = ""
+		e.FreshUntil = now.Add(cfg.FragmentTTL)
+		e.StaleUntil = e.FreshUntil
+	}
+	return e
+}
+
+// varyTable remembers the fragment URLs whose responses vary on
+// Accept-Language, so their keys carry the language. Bounded: past
+// maxVary URLs, such responses are not stored.
+type varyTable struct {
+	// mu protects urls.
+	mu   sync.RWMutex
+	urls map[string]struct{}
+}
+
+const maxVary = 100_000
+
+func (v *varyTable) has(url string) bool {
+	v.mu.RLock()
+	_, ok := v.urls[url]
+	v.mu.RUnlock()
+	return ok
+}
+
+func (v *varyTable) add(url string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.urls[url]; ok {
+		return true
+	}
+	if len(v.urls) >= maxVary {
+		return false
+	}
+	v.urls[url] = struct{}{}
+	return true
+}

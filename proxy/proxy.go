@@ -1,0 +1,474 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"fragcache/cachestore"
+	"fragcache/metrics"
+)
+
+// Proxy is fragcache's request handler with its upstream clients, fragment
+// fetcher and fragment store. Create it with New, serve it with Serve and
+// stop it with Shutdown, then Close. It is safe for concurrent use.
+type Proxy struct {
+	cfg    Config
+	log    *slog.Logger
+	m      *metrics.Metrics
+	reach  *reach
+	store  *cachestore.Store
+	fetch  *fetcher
+	tpls   *templateCache
+	rules  []rule
+	scopes scoper
+
+	page     *fasthttp.HostClient
+	pageUp   *metrics.Upstream
+	pageHost string // the Host header sent to the upstream
+
+	publicHosts []string
+	server      *fasthttp.Server
+	closed      atomic.Bool
+}
+
+// rule is a FragmentRule with its resolved metrics children.
+type rule struct {
+	FragmentRule
+	m *metrics.Fragment
+}
+
+// New builds a Proxy. It validates cfg and returns every problem found.
+func New(cfg Config) (*Proxy, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	r, err := newReach(cfg.Upstream, cfg.AllowHosts)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: upstream: %w", err)
+	}
+	if len(cfg.ScopeSecret) == 0 {
+		cfg.ScopeSecret = make([]byte, 32)
+		if _, err := rand.Read(cfg.ScopeSecret); err != nil {
+			return nil, fmt.Errorf("proxy: scope secret: %w", err)
+		}
+	}
+	p := &Proxy{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		m:        cfg.Metrics,
+		reach:    r,
+		scopes:   newScoper(cfg.ScopeSecret),
+		pageHost: r.base.Host,
+	}
+	p.publicHosts = cfg.PublicHosts
+	if len(p.publicHosts) == 0 {
+		p.publicHosts = []string{r.base.Host}
+	}
+	for _, fr := range cfg.Fragments {
+		name := fr.Name
+		if name == "" {
+			name = metrics.OtherFragment
+		}
+		p.rules = append(p.rules, rule{FragmentRule: fr, m: p.m.Fragment(name)})
+	}
+	p.pageUp = p.m.Upstream(r.entries[0].name)
+	p.page = &fasthttp.HostClient{
+		Addr:                          net.JoinHostPort(r.base.Hostname(), portOf(r.base)),
+		Name:                          "fragcache",
+		IsTLS:                         r.base.Scheme == "https",
+		NoDefaultUserAgentHeader:      true,
+		DisableHeaderNamesNormalizing: false,
+		DisablePathNormalizing:        true,
+		MaxConns:                      4096,
+		MaxConnWaitTimeout:            cfg.UpstreamTimeout,
+		MaxIdleConnDuration:           30 * time.Second,
+		MaxIdemponentCallAttempts:     1,
+		RetryIfErr:                    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		ReadBufferSize:                cfg.MaxHeaderBytes,
+		WriteBufferSize:               16 << 10,
+		// Deadlines are managed per read and write by idleConn, so that a
+		// long download is bounded by inactivity, not by its total time.
+		ReadTimeout:         cfg.UpstreamTimeout,
+		WriteTimeout:        cfg.UpstreamTimeout,
+		MaxResponseBodySize: 1 << 40,
+		StreamResponseBody:  true,
+		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
+			c, err := fasthttp.DialTimeout(addr, min(timeout, 10*time.Second))
+			if err != nil {
+				return nil, err
+			}
+			return &idleConn{Conn: c, timeout: cfg.UpstreamTimeout}, nil
+		},
+	}
+	p.tpls = newTemplateCache(64<<20, p.m)
+	p.fetch = newFetcher(p)
+	st, err := cachestore.New(cachestore.Config{
+		MaxCost:      cfg.CacheSize,
+		MaxLoads:     cfg.FetchConcurrency,
+		RefreshQueue: cfg.RefreshQueue,
+		LoadTimeout:  cfg.FetchTimeout,
+		Observer:     storeObserver{p.m},
+	}, p.fetch)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: store: %w", err)
+	}
+	p.store = st
+	p.m.CacheMaxCost.Set(float64(cfg.CacheSize))
+	p.server = &fasthttp.Server{
+		Handler:                       p.Handler,
+		ErrorHandler:                  p.serverError,
+		Name:                          "fragcache",
+		ReadTimeout:                   30 * time.Second,
+		WriteTimeout:                  60 * time.Second,
+		IdleTimeout:                   90 * time.Second,
+		ReadBufferSize:                cfg.MaxHeaderBytes,
+		WriteBufferSize:               16 << 10,
+		MaxRequestBodySize:            cfg.MaxRequestBodySize,
+		StreamRequestBody:             true,
+		DisablePreParseMultipartForm:  true,
+		NoDefaultServerHeader:         true,
+		NoDefaultDate:                 true,
+		NoDefaultContentType:          true,
+		DisableHeaderNamesNormalizing: false,
+		CloseOnShutdown:               true,
+		Concurrency:                   64 << 10,
+		Logger:                        fasthttpLogger{p.log},
+	}
+	return p, nil
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (p *Proxy) Serve(ln net.Listener) error {
+	return p.server.Serve(ln)
+}
+
+// Shutdown stops accepting connections and waits, until ctx ends, for the
+// requests in flight to finish.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	return p.server.ShutdownWithContext(ctx)
+}
+
+// Close stops the fragment store: running fetches are cancelled and every
+// goroutine the store started has returned when Close returns.
+func (p *Proxy) Close() error {
+	if p.closed.Swap(true) {
+		return nil
+	}
+	err := p.store.Close()
+	p.page.CloseIdleConnections()
+	p.fetch.close()
+	return err
+}
+
+// serverError answers requests fasthttp could not parse.
+func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.As(err, &small):
+		ctx.Error("request header too large", fasthttp.StatusRequestHeaderFieldsTooLarge)
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		ctx.Error("request timeout", fasthttp.StatusRequestTimeout)
+	default:
+		ctx.Error("malformed request", fasthttp.StatusBadRequest)
+	}
+	ctx.SetConnectionClose()
+	p.m.Request(string(ctx.Method()), ctx.Response.StatusCode()).Inc()
+}
+
+// Handler serves one request: it forwards it to the upstream and either
+// streams the answer back unchanged or composes it.
+func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	p.m.RequestsInFlight.Inc()
+	var st reqStats
+	p.serve(ctx, &st)
+	p.m.RequestsInFlight.Dec()
+	code := ctx.Response.StatusCode()
+	p.m.Request(methodLabel(ctx.Method()), code).Inc()
+	d := time.Since(start)
+	p.m.RequestDuration.Observe(d.Seconds())
+	if p.cfg.AccessLog {
+		p.accessLog(ctx, code, d, &st)
+	}
+}
+
+// reqStats are the fragment counts of one request, for the access log.
+type reqStats struct {
+	composed     bool
+	includes     int
+	hits         int
+	stale        int
+	misses       int
+	placeholders int
+	fallbacks    int
+}
+
+func (p *Proxy) accessLog(ctx *fasthttp.RequestCtx, code int, d time.Duration, st *reqStats) {
+	attrs := []slog.Attr{
+		slog.String("method", string(ctx.Method())),
+		slog.String("path", string(ctx.Path())),
+		slog.Int("status", code),
+		slog.Duration("duration", d),
+		slog.String("remote", ctx.RemoteIP().String()),
+	}
+	if st.composed {
+		attrs = append(attrs,
+			slog.Int("includes", st.includes),
+			slog.Int("hits", st.hits),
+			slog.Int("stale", st.stale),
+			slog.Int("misses", st.misses),
+			slog.Int("placeholders", st.placeholders),
+			slog.Int("fallbacks", st.fallbacks),
+		)
+	}
+	p.log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+}
+
+func methodLabel(m []byte) string {
+	switch string(m) {
+	case "GET":
+		return "GET"
+	case "HEAD":
+		return "HEAD"
+	case "POST":
+		return "POST"
+	case "PUT":
+		return "PUT"
+	case "DELETE":
+		return "DELETE"
+	case "PATCH":
+		return "PATCH"
+	case "OPTIONS":
+		return "OPTIONS"
+	}
+	return "other"
+}
+
+func (p *Proxy) serve(ctx *fasthttp.RequestCtx, st *reqStats) {
+	if why := smuggling(ctx.Request.Header.RawHeaders()); why != "" {
+		ctx.Error("bad request: "+why, fasthttp.StatusBadRequest)
+		ctx.SetConnectionClose()
+		return
+	}
+	if hasCRLF(ctx.Request.Header.RequestURI()) {
+		ctx.Error("bad request", fasthttp.StatusBadRequest)
+		ctx.SetConnectionClose()
+		return
+	}
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	p.buildUpstreamRequest(ctx, req)
+
+	t0 := time.Now()
+	if p.pageUp != nil {
+		p.pageUp.InFlight.Inc()
+	}
+	err := p.page.Do(req, resp)
+	if p.pageUp != nil {
+		p.pageUp.InFlight.Dec()
+		p.pageUp.Duration.Observe(time.Since(t0).Seconds())
+	}
+	if err != nil {
+		fasthttp.ReleaseResponse(resp)
+		p.upstreamError(ctx, err)
+		return
+	}
+	if p.eligible(ctx, resp) {
+		st.composed = true
+		p.compose(ctx, resp, st)
+		_ = resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(resp)
+		return
+	}
+	p.passthrough(ctx, resp)
+}
+
+func hasCRLF(b []byte) bool {
+	for _, c := range b {
+		if c == '\r' || c == '\n' || c == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// buildUpstreamRequest copies the client's request for the upstream:
+// hop-by-hop headers dropped, Host rewritten, X-Forwarded-* set, the body
+// streamed.
+func (p *Proxy) buildUpstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request) {
+	ctx.Request.Header.CopyTo(&req.Header)
+	stripRequestHop(&req.Header)
+	req.Header.SetHost(p.pageHost)
+	req.SetRequestURIBytes(ctx.Request.Header.RequestURI())
+	req.URI().DisablePathNormalizing = true
+
+	ip := ctx.RemoteIP().String()
+	if prior := ctx.Request.Header.Peek("X-Forwarded-For"); len(prior) > 0 {
+		req.Header.Set("X-Forwarded-For", string(prior)+", "+ip)
+	} else {
+		req.Header.Set("X-Forwarded-For", ip)
+	}
+	if ctx.IsTLS() {
+		req.Header.Set("X-Forwarded-Proto", "https")
+	} else {
+		req.Header.Set("X-Forwarded-Proto", "http")
+	}
+	req.Header.SetBytesV("X-Forwarded-Host", ctx.Request.Header.Host())
+
+	if ae := ctx.Request.Header.Peek("Accept-Encoding"); len(ae) > 0 {
+		var buf [64]byte
+		if enc := decodableEncodings(buf[:0], ae); len(enc) > 0 {
+			req.Header.SetBytesV("Accept-Encoding", enc)
+		} else {
+			req.Header.Del("Accept-Encoding")
+		}
+	}
+	if ctx.Request.IsBodyStream() {
+		req.SetBodyStream(ctx.RequestBodyStream(), ctx.Request.Header.ContentLength())
+	} else if b := ctx.Request.Body(); len(b) > 0 {
+		req.SetBodyRaw(b)
+	}
+}
+
+func (p *Proxy) upstreamError(ctx *fasthttp.RequestCtx, err error) {
+	ctx.Response.Reset()
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrTimeout), errors.As(err, &netErr) && netErr.Timeout():
+		ctx.Error("upstream timed out", fasthttp.StatusGatewayTimeout)
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		ctx.Error("upstream busy", fasthttp.StatusServiceUnavailable)
+	default:
+		ctx.Error("upstream unreachable", fasthttp.StatusBadGateway)
+	}
+	p.log.Warn("upstream request failed", slog.String("path", string(ctx.Path())), slog.String("error", err.Error()))
+}
+
+// eligible reports whether an upstream response is composed: a GET whose
+// text/html answer opted in (or every text/html one with TriggerHTML),
+// with a status that carries a full body.
+func (p *Proxy) eligible(ctx *fasthttp.RequestCtx, resp *fasthttp.Response) bool {
+	if !ctx.IsGet() {
+		return false
+	}
+	switch resp.StatusCode() {
+	case fasthttp.StatusNoContent, fasthttp.StatusPartialContent, fasthttp.StatusNotModified:
+		return false
+	}
+	if resp.StatusCode() < 200 {
+		return false
+	}
+	if !isHTML(resp.Header.ContentType()) {
+		return false
+	}
+	return p.cfg.Trigger == TriggerHTML || hasESITrigger(&resp.Header)
+}
+
+func isHTML(ct []byte) bool {
+	const h = "text/html"
+	if len(ct) < len(h) || !equalFold(ct[:len(h)], h) {
+		return false
+	}
+	return len(ct) == len(h) || ct[len(h)] == ';' || ct[len(h)] == ' '
+}
+
+// passthrough streams the upstream's answer to the client unchanged but
+// for hop-by-hop headers and Surrogate-Control. The upstream response is
+// released when fasthttp closes the body stream.
+func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, resp *fasthttp.Response) {
+	resp.Header.CopyTo(&ctx.Response.Header)
+	h := &ctx.Response.Header
+	stripResponseHop(h)
+	h.Del("Surrogate-Control")
+	cl := resp.Header.ContentLength()
+	if ctx.IsHead() || resp.StatusCode() == fasthttp.StatusNotModified || resp.StatusCode() == fasthttp.StatusNoContent || resp.StatusCode() < 200 {
+		_ = resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(resp)
+		ctx.Response.SkipBody = ctx.IsHead()
+		if cl >= 0 {
+			h.SetContentLength(cl)
+		}
+		return
+	}
+	body := resp.BodyStream()
+	if body == nil {
+		b := append([]byte(nil), resp.Body()...)
+		fasthttp.ReleaseResponse(resp)
+		ctx.Response.SetBodyRaw(b)
+		return
+	}
+	if cl < 0 {
+		cl = -1 // chunked to the client
+	}
+	ctx.Response.SetBodyStream(&releasingReader{resp: resp, r: body}, cl)
+}
+
+// releasingReader hands an upstream body to fasthttp's response writer and
+// gives the upstream response (and its connection) back when fasthttp
+// closes it.
+type releasingReader struct {
+	resp *fasthttp.Response
+	r    io.Reader
+	done bool
+}
+
+func (rr *releasingReader) Read(b []byte) (int, error) { return rr.r.Read(b) }
+
+func (rr *releasingReader) Close() error {
+	if rr.done {
+		return nil
+	}
+	rr.done = true
+	err := rr.resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(rr.resp)
+	return err
+}
+
+// idleConn bounds every read and write of an upstream connection by
+// inactivity: each call gets its own deadline, so a slow upstream is cut
+// after timeout without a quiet period while a long download that keeps
+// moving is not. fasthttp's own whole-exchange deadlines are replaced.
+type idleConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *idleConn) Read(b []byte) (int, error) {
+	if err := c.Conn.SetReadDeadline(time.Now().Add(c.timeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *idleConn) Write(b []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *idleConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *idleConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *idleConn) SetDeadline(time.Time) error      { return nil }
+
+// fasthttpLogger routes fasthttp's own messages to slog.
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Warn(strings.TrimSpace(fmt.Sprintf(format, args...)), slog.String("component", "fasthttp"))
+}

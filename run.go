@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"fragcache/metrics"
+	"fragcache/proxy"
+)
+
+// hooks lets the end-to-end tests learn the listeners' addresses.
+type hooks struct {
+	ready func(front, admin net.Addr)
+}
+
+// run is the whole program: it reads the configuration from args and
+// getenv, serves until ctx ends, and shuts down in order. Nothing else in
+// fragcache reads flags or the environment.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return runWith(ctx, args, getenv, stdout, stderr, hooks{})
+}
+
+func runWith(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, hk hooks) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "healthcheck":
+			return healthcheck(args[1:], getenv, stdout)
+		case "demo":
+			return runDemoOnly(ctx, args[1:], stdout, stderr)
+		}
+	}
+	cfg, err := loadConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if cfg.Version {
+		fmt.Fprintln(stdout, "fragcache", version)
+		return nil
+	}
+	log := newLogger(cfg.LogFormat, stderr)
+
+	upstream := cfg.Upstream
+	var demo *demoApp
+	if cfg.Demo {
+		demo, err = startDemo("127.0.0.1:0", log)
+		if err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		defer demo.Close()
+		upstream = demo.URL()
+		cfg.ESICookie = append(cfg.ESICookie, "demo_user")
+	}
+
+	reg := prometheus.NewRegistry()
+	rules := make([]proxy.FragmentRule, 0, len(cfg.Fragments))
+	names := make([]string, 0, len(cfg.Fragments))
+	for _, r := range cfg.Fragments {
+		rules = append(rules, proxy.FragmentRule{Name: r.Name, Match: r.Match, Share: r.Share, TTL: r.TTL})
+		if r.Name != "" {
+			names = append(names, r.Name)
+		}
+	}
+	upstreams := append([]string{hostOf(upstream)}, cfg.AllowHost...)
+	m := metrics.New(reg, metrics.Options{Version: version, Fragments: names, Upstreams: upstreams})
+	m.Prewarm()
+
+	trigger := proxy.TriggerSurrogate
+	if cfg.ESITrigger == "html" {
+		trigger = proxy.TriggerHTML
+	}
+	p, err := proxy.New(proxy.Config{
+		Upstream:         upstream,
+		AllowHosts:       cfg.AllowHost,
+		PublicHosts:      cfg.PublicHost,
+		ESICookies:       cfg.ESICookie,
+		Trigger:          trigger,
+		Fragments:        rules,
+		Wait:             cfg.Wait,
+		MaxWait:          cfg.MaxWait,
+		FragmentTTL:      cfg.FragmentTTL,
+		StaleTTL:         cfg.StaleTTL,
+		FetchTimeout:     cfg.FetchTimeout,
+		UpstreamTimeout:  cfg.UpstreamTimeout,
+		CacheSize:        cfg.CacheSize,
+		MaxPageSize:      cfg.MaxPageSize,
+		MaxFragmentSize:  cfg.MaxFragmentSize,
+		MaxHeaderBytes:   int(cfg.MaxHeaderBytes),
+		MaxDepth:         cfg.MaxDepth,
+		MaxIncludes:      cfg.MaxIncludes,
+		FetchConcurrency: cfg.FetchConcurrency,
+		FetchPerHost:     cfg.FetchPerHost,
+		RefreshQueue:     cfg.RefreshQueue,
+		ScopeSecret:      []byte(cfg.ScopeSecret),
+		AccessLog:        cfg.AccessLog,
+		Logger:           log,
+		Metrics:          m,
+		Version:          version,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		_ = p.Close()
+		return fmt.Errorf("listen: %w", err)
+	}
+	aln, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		ln.Close()
+		_ = p.Close()
+		return fmt.Errorf("admin listen: %w", err)
+	}
+
+	var ready atomic.Bool
+	ready.Store(true)
+	admin := &http.Server{
+		Handler:           metrics.NewAdminHandler(metrics.AdminOptions{Gatherer: reg, Ready: ready.Load, Pprof: cfg.Pprof}),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      time.Minute, // a CPU profile takes 30 s by default
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    16 << 10,
+	}
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- p.Serve(ln) }()
+	go func() {
+		if err := admin.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- fmt.Errorf("admin: %w", err)
+		}
+	}()
+	log.Info("listening", slog.String("front", ln.Addr().String()), slog.String("admin", aln.Addr().String()),
+		slog.String("upstream", upstream), slog.String("version", version))
+	if demo != nil {
+		fmt.Fprintf(stdout, "fragcache demo: open http://%s/ (reload to see slow fragments fill in); metrics on http://%s/metrics\n",
+			displayAddr(ln.Addr()), displayAddr(aln.Addr()))
+	}
+	if hk.ready != nil {
+		hk.ready(ln.Addr(), aln.Addr())
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", slog.Duration("drain_delay", cfg.DrainDelay))
+	case runErr = <-serveErr:
+		log.Error("listener failed", slog.String("error", runErr.Error()))
+	}
+
+	// Readiness goes first so load balancers stop sending; the listener
+	// stays open for the drain delay so requests still in their way are
+	// served.
+	ready.Store(false)
+	if runErr == nil && cfg.DrainDelay > 0 {
+		time.Sleep(cfg.DrainDelay)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	errs := []error{runErr}
+	if err := p.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("shutdown: %w", err))
+	}
+	if err := p.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("store: %w", err))
+	}
+	if err := admin.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
+	}
+	log.Info("stopped")
+	return errors.Join(errs...)
+}
+
+func newLogger(format string, w io.Writer) *slog.Logger {
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, nil))
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}
+
+func hostOf(u string) string {
+	s := u
+	if i := strings.Index(s, "://"); i >= 0 {
+		s = s[i+3:]
+	}
+	return strings.TrimSuffix(s, "/")
+}
+
+// displayAddr turns a wildcard listen address into one a browser can open.
+func displayAddr(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// healthcheck GETs /livez on the admin listener: for images without a
+// shell. Its address comes from --admin-listen or FRAGCACHE_ADMIN_LISTEN.
+func healthcheck(args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("fragcache healthcheck", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	def := getenv("FRAGCACHE_ADMIN_LISTEN")
+	if def == "" {
+		def = ":9188"
+	}
+	addr := fs.String("admin-listen", def, "admin listener to check")
+	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the answer")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: healthcheck: %v", errUsage, err)
+	}
+	host, port, err := net.SplitHostPort(*addr)
+	if err != nil {
+		return fmt.Errorf("%w: healthcheck: --admin-listen %q is not host:port", errUsage, *addr)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	client := &http.Client{Timeout: *timeout}
+	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/livez")
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: /livez answered %d", resp.StatusCode)
+	}
+	fmt.Fprintln(stdout, "ok")
+	return nil
+}
