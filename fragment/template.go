@@ -1,91 +1,91 @@
 package fragment
 
+import "unsafe"
+
 // Template is a parsed body: literal byte spans plus ESI directives. A
 // Template is immutable and safe for concurrent use by many goroutines
-// (Evaluate, Render, HasESI, Size). The zero value is not usable; obtain one
-// from Parse.
+// (HasESI, Size, Evaluate, Render). The zero value is an empty template that
+// renders nothing; templates are normally obtained from Parse.
 type Template struct {
-	src  []byte // the parsed body (an owned copy)
-	ops  []op
-	incs []incNode
-	// exprs etc. are added by the parser
-	hasESI bool
+	src     []byte // the parsed body (an owned copy)
+	ops     []op
+	incs    []incNode
+	vars    []varRef
+	exprs   []exprNode
+	nChoose int
+	hasESI  bool
 }
 
 type opKind uint8
 
+// Op kinds. Block kinds (from opInclude on) have a close index pointing at
+// their end op (or at themselves when the element was self-closing).
+const (
+	opText    opKind = iota // literal bytes, rendered as they are
+	opNop                   // directive bytes that render nothing
+	opVar                   // a variable in an esi:vars body; arg indexes vars
+	opEnd                   // the end tag of a block; renders nothing
+	opInclude               // arg indexes incs; a block when it has a placeholder body
+	opTry
+	opAttempt
+	opExcept
+	opChoose // arg is the choose's number
+	opWhen   // arg indexes exprs (the test's root), or -1 for a test that is never true
+	opOtherwise
+	opVars
+)
+
+var opNames = [...]string{
+	opText: "text", opNop: "nop", opVar: "var", opEnd: "end",
+	opInclude: "include", opTry: "try", opAttempt: "attempt", opExcept: "except",
+	opChoose: "choose", opWhen: "when", opOtherwise: "otherwise", opVars: "vars",
+}
+
+func (k opKind) String() string {
+	if int(k) < len(opNames) {
+		return opNames[k]
+	}
+	return "?"
+}
+
+// op is one piece of the template. start and end delimit its raw bytes in
+// src; the ops of a template tile src exactly, in order.
 type op struct {
 	kind       opKind
 	start, end int32
-}
-
-type incNode struct{}
-
-// Parse parses body into an immutable Template. It never fails to return a
-// usable template: malformed markup becomes literal text and includes past a
-// limit are inert (they render their placeholder and are never active). The
-// error, when non-nil, joins the *SyntaxError values and limit sentinels met
-// (errors.Is and errors.As find them). Parse copies body; the caller may
-// reuse it. A zero Limits takes the defaults.
-func Parse(body []byte, lim Limits) (*Template, error) {
-	t := &Template{src: append([]byte(nil), body...)}
-	return t, nil
+	close      int32 // block kinds: index of the end op (or the op itself when empty)
+	arg        int32
 }
 
 // HasESI reports whether the body held any ESI at all. When false, the body
-// renders as it is and the caller may send it unchanged.
+// renders unchanged and the caller may send it as it is.
 func (t *Template) HasESI() bool { return t.hasESI }
 
 // Size returns the approximate number of bytes the template holds, for cache
 // cost accounting.
-func (t *Template) Size() int { return len(t.src) }
-
-// Eval is one request's evaluation of a template: the chosen branches and the
-// active includes with variables substituted. The zero value is ready to use;
-// an Eval may be reused across requests and templates (Evaluate resets it) to
-// avoid allocation. An Eval is not safe for concurrent use.
-type Eval struct {
-	// Includes lists every include this request may need, in document
-	// order: active includes outside esi:try, in an esi:attempt, and (with
-	// Deferred set) in an esi:except. It excludes includes in esi:remove, in
-	// inactive esi:when/esi:otherwise branches, in placeholders, and past a
-	// limit. The slice and its elements are owned by the Eval and valid
-	// until its next Evaluate or Reset; the caller may read them but must
-	// not append to the slice.
-	Includes []Include
-
-	t *Template
-	v Vars
+func (t *Template) Size() int {
+	n := int(unsafe.Sizeof(*t)) + cap(t.src) +
+		cap(t.ops)*int(unsafe.Sizeof(op{})) +
+		cap(t.incs)*int(unsafe.Sizeof(incNode{})) +
+		cap(t.vars)*int(unsafe.Sizeof(varRef{})) +
+		cap(t.exprs)*int(unsafe.Sizeof(exprNode{}))
+	for i := range t.incs {
+		n += t.incs[i].src.size() + t.incs[i].alt.size()
+	}
+	for i := range t.vars {
+		n += len(t.vars[i].key) + len(t.vars[i].def)
+	}
+	for i := range t.exprs {
+		n += len(t.exprs[i].lit)
+	}
+	return n
 }
 
-// Reset clears e, keeping its allocated memory for reuse.
-func (e *Eval) Reset() {
-	e.Includes = e.Includes[:0]
-	e.t = nil
-	e.v = nil
-}
-
-// Evaluate evaluates t for one request with variables v, filling e (which
-// it resets first). e keeps a reference to v until its next Evaluate or
-// Reset; v is consulted again during Render.
-func (t *Template) Evaluate(v Vars, e *Eval) {
-	e.Reset()
-	e.t = t
-	e.v = v
-}
-
-// Render appends the page to dst and returns the extended slice. e must hold
-// an evaluation of t. Each include of e.Includes reached by the rendering is
-// passed to r. An esi:attempt is rendered into dst and rolled back (dst
-// truncated) when one of its includes failed; then its esi:except renders.
-// Deferred includes reach r only when their except renders.
-func (t *Template) Render(dst []byte, e *Eval, r Resolver) []byte {
-	return append(dst, t.src...)
-}
-
-// AppendPlaceholder appends inc's placeholder to dst and returns the
-// extended slice: the include element's body rendered as ESI, whose own
-// includes render their own placeholders; nothing for an empty element.
-func (e *Eval) AppendPlaceholder(dst []byte, inc *Include) []byte {
-	return dst
+// walkRaw calls fn for every piece of the template in order with its raw
+// bytes; laid end to end they rebuild the parsed body exactly.
+func (t *Template) walkRaw(fn func(k opKind, raw []byte)) {
+	for i := range t.ops {
+		o := &t.ops[i]
+		fn(o.kind, t.src[o.start:o.end])
+	}
 }

@@ -1,5 +1,7 @@
 package fragment
 
+import "strings"
+
 // RequestVars is a ready Vars implementation filled from strings. The zero
 // value has every variable empty and expands no cookie. It is safe for
 // concurrent use as long as it is not modified.
@@ -44,22 +46,14 @@ func (r *RequestVars) Cookie(name string) (string, bool) {
 		return "", false
 	}
 	h := r.CookieHeader
-	for len(h) > 0 {
+	for h != "" {
 		var part string
-		if i := indexByteString(h, ';'); i >= 0 {
-			part, h = h[:i], h[i+1:]
-		} else {
-			part, h = h, ""
-		}
-		part = trimSpace(part)
-		eq := indexByteString(part, '=')
-		if eq < 0 {
+		part, h, _ = strings.Cut(h, ";")
+		k, v, ok := strings.Cut(part, "=")
+		if !ok || strings.TrimSpace(k) != name {
 			continue
 		}
-		if trimSpace(part[:eq]) != name {
-			continue
-		}
-		v := trimSpace(part[eq+1:])
+		v = strings.TrimSpace(v)
 		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
 			v = v[1 : len(v)-1]
 		}
@@ -68,21 +62,3 @@ func (r *RequestVars) Cookie(name string) (string, bool) {
 	return "", false
 }
 
-func indexByteString(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
-}
-
-func trimSpace(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
-}
