@@ -36,7 +36,7 @@ type varRef struct {
 }
 
 // varScanner parses variable references in one byte slice. It remembers
-// where the next ')', '}' and '\'' are, so that scanning a slice is linear
+// where the next ')', '}' and '\” are, so that scanning a slice is linear
 // however many unterminated references it holds.
 type varScanner struct {
 	b    []byte

@@ -61,4 +61,3 @@ func (r *RequestVars) Cookie(name string) (string, bool) {
 	}
 	return "", false
 }
-
