@@ -1,0 +1,255 @@
+package cachestore
+
+import (
+	"context"
+	"errors"
+	"runtime/debug"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// load runs flight f: it checks the cache once more, calls the Loader
+// under the store's lifetime and Config.LoadTimeout, stores the result and
+// wakes the waiters. It runs on a goroutine of the store holding a load
+// token.
+func (s *Store) load(f *Flight) {
+	if s.life.Err() != nil {
+		s.abandon(f)
+		return
+	}
+	// Someone may have stored a fresh entry since the lookup that started
+	// this flight (a load under another key's StoreKey, or a write that
+	// ristretto applied late): use it instead of loading.
+	if it := s.peekFresh(f); it != nil {
+		s.finish(f, it.entry, nil, false)
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.life, s.cfg.LoadTimeout)
+	start := time.Now()
+	e, err := s.callLoader(ctx, f)
+	d := time.Since(start)
+	cancel()
+	if err != nil && s.life.Err() != nil {
+		err = ErrClosed // cancelled by Close: not the key's failure
+	}
+	s.obs.LoadDone(f.key, f.refresh, err, d)
+	s.finish(f, e, err, true)
+}
+
+// callLoader calls the Loader, turning a panic into a *PanicError.
+func (s *Store) callLoader(ctx context.Context, f *Flight) (e Entry, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			e, err = Entry{}, &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return s.loader.Load(ctx, f.key, f.arg, f.refresh)
+}
+
+// peekFresh returns a fresh item under f's key other than the one f
+// refreshes, or nil.
+func (s *Store) peekFresh(f *Flight) *item {
+	now := s.now()
+	it, ok := s.cache.Get(f.key)
+	if !ok || it == f.stale || now >= it.fresh {
+		s.mu.Lock()
+		it = s.recent.get(f.key, now)
+		s.mu.Unlock()
+		if it == nil || it == f.stale || now >= it.fresh {
+			return nil
+		}
+	}
+	return it
+}
+
+// newItem builds the item that stores e under key.
+func (s *Store) newItem(key string, e Entry) *item {
+	it := &item{key: key, entry: e, cost: max(e.Cost, 1), slot: -1}
+	it.fresh = s.at(e.FreshUntil)
+	it.stale = max(s.at(e.StaleUntil), it.fresh)
+	it.refreshAt = it.fresh
+	if ra := s.cfg.RefreshAhead; ra > 0 {
+		if life := it.fresh - s.now(); life > 0 {
+			it.refreshAt = it.fresh - int64(float64(life)*ra)
+		}
+	}
+	return it
+}
+
+// finish ends flight f with e or err. When loaded is true, e came from the
+// Loader and is stored as it asks; otherwise e is already stored.
+func (s *Store) finish(f *Flight, e Entry, err error, loaded bool) {
+	now := s.now()
+	var (
+		set  *item    // to write to ristretto
+		dels []string // to delete from ristretto
+	)
+	s.mu.Lock()
+	if s.flights[f.key] == f {
+		delete(s.flights, f.key)
+	}
+	switch {
+	case !loaded:
+	case errors.Is(err, ErrClosed):
+		if f.stale != nil {
+			f.stale.refreshing.Store(false)
+		}
+	case err != nil:
+		until := s.rememberFailure(f.key, err, now)
+		if f.stale != nil {
+			f.stale.retryAt.Store(until) // before the flag: see queueRefresh
+			f.stale.refreshing.Store(false)
+		}
+	case e.NoStore:
+		delete(s.fails, f.key)
+		s.rememberBypass(f.key, s.at(e.FreshUntil), now)
+		s.recent.del(f.key)
+		dels = append(dels, f.key)
+	default:
+		delete(s.fails, f.key)
+		delete(s.bypass, f.key)
+		target := f.key
+		if e.StoreKey != "" && e.StoreKey != f.key {
+			// The looked-up key's older entry is superseded by the one
+			// stored under StoreKey.
+			target = e.StoreKey
+			delete(s.bypass, target)
+			s.recent.del(f.key)
+			dels = append(dels, f.key)
+		}
+		if it := s.newItem(target, e); now < it.stale {
+			s.recent.put(it)
+			set = it
+		} else {
+			s.recent.del(target)
+			dels = append(dels, target)
+		}
+	}
+	f.entry, f.err = e, err
+	s.mu.Unlock()
+
+	for _, k := range dels {
+		s.cache.Del(k)
+	}
+	if set != nil {
+		if !s.cache.SetWithTTL(set.key, set, set.cost, time.Duration(set.stale-now)) {
+			s.obs.SetDropped()
+		}
+		s.obs.CostChanged(s.cost())
+	}
+	close(f.done)
+}
+
+// abandon ends flight f with ErrClosed, without loading.
+func (s *Store) abandon(f *Flight) {
+	s.finish(f, Entry{}, ErrClosed, true)
+}
+
+// cost returns the cost ristretto holds.
+func (s *Store) cost() int64 {
+	return s.cfg.MaxCost - s.cache.RemainingCost()
+}
+
+// onEvict is ristretto's OnEvict: it reports capacity evictions, not
+// expiries nor the clearing done by Close.
+func (s *Store) onEvict(i *ristretto.Item[*item]) {
+	if s.closing.Load() {
+		return
+	}
+	if !i.Expiration.IsZero() && !i.Expiration.After(time.Now()) {
+		return // expired
+	}
+	s.obs.Evicted(i.Cost)
+	s.obs.CostChanged(s.cost())
+}
+
+// onReject is ristretto's OnReject, called on ristretto's goroutine when it
+// did not admit a new key. ristretto also calls it when two Sets of a key
+// that was not yet present were buffered together: it admits the first and
+// rejects the second as a duplicate. If the rejected item is the newest of
+// its key and ristretto holds an older one, it is written again, which
+// replaces the older one at once.
+func (s *Store) onReject(i *ristretto.Item[*item]) {
+	it := i.Value
+	if it == nil || s.closing.Load() {
+		return
+	}
+	s.mu.Lock()
+	newest := s.recent.peek(it.key) == it
+	s.mu.Unlock()
+	if newest {
+		if cur, ok := s.cache.Get(it.key); ok && cur != it {
+			if ttl := it.stale - s.now(); ttl > 0 {
+				s.cache.SetWithTTL(it.key, it, it.cost, time.Duration(ttl))
+				return
+			}
+		}
+	}
+	s.obs.SetRejected()
+}
+
+// Close stops the store: it cancels running loads (their flights end with
+// ErrClosed), ends queued refreshes, stops the refresh workers and
+// ristretto, and waits for every goroutine the store started. Lookups that
+// start after Close began answer Shed with ErrClosed. Close must not be
+// called while Lookups are still running (ristretto cannot be closed under
+// a Get); stop the callers first. It is idempotent and always returns nil.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.closing.Store(true)
+		s.cancel()
+		s.wg.Wait()
+		for {
+			select {
+			case f := <-s.refreshQ:
+				s.queued.Add(-1)
+				s.abandon(f)
+				continue
+			default:
+			}
+			break
+		}
+		s.cache.Close()
+	})
+	return nil
+}
+
+// Wait blocks until ristretto has applied every write buffered so far. It
+// is meant for tests; lookups never need it.
+func (s *Store) Wait() { s.cache.Wait() }
+
+// Stats is a snapshot of the store's state, for metrics that poll.
+type Stats struct {
+	Cost            int64 // bytes ristretto holds (applied writes only)
+	MaxCost         int64 // Config.MaxCost
+	Loads           int   // loads running
+	Flights         int   // loads running or queued, by key
+	RefreshQueueLen int   // refreshes waiting for a worker
+	Recent          int   // items in the side table
+	Failing         int   // keys remembered as failing, in backoff or not
+	Uncacheable     int   // keys remembered as uncacheable
+}
+
+// Stats returns a snapshot of the store's state. It is safe for concurrent
+// use and cheap enough to call at every scrape.
+func (s *Store) Stats() Stats {
+	st := Stats{
+		MaxCost:         s.cfg.MaxCost,
+		Loads:           len(s.sem),
+		RefreshQueueLen: len(s.refreshQ),
+	}
+	if !s.closing.Load() {
+		st.Cost = s.cost()
+	}
+	s.mu.Lock()
+	st.Flights = len(s.flights)
+	st.Recent = s.recent.len()
+	st.Failing = len(s.fails)
+	st.Uncacheable = len(s.bypass)
+	s.mu.Unlock()
+	return st
+}

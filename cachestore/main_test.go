@@ -1,0 +1,148 @@
+package cachestore
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// fakeLoader is a Loader that counts its calls, records them, and can be
+// blocked: while gate is non-nil, each Load waits for a value on it (or
+// for its context) before answering.
+type fakeLoader struct {
+	calls    atomic.Int64
+	refresh  atomic.Int64 // calls with refresh set
+	gate     chan struct{}
+	started  chan string // if non-nil, receives the key of each call
+	answer   func(ctx context.Context, key string, arg any, refresh bool) (Entry, error)
+	mu       sync.Mutex
+	args     []any       // guarded by mu
+	ctxErrs  []error     // guarded by mu: ctx.Err() seen when each call returned
+	startsAt []time.Time // guarded by mu
+}
+
+func (l *fakeLoader) Load(ctx context.Context, key string, arg any, refresh bool) (Entry, error) {
+	l.calls.Add(1)
+	if refresh {
+		l.refresh.Add(1)
+	}
+	l.mu.Lock()
+	l.args = append(l.args, arg)
+	l.startsAt = append(l.startsAt, time.Now())
+	l.mu.Unlock()
+	if l.started != nil {
+		l.started <- key
+	}
+	if l.gate != nil {
+		select {
+		case <-l.gate:
+		case <-ctx.Done():
+			l.mu.Lock()
+			l.ctxErrs = append(l.ctxErrs, ctx.Err())
+			l.mu.Unlock()
+			return Entry{}, ctx.Err()
+		}
+	}
+	l.mu.Lock()
+	l.ctxErrs = append(l.ctxErrs, ctx.Err())
+	l.mu.Unlock()
+	if l.answer != nil {
+		return l.answer(ctx, key, arg, refresh)
+	}
+	return ttlEntry(key, 10*time.Second, time.Minute), nil
+}
+
+func (l *fakeLoader) starts() []time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]time.Time(nil), l.startsAt...)
+}
+
+// ttlEntry returns an entry whose value is key, fresh for fresh and
+// served stale for stale more.
+func ttlEntry(key string, fresh, stale time.Duration) Entry {
+	now := time.Now()
+	return Entry{Value: key, Cost: 100, FreshUntil: now.Add(fresh), StaleUntil: now.Add(fresh + stale)}
+}
+
+// versioned returns an answer func whose entries carry a version number
+// counting the loads.
+func versioned(fresh, stale time.Duration) (func(context.Context, string, any, bool) (Entry, error), *atomic.Int64) {
+	var n atomic.Int64
+	return func(_ context.Context, key string, _ any, _ bool) (Entry, error) {
+		e := ttlEntry(key, fresh, stale)
+		e.Value = n.Add(1)
+		return e, nil
+	}, &n
+}
+
+// countingObserver counts the store's events.
+type countingObserver struct {
+	lookups     [Shed + 1]atomic.Int64
+	coalesced   atomic.Int64
+	loads       atomic.Int64
+	loadErrs    atomic.Int64
+	refreshShed atomic.Int64
+	queueLen    atomic.Int64
+	rejected    atomic.Int64
+	dropped     atomic.Int64
+	evicted     atomic.Int64
+	cost        atomic.Int64
+}
+
+func (o *countingObserver) Lookup(_ string, s Status) { o.lookups[s].Add(1) }
+func (o *countingObserver) Coalesced(string)          { o.coalesced.Add(1) }
+func (o *countingObserver) LoadDone(_ string, _ bool, err error, _ time.Duration) {
+	o.loads.Add(1)
+	if err != nil {
+		o.loadErrs.Add(1)
+	}
+}
+func (o *countingObserver) RefreshShed(string)      { o.refreshShed.Add(1) }
+func (o *countingObserver) RefreshQueueLen(n int)   { o.queueLen.Store(int64(n)) }
+func (o *countingObserver) SetRejected()            { o.rejected.Add(1) }
+func (o *countingObserver) SetDropped()             { o.dropped.Add(1) }
+func (o *countingObserver) Evicted(int64)           { o.evicted.Add(1) }
+func (o *countingObserver) CostChanged(total int64) { o.cost.Store(total) }
+
+// newStore returns a store closed at the end of the test.
+func newStore(t testing.TB, cfg Config, l Loader) *Store {
+	t.Helper()
+	s, err := New(cfg, l)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// load looks key up, expects a miss, and waits for its flight.
+func load(t testing.TB, s *Store, key string) Entry {
+	t.Helper()
+	r := s.Lookup(key, nil)
+	if r.Status != Miss || r.Flight == nil {
+		t.Fatalf("Lookup(%q) = %v, flight %v; want miss with a flight", key, r.Status, r.Flight)
+	}
+	e, err := r.Flight.Wait(context.Background())
+	if err != nil {
+		t.Fatalf("flight of %q: %v", key, err)
+	}
+	return e
+}
+
+// forget removes key from ristretto and the side table, as an eviction
+// would.
+func forget(s *Store, key string) {
+	s.mu.Lock()
+	s.recent.del(key)
+	s.mu.Unlock()
+	s.cache.Del(key)
+}

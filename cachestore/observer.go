@@ -1,0 +1,55 @@
+package cachestore
+
+import "time"
+
+// Observer receives the store's events; fragcache's metrics package
+// implements it. Its methods are called synchronously from lookups, flights
+// and ristretto's own goroutine, so they must be cheap, must not block, must
+// not call back into the Store, and must be safe for concurrent use.
+//
+// key lets an implementation classify an event (fragcache's keys start with
+// a fragment-class prefix); it must never become a metric label itself.
+type Observer interface {
+	// Lookup is called once per Store.Lookup with its outcome.
+	Lookup(key string, s Status)
+	// Coalesced is called when a lookup joins a load that is already
+	// running instead of starting one.
+	Coalesced(key string)
+	// LoadDone is called when a load ends: refresh is true for background
+	// refreshes, err is nil on success, d is the time the Loader took. A
+	// recovered Loader panic is reported as an error.
+	LoadDone(key string, refresh bool, err error, d time.Duration)
+	// RefreshShed is called when a refresh is not queued because the
+	// refresh queue is full.
+	RefreshShed(key string)
+	// RefreshQueueLen reports the number of queued refreshes whenever it
+	// changes.
+	RefreshQueueLen(n int)
+	// SetRejected is called when ristretto's admission policy refused an
+	// entry. The entry is still served from the store's side table for a
+	// short while (see Store).
+	SetRejected()
+	// SetDropped is called when ristretto dropped a write because its
+	// write buffer was full.
+	SetDropped()
+	// Evicted is called when ristretto evicted an entry of the given cost to
+	// make room. Entries that reach their StaleUntil are not counted.
+	Evicted(cost int64)
+	// CostChanged reports the cost ristretto holds, in bytes, after a load
+	// stored its result and after each eviction. It lags ristretto's
+	// asynchronous writes; Store.Stats gives the current value on demand.
+	CostChanged(total int64)
+}
+
+// nopObserver is the Observer used when Config.Observer is nil.
+type nopObserver struct{}
+
+func (nopObserver) Lookup(string, Status)                       {}
+func (nopObserver) Coalesced(string)                            {}
+func (nopObserver) LoadDone(string, bool, error, time.Duration) {}
+func (nopObserver) RefreshShed(string)                          {}
+func (nopObserver) RefreshQueueLen(int)                         {}
+func (nopObserver) SetRejected()                                {}
+func (nopObserver) SetDropped()                                 {}
+func (nopObserver) Evicted(int64)                               {}
+func (nopObserver) CostChanged(int64)                           {}

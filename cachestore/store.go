@@ -1,0 +1,291 @@
+package cachestore
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// Side table bounds (see recentTable).
+const (
+	recentSlots    = 1024
+	recentCostFrac = 16 // the side table holds at most MaxCost/recentCostFrac
+)
+
+// Store is the fragment store. Create it with New and stop it with Close.
+// It is safe for concurrent use; it must not be copied.
+//
+// A Store owns every goroutine it runs: ristretto's, the refresh workers
+// started by New, and one goroutine per load of a missing key, started
+// under the load limit. Close stops and waits for all of them.
+type Store struct {
+	cfg    Config
+	loader Loader
+	obs    Observer
+	cache  *ristretto.Cache[string, *item]
+	epoch  time.Time // the store's clock counts nanoseconds from here
+
+	life   context.Context // ends when Close starts
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // refresh workers, miss loads, refresh sends
+
+	sem      chan struct{} // one token per running load
+	refreshQ chan *Flight  // queued refreshes
+	queued   atomic.Int64  // refreshQ slots taken, including sends in progress
+
+	closing   atomic.Bool // set when Close starts
+	closeOnce sync.Once
+
+	// mu protects closed, flights, recent, fails, failSweep, bypass and
+	// bypassSweep. No ristretto call is made while holding it: ristretto's
+	// goroutine calls back into the store and takes it.
+	mu          sync.Mutex
+	closed      bool
+	flights     map[string]*Flight // running or queued loads by looked-up key
+	recent      recentTable
+	fails       map[string]*failure
+	failSweep   int
+	bypass      map[string]int64 // uncacheable keys, until when
+	bypassSweep int
+}
+
+// New validates cfg, applies its defaults, and starts the store: ristretto
+// and Config.RefreshWorkers refresh workers. Problems in cfg are returned
+// joined, each wrapping one of the ErrNegative*, ErrBad* or ErrNilLoader
+// errors.
+func New(cfg Config, l Loader) (*Store, error) {
+	cfg, err := cfg.withDefaults()
+	if l == nil {
+		err = errors.Join(err, ErrNilLoader)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{
+		cfg:         cfg,
+		loader:      l,
+		obs:         cfg.Observer,
+		epoch:       time.Now(),
+		sem:         make(chan struct{}, cfg.MaxLoads),
+		refreshQ:    make(chan *Flight, cfg.RefreshQueue),
+		flights:     make(map[string]*Flight),
+		recent:      newRecentTable(recentSlots, max(1, cfg.MaxCost/recentCostFrac)),
+		fails:       make(map[string]*failure),
+		failSweep:   minSweep,
+		bypass:      make(map[string]int64),
+		bypassSweep: minSweep,
+	}
+	s.cache, err = ristretto.NewCache(&ristretto.Config[string, *item]{
+		// Ten counters per entry expected when full, assuming entries of
+		// about 4 KiB, as ristretto advises.
+		NumCounters: min(max(cfg.MaxCost/4096*10, 1000), 10_000_000),
+		MaxCost:     cfg.MaxCost,
+		BufferItems: 64,
+		OnEvict:     s.onEvict,
+		OnReject:    s.onReject,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.life, s.cancel = context.WithCancel(context.Background())
+	s.wg.Add(cfg.RefreshWorkers)
+	for range cfg.RefreshWorkers {
+		go s.refreshWorker()
+	}
+	return s, nil
+}
+
+// now returns the store's clock: nanoseconds since s.epoch, on the
+// monotonic clock.
+func (s *Store) now() int64 { return int64(time.Since(s.epoch)) }
+
+// at converts t to the store's clock.
+func (s *Store) at(t time.Time) int64 { return int64(t.Sub(s.epoch)) }
+
+// Lookup answers at once with what the store holds for key; it never
+// blocks (see Status for the answers). When no fresh entry exists it makes
+// sure exactly one load of key runs: it starts one, joins the running one,
+// or queues a refresh of the stale entry.
+//
+// detach is called at most once, synchronously, and only when this Lookup
+// starts a load or queues a refresh; what it returns is passed to the
+// Loader as arg. It must return values that share no memory with the
+// caller's request, and must not call the Store. Lookup does not retain
+// detach, so a stack closure costs no allocation. detach may be nil (arg is
+// then nil).
+//
+// Lookup is safe for concurrent use. A fresh hit allocates nothing.
+func (s *Store) Lookup(key string, detach func() any) Result {
+	if it, ok := s.cache.Get(key); ok {
+		now := s.now()
+		if now < it.refreshAt {
+			s.obs.Lookup(key, Hit)
+			return Result{Status: Hit, Entry: it.entry}
+		}
+		if r, ok := s.serve(key, it, now, detach); ok {
+			s.obs.Lookup(key, r.Status)
+			return r
+		}
+	}
+	r := s.lookupSlow(key, detach)
+	s.obs.Lookup(key, r.Status)
+	return r
+}
+
+// serve answers from an item found at now, queueing a refresh when the
+// item asks for one. It reports false when the item is past StaleUntil.
+func (s *Store) serve(key string, it *item, now int64, detach func() any) (Result, bool) {
+	switch {
+	case now < it.refreshAt:
+		return Result{Status: Hit, Entry: it.entry}, true
+	case now < it.fresh: // refresh-ahead window
+		if now >= it.retryAt.Load() && it.refreshing.CompareAndSwap(false, true) {
+			s.queueRefresh(key, it, now, detach)
+		}
+		return Result{Status: Hit, Entry: it.entry}, true
+	case now < it.stale:
+		st := Updating
+		if now < it.retryAt.Load() {
+			st = Stale
+		} else if it.refreshing.CompareAndSwap(false, true) {
+			st = s.queueRefresh(key, it, now, detach)
+		}
+		return Result{Status: st, Entry: it.entry}, true
+	}
+	return Result{}, false
+}
+
+// queueRefresh queues a refresh of it, whose refreshing flag the caller
+// has just set. It returns Updating when a refresh is queued or already
+// running, Stale when none can run.
+func (s *Store) queueRefresh(key string, it *item, now int64, detach func() any) Status {
+	// Re-check the backoff now that the flag is ours: a refresh that
+	// failed in between set retryAt before clearing the flag.
+	if now < it.retryAt.Load() {
+		it.refreshing.Store(false)
+		return Stale
+	}
+	if !s.reserveRefresh() {
+		it.refreshing.Store(false)
+		s.obs.RefreshShed(key)
+		return Stale
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.queued.Add(-1)
+		it.refreshing.Store(false)
+		return Stale
+	}
+	if _, ok := s.flights[key]; ok {
+		// A load of the key already runs (the item was out of sight when
+		// it started). It replaces the item when it succeeds.
+		s.mu.Unlock()
+		s.queued.Add(-1)
+		it.refreshing.Store(false)
+		return Updating
+	}
+	f := newFlight(key, true, it)
+	s.flights[key] = f
+	s.wg.Add(1) // Close drains the queue only after this send
+	s.mu.Unlock()
+	if detach != nil {
+		f.arg = detach()
+	}
+	s.refreshQ <- f // never blocks: reserveRefresh took a slot
+	s.wg.Done()
+	s.obs.RefreshQueueLen(len(s.refreshQ))
+	return Updating
+}
+
+// reserveRefresh takes a slot in the refresh queue, or reports false when
+// all Config.RefreshQueue slots are taken.
+func (s *Store) reserveRefresh() bool {
+	for {
+		n := s.queued.Load()
+		if n >= int64(s.cfg.RefreshQueue) {
+			return false
+		}
+		if s.queued.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// lookupSlow answers a lookup that found nothing usable in ristretto.
+func (s *Store) lookupSlow(key string, detach func() any) Result {
+	now := s.now()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return Result{Status: Shed, Err: ErrClosed}
+	}
+	if it := s.recent.get(key, now); it != nil {
+		s.mu.Unlock()
+		r, _ := s.serve(key, it, now, detach) // usable: get checked
+		return r
+	}
+	st := Miss
+	if until, ok := s.bypass[key]; ok {
+		if now < until {
+			st = Bypass
+		} else {
+			delete(s.bypass, key)
+		}
+	}
+	if f := s.flights[key]; f != nil {
+		s.mu.Unlock()
+		s.obs.Coalesced(key)
+		return Result{Status: st, Flight: f, Joined: true}
+	}
+	if fl := s.fails[key]; fl != nil && now < fl.until {
+		err := fl.err
+		s.mu.Unlock()
+		return Result{Status: Failed, Err: err}
+	}
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		s.mu.Unlock()
+		return Result{Status: Shed, Err: ErrShed}
+	}
+	f := newFlight(key, false, nil)
+	s.flights[key] = f
+	s.wg.Add(1)
+	s.mu.Unlock()
+	if detach != nil {
+		f.arg = detach()
+	}
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.sem }()
+		s.load(f)
+	}()
+	return Result{Status: st, Flight: f}
+}
+
+// refreshWorker runs queued refreshes until Close.
+func (s *Store) refreshWorker() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.life.Done():
+			return
+		case f := <-s.refreshQ:
+			s.queued.Add(-1)
+			s.obs.RefreshQueueLen(len(s.refreshQ))
+			select {
+			case s.sem <- struct{}{}:
+			case <-s.life.Done():
+				s.abandon(f)
+				return
+			}
+			s.load(f)
+			<-s.sem
+		}
+	}
+}

@@ -1,0 +1,139 @@
+package fragment
+
+import (
+	"errors"
+	"strconv"
+	"time"
+)
+
+// Default limits, used for zero fields of Limits.
+const (
+	DefaultMaxDirectives = 10000
+	DefaultMaxNesting    = 64
+	DefaultMaxAttrLen    = 16 << 10
+)
+
+// MaxTTL caps an include's ttl attribute.
+const MaxTTL = 24 * time.Hour
+
+// Limits bound what one body may hold. Zero (or negative) fields take the
+// defaults. The zero value is ready to use.
+type Limits struct {
+	// MaxDirectives bounds the ESI elements of one template; directives past
+	// it are inert (an include past it renders its placeholder and is never
+	// active). Default DefaultMaxDirectives (10000).
+	MaxDirectives int
+	// MaxNesting bounds block nesting (try, attempt, except, choose, when,
+	// otherwise, vars, remove, comment and include bodies). A block deeper
+	// than that is literal text. Default DefaultMaxNesting (64).
+	MaxNesting int
+	// MaxAttrLen bounds the bytes of one attribute value. An element with a
+	// longer value is inert. Default DefaultMaxAttrLen (16 KiB).
+	MaxAttrLen int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxDirectives <= 0 {
+		l.MaxDirectives = DefaultMaxDirectives
+	}
+	if l.MaxNesting <= 0 {
+		l.MaxNesting = DefaultMaxNesting
+	}
+	if l.MaxAttrLen <= 0 {
+		l.MaxAttrLen = DefaultMaxAttrLen
+	}
+	return l
+}
+
+// Sentinel errors reported by Parse when a body exceeds its Limits. Match
+// them with errors.Is.
+var (
+	ErrTooManyDirectives = errors.New("fragment: too many esi directives")
+	ErrTooDeep           = errors.New("fragment: esi blocks nested too deep")
+	ErrAttrTooLong       = errors.New("fragment: esi attribute value too long")
+)
+
+// SyntaxError reports malformed ESI markup. Offset is the byte offset of the
+// problem in the parsed body and Line its 1-based line.
+type SyntaxError struct {
+	Offset int
+	Line   int
+	Msg    string
+}
+
+// Error implements error.
+func (e *SyntaxError) Error() string {
+	return "fragment: esi syntax error at line " + strconv.Itoa(e.Line) +
+		" (offset " + strconv.Itoa(e.Offset) + "): " + e.Msg
+}
+
+// Vars supplies one request's raw values to Evaluate and Render. The caller
+// implements it; fragment applies the ESI semantics on top (dictionary keys,
+// list membership, user-agent classification, query parsing). The methods
+// are called during Evaluate, Render and AppendPlaceholder only, from the
+// goroutine running them.
+type Vars interface {
+	// Host returns the value of $(HTTP_HOST): the host fragcache serves,
+	// already chosen by the caller, never a raw client header.
+	Host() string
+	// Referer returns the request's Referer header ("" when none).
+	Referer() string
+	// Cookie returns the named cookie's value. It returns false for cookies
+	// that are absent or not allowed to expand.
+	Cookie(name string) (string, bool)
+	// RawQuery returns the request's query string without the '?'.
+	RawQuery() string
+	// AcceptLanguage returns the request's Accept-Language header.
+	AcceptLanguage() string
+	// UserAgent returns the request's User-Agent header.
+	UserAgent() string
+}
+
+// Include is one active include of an evaluated request. The caller resolves
+// it and hands it back to its Resolver during Render. Includes are owned by
+// their Eval and valid until its next Evaluate or Reset.
+type Include struct {
+	// Index is the include's position in Eval.Includes.
+	Index int
+	// Src is the src attribute after variable substitution, as written
+	// (relative or absolute, not resolved against the page).
+	Src string
+	// Alt is the alt attribute after substitution; "" when none.
+	Alt string
+	// AltErr is non-nil when substituting variables in alt failed; the alt
+	// must then be treated as not working.
+	AltErr error
+	// Continue is true for onerror="continue".
+	Continue bool
+	// Timeout is the timeout attribute (a Go duration, or an integer number
+	// of milliseconds); valid when HasTimeout.
+	Timeout    time.Duration
+	HasTimeout bool
+	// TTL is the ttl attribute (a Go duration, or an integer number of
+	// seconds), clamped to [0, MaxTTL]; valid when HasTTL.
+	TTL    time.Duration
+	HasTTL bool
+	// Deferred is true inside an esi:except: the include must never be
+	// prefetched; it reaches the Resolver only if its attempt fails.
+	Deferred bool
+	// InAttempt is true inside an esi:attempt: its failure fails the attempt.
+	InAttempt bool
+	// Err is non-nil when substituting variables in src failed (CR, LF or
+	// NUL in a value, a variable before the first '/' of the path, a value
+	// of "." or ".." in the path, QUERY_STRING outside the query). The
+	// include then counts as failed and must not be fetched.
+	Err error
+
+	node int32 // index of the include's op in the template
+}
+
+// Resolver supplies include content during Render.
+type Resolver interface {
+	// AppendInclude appends inc's content (the fragment body, its alt's
+	// body, or its placeholder via e.AppendPlaceholder) to dst and returns
+	// the extended slice. It reports true when the include failed in the
+	// sense of fragcache's pending-versus-failed rule: the load failed with
+	// no working alt and without onerror="continue". A pending include
+	// renders its placeholder and is not failed.
+	AppendInclude(dst []byte, e *Eval, inc *Include) ([]byte, bool)
+}

@@ -1,0 +1,758 @@
+package fragment
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// maxSyntaxErrors bounds the *SyntaxError values Parse reports; the rest are
+// summed up in one last error.
+const maxSyntaxErrors = 100
+
+// incNode is the parsed form of one esi:include element.
+type incNode struct {
+	src, alt   urlTmpl
+	hasAlt     bool
+	cont       bool
+	timeout    time.Duration
+	hasTimeout bool
+	ttl        time.Duration
+	hasTTL     bool
+	inert      bool // past a limit: renders its placeholder, never active
+	inAttempt  bool
+	deferred   bool
+}
+
+// frame is an open block element during parsing.
+type frame struct {
+	kind       opKind
+	op         int   // index of its start op
+	start      int   // offset of its start tag
+	tooDeep    bool  // opened past MaxNesting: becomes literal text when it closes
+	saved      saved // template sizes when it opened, restored if it becomes literal
+	hasAttempt bool
+	hasExcept  bool
+}
+
+type saved struct {
+	incs, vars, exprs, chooses, directives int
+}
+
+type parser struct {
+	src   []byte
+	lim   Limits
+	t     *Template
+	stack []frame
+
+	syntax      []*SyntaxError
+	moreSyntax  int
+	tooMany     bool
+	tooDeep     bool
+	tooLong     bool
+	directives  int
+	deepFrames  int // open frames with tooDeep set
+	esiEnd      int // offset of the "-->" closing the current <!--esi, or -1
+	textStart   int
+	bodyVars    varScanner
+	attrs       []attr
+	exprScratch exprParser
+}
+
+type attr struct {
+	name    []byte
+	val     []byte // raw, between the quotes
+	tooLong bool
+}
+
+// Parse parses body into an immutable Template. It never fails to return a
+// usable template: malformed markup becomes literal text and includes past a
+// limit are inert (they render their placeholder and are never active). The
+// error, when non-nil, joins the *SyntaxError values (at most 100, the last
+// one summing up any more) and the limit sentinels met; errors.Is and
+// errors.As find them. Parse copies body: the caller may reuse it. A zero
+// Limits takes the defaults. Parse is safe for concurrent use.
+func Parse(body []byte, lim Limits) (*Template, error) {
+	p := &parser{
+		src:    bytes.Clone(body),
+		lim:    lim.withDefaults(),
+		esiEnd: -1,
+	}
+	if p.src == nil {
+		p.src = []byte{}
+	}
+	p.t = &Template{src: p.src}
+	p.bodyVars.reset(p.src)
+	p.run()
+	return p.t, p.err()
+}
+
+func (p *parser) err() error {
+	var errs []error
+	if len(p.syntax) > 0 {
+		p.fillLines()
+		for _, e := range p.syntax {
+			errs = append(errs, e)
+		}
+	}
+	if p.tooMany {
+		errs = append(errs, ErrTooManyDirectives)
+	}
+	if p.tooDeep {
+		errs = append(errs, ErrTooDeep)
+	}
+	if p.tooLong {
+		errs = append(errs, ErrAttrTooLong)
+	}
+	return errors.Join(errs...)
+}
+
+// fillLines sets the Line of every syntax error in one pass over the body.
+func (p *parser) fillLines() {
+	order := make([]*SyntaxError, len(p.syntax))
+	copy(order, p.syntax)
+	slices.SortStableFunc(order, func(a, b *SyntaxError) int { return a.Offset - b.Offset })
+	line, at := 1, 0
+	for _, e := range order {
+		line += bytes.Count(p.src[at:e.Offset], []byte{'\n'})
+		at = e.Offset
+		e.Line = line
+	}
+}
+
+func (p *parser) syntaxErr(off int, msg string) {
+	if len(p.syntax) < maxSyntaxErrors-1 {
+		p.syntax = append(p.syntax, &SyntaxError{Offset: off, Msg: msg})
+		return
+	}
+	if len(p.syntax) == maxSyntaxErrors-1 && p.moreSyntax == 0 {
+		p.syntax = append(p.syntax, &SyntaxError{Offset: off, Msg: msg})
+		p.moreSyntax = 1
+		return
+	}
+	p.moreSyntax++
+	last := p.syntax[len(p.syntax)-1]
+	last.Msg = strconv.Itoa(p.moreSyntax) + " syntax errors from here on, the first: " + p.firstMoreMsg(last)
+}
+
+func (p *parser) firstMoreMsg(last *SyntaxError) string {
+	const sep = ", the first: "
+	if i := bytes.Index([]byte(last.Msg), []byte(sep)); i >= 0 {
+		return last.Msg[i+len(sep):]
+	}
+	return last.Msg
+}
+
+func (p *parser) limit() int {
+	if p.esiEnd >= 0 {
+		return p.esiEnd
+	}
+	return len(p.src)
+}
+
+func (p *parser) emit(k opKind, start, end int, arg int32) int {
+	p.t.ops = append(p.t.ops, op{kind: k, start: int32(start), end: int32(end), arg: arg, close: int32(len(p.t.ops))})
+	return len(p.t.ops) - 1
+}
+
+// flush emits the pending literal text up to end. Inside esi:vars, the
+// variables it holds become var ops.
+func (p *parser) flush(end int) {
+	a := p.textStart
+	p.textStart = end
+	if a >= end {
+		return
+	}
+	if !p.inVars() {
+		p.emit(opText, a, end, 0)
+		return
+	}
+	for a < end {
+		i := bytes.Index(p.src[a:end], []byte("$("))
+		if i < 0 {
+			break
+		}
+		i += a
+		ref, n, ok := p.bodyVars.parse(i, end)
+		if !ok {
+			if i+2 > a {
+				p.emit(opText, a, i+2, 0)
+			}
+			a = i + 2
+			continue
+		}
+		if i > a {
+			p.emit(opText, a, i, 0)
+		}
+		p.t.vars = append(p.t.vars, ref)
+		p.emit(opVar, i, i+n, int32(len(p.t.vars)-1))
+		a = i + n
+	}
+	if a < end {
+		p.emit(opText, a, end, 0)
+	}
+}
+
+// flushRaw emits src[textStart:end] as literal text without looking for
+// variables (comments and CDATA inside esi:vars).
+func (p *parser) flushRaw(end int) {
+	if p.textStart < end {
+		p.emit(opText, p.textStart, end, 0)
+	}
+	p.textStart = end
+}
+
+func (p *parser) inVars() bool {
+	for i := len(p.stack) - 1; i >= 0; i-- {
+		if p.stack[i].kind == opVars {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *parser) run() {
+	src := p.src
+	pos := 0
+	for {
+		lim := p.limit()
+		i := bytes.IndexByte(src[pos:lim], '<')
+		if i < 0 {
+			if p.esiEnd < 0 {
+				break
+			}
+			// The end of an <!--esi region: its "-->" renders nothing.
+			p.flush(p.esiEnd)
+			p.emit(opNop, p.esiEnd, p.esiEnd+3, 0)
+			pos = p.esiEnd + 3
+			p.textStart = pos
+			p.esiEnd = -1
+			continue
+		}
+		i += pos
+		rest := src[i:lim]
+		switch {
+		case bytes.HasPrefix(rest, []byte("<esi:")):
+			pos = p.startTag(i, lim)
+		case bytes.HasPrefix(rest, []byte("</esi:")):
+			pos = p.endTag(i, lim)
+		case bytes.HasPrefix(rest, []byte("<!--")):
+			pos = p.comment(i, lim)
+		case bytes.HasPrefix(rest, []byte("<![CDATA[")):
+			end := len(rest)
+			if j := bytes.Index(rest[9:], []byte("]]>")); j >= 0 {
+				end = 9 + j + 3
+			}
+			if p.inVars() {
+				p.flush(i)
+				p.flushRaw(i + end)
+			}
+			pos = i + end
+		default:
+			pos = i + 1
+		}
+	}
+	p.flush(len(src))
+	if len(p.stack) > 0 {
+		for _, f := range p.stack {
+			p.syntaxErr(f.start, "unclosed esi:"+tagName(f.kind))
+		}
+		p.literalize(p.stack[0], len(src))
+		p.stack = p.stack[:0]
+	}
+	for i := range p.t.ops {
+		if p.t.ops[i].kind != opText {
+			p.t.hasESI = true
+			break
+		}
+	}
+}
+
+// comment handles "<!--" at i: an <!--esi wrapper, or a plain comment in
+// which ESI is not live.
+func (p *parser) comment(i, lim int) int {
+	src := p.src
+	if p.esiEnd >= 0 {
+		// Inside <!--esi, the region ends at the first "-->": no nesting.
+		return i + 4
+	}
+	if bytes.HasPrefix(src[i:], []byte("<!--esi")) {
+		j := bytes.Index(src[i+7:], []byte("-->"))
+		if j < 0 {
+			p.syntaxErr(i, "unclosed <!--esi")
+			return i + 7
+		}
+		p.flush(i)
+		p.emit(opNop, i, i+7, 0)
+		p.textStart = i + 7
+		p.esiEnd = i + 7 + j
+		return i + 7
+	}
+	end := lim
+	switch {
+	case bytes.HasPrefix(src[i:], []byte("<!-->")):
+		end = i + 5
+	case bytes.HasPrefix(src[i:], []byte("<!--->")):
+		end = i + 6
+	default:
+		if j := bytes.Index(src[i+4:lim], []byte("-->")); j >= 0 {
+			end = i + 4 + j + 3
+		}
+	}
+	if p.inVars() {
+		p.flush(i)
+		p.flushRaw(end)
+	}
+	return end
+}
+
+var tagNames = map[string]opKind{
+	"include":   opInclude,
+	"try":       opTry,
+	"attempt":   opAttempt,
+	"except":    opExcept,
+	"choose":    opChoose,
+	"when":      opWhen,
+	"otherwise": opOtherwise,
+	"vars":      opVars,
+}
+
+func tagName(k opKind) string { return k.String() }
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f'
+}
+
+func isNameByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+}
+
+// readTag parses the tag starting at i whose name starts at nameAt: name,
+// attributes, then ">" or "/>", all before lim. It fills p.attrs.
+func (p *parser) readTag(nameAt, lim int) (name []byte, end int, selfClosing, ok bool) {
+	src := p.src
+	j := nameAt
+	for j < lim && isNameByte(src[j]) {
+		j++
+	}
+	if j == nameAt {
+		return nil, 0, false, false
+	}
+	name = src[nameAt:j]
+	p.attrs = p.attrs[:0]
+	for {
+		k := j
+		for k < lim && isSpace(src[k]) {
+			k++
+		}
+		if k >= lim {
+			return nil, 0, false, false
+		}
+		switch src[k] {
+		case '>':
+			return name, k + 1, false, true
+		case '/':
+			if k+1 < lim && src[k+1] == '>' {
+				return name, k + 2, true, true
+			}
+			return nil, 0, false, false
+		}
+		if k == j {
+			return nil, 0, false, false // attributes must be separated by space
+		}
+		a := k
+		for k < lim && isNameByte(src[k]) || k < lim && src[k] == ':' {
+			k++
+		}
+		if k == a {
+			return nil, 0, false, false
+		}
+		an := src[a:k]
+		for k < lim && isSpace(src[k]) {
+			k++
+		}
+		if k >= lim || src[k] != '=' {
+			return nil, 0, false, false
+		}
+		k++
+		for k < lim && isSpace(src[k]) {
+			k++
+		}
+		if k >= lim || src[k] != '"' && src[k] != '\'' {
+			return nil, 0, false, false
+		}
+		q := src[k]
+		e := bytes.IndexByte(src[k+1:lim], q)
+		if e < 0 {
+			return nil, 0, false, false
+		}
+		v := src[k+1 : k+1+e]
+		p.attrs = append(p.attrs, attr{name: an, val: v, tooLong: len(v) > p.lim.MaxAttrLen})
+		j = k + 1 + e + 1
+	}
+}
+
+func (p *parser) attr(name string) (attr, bool) {
+	for _, a := range p.attrs {
+		if string(a.name) == name {
+			return a, true
+		}
+	}
+	return attr{}, false
+}
+
+func (p *parser) save() saved {
+	return saved{len(p.t.incs), len(p.t.vars), len(p.t.exprs), p.t.nChoose, p.directives}
+}
+
+func (p *parser) top() *frame {
+	if len(p.stack) == 0 {
+		return nil
+	}
+	return &p.stack[len(p.stack)-1]
+}
+
+// countDirective counts one ESI element and reports whether it is within
+// MaxDirectives.
+func (p *parser) countDirective() bool {
+	p.directives++
+	if p.directives > p.lim.MaxDirectives {
+		p.tooMany = true
+		return false
+	}
+	return true
+}
+
+// startTag handles "<esi:" at i and returns where scanning resumes.
+func (p *parser) startTag(i, lim int) int {
+	name, end, selfClosing, ok := p.readTag(i+5, lim)
+	if !ok {
+		p.syntaxErr(i, "malformed esi tag")
+		return i + 1
+	}
+	for _, a := range p.attrs {
+		if a.tooLong {
+			p.tooLong = true
+		}
+	}
+	switch string(name) {
+	case "remove", "comment":
+		return p.rawElement(i, end, lim, string(name), selfClosing)
+	}
+	kind, known := tagNames[string(name)]
+	p.flush(i)
+	if !known {
+		p.syntaxErr(i, "unknown element esi:"+string(name))
+		p.countDirective()
+		p.emit(opNop, i, end, 0)
+		p.textStart = end
+		return end
+	}
+	// Placement: try holds only attempt and except, choose only when and
+	// otherwise; those appear nowhere else. A misplaced tag is literal text.
+	parent := opText
+	if f := p.top(); f != nil {
+		parent = f.kind
+	}
+	switch kind {
+	case opAttempt, opExcept:
+		f := p.top()
+		if parent != opTry || kind == opAttempt && f.hasAttempt || kind == opExcept && f.hasExcept {
+			p.syntaxErr(i, "misplaced esi:"+string(name))
+			return end
+		}
+		if kind == opAttempt {
+			f.hasAttempt = true
+		} else {
+			f.hasExcept = true
+		}
+	case opWhen, opOtherwise:
+		if parent != opChoose {
+			p.syntaxErr(i, "misplaced esi:"+string(name))
+			return end
+		}
+	default:
+		if parent == opTry || parent == opChoose {
+			p.syntaxErr(i, "esi:"+string(name)+" directly inside esi:"+tagName(parent))
+			return end
+		}
+	}
+	sv := p.save()
+	var arg int32
+	switch kind {
+	case opInclude:
+		a, ok := p.include(i)
+		if !ok {
+			return end
+		}
+		arg = a
+	case opChoose:
+		arg = int32(p.t.nChoose)
+		p.t.nChoose++
+	case opWhen:
+		arg = p.when(i)
+	}
+	if !p.countDirective() && kind == opInclude {
+		p.t.incs[arg].inert = true
+	}
+	idx := p.emit(kind, i, end, arg)
+	p.textStart = end
+	if selfClosing {
+		return end
+	}
+	f := frame{kind: kind, op: idx, start: i, saved: sv}
+	if len(p.stack) >= p.lim.MaxNesting {
+		p.tooDeep = true
+		f.tooDeep = true
+		p.deepFrames++
+		if p.deepFrames == 1 {
+			p.syntaxErr(i, "esi blocks nested deeper than the limit")
+		}
+	}
+	p.stack = append(p.stack, f)
+	return end
+}
+
+// rawElement handles esi:remove and esi:comment, whose content is not
+// parsed: both render nothing.
+func (p *parser) rawElement(i, end, lim int, name string, selfClosing bool) int {
+	p.countDirective()
+	if selfClosing {
+		p.flush(i)
+		p.emit(opNop, i, end, 0)
+		p.textStart = end
+		return end
+	}
+	closeTag := "</esi:" + name + ">"
+	j := bytes.Index(p.src[end:lim], []byte(closeTag))
+	if j < 0 {
+		// Unclosed: literal text from its start tag on.
+		p.syntaxErr(i, "unclosed esi:"+name)
+		return lim
+	}
+	stop := end + j + len(closeTag)
+	p.flush(i)
+	p.emit(opNop, i, stop, 0)
+	p.textStart = stop
+	return stop
+}
+
+// include parses the attributes of the esi:include at i into a new incNode.
+// It reports false for a tag without src, which is then literal text.
+func (p *parser) include(i int) (int32, bool) {
+	srcAttr, ok := p.attr("src")
+	if !ok {
+		p.syntaxErr(i, "esi:include without src")
+		return 0, false
+	}
+	n := incNode{}
+	for _, a := range p.attrs {
+		if a.tooLong {
+			n.inert = true
+		}
+	}
+	n.src = p.urlTmpl(srcAttr.val)
+	if a, ok := p.attr("alt"); ok {
+		n.alt = p.urlTmpl(a.val)
+		n.hasAlt = true
+	}
+	if a, ok := p.attr("onerror"); ok && string(decodeEntities(a.val)) == "continue" {
+		n.cont = true
+	}
+	if a, ok := p.attr("timeout"); ok {
+		if d, ok := parseDuration(decodeEntities(a.val), time.Millisecond); ok {
+			n.timeout, n.hasTimeout = max(d, 0), true
+		} else {
+			p.syntaxErr(i, "invalid esi:include timeout")
+		}
+	}
+	if a, ok := p.attr("ttl"); ok {
+		if d, ok := parseDuration(decodeEntities(a.val), time.Second); ok {
+			n.ttl, n.hasTTL = min(max(d, 0), MaxTTL), true
+		} else {
+			p.syntaxErr(i, "invalid esi:include ttl")
+		}
+	}
+	for _, f := range p.stack {
+		switch f.kind {
+		case opAttempt:
+			n.inAttempt = true
+		case opExcept:
+			n.deferred = true
+		}
+	}
+	p.t.incs = append(p.t.incs, n)
+	return int32(len(p.t.incs) - 1), true
+}
+
+// parseDuration reads a Go duration, or an integer count of unit.
+func parseDuration(b []byte, unit time.Duration) (time.Duration, bool) {
+	s := string(bytes.TrimSpace(b))
+	if s == "" {
+		return 0, false
+	}
+	allDigits := true
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			allDigits = false
+			break
+		}
+	}
+	if allDigits {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n > int64(1<<63-1)/int64(unit) {
+			return 0, false
+		}
+		return time.Duration(n) * unit, true
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, false
+	}
+	return d, true
+}
+
+// when parses the test of the esi:when at i and returns its expression
+// root, or -1 when it can never be true.
+func (p *parser) when(i int) int32 {
+	a, ok := p.attr("test")
+	if !ok {
+		p.syntaxErr(i, "esi:when without test")
+		return -1
+	}
+	if a.tooLong {
+		return -1
+	}
+	root, err := p.exprScratch.parse(p.t, decodeEntities(a.val), p.lim.MaxNesting)
+	if err != nil {
+		if errors.Is(err, ErrTooDeep) {
+			p.tooDeep = true
+		}
+		p.syntaxErr(i, "esi:when test: "+err.Error())
+		return -1
+	}
+	return root
+}
+
+// endTag handles "</esi:" at i and returns where scanning resumes.
+func (p *parser) endTag(i, lim int) int {
+	src := p.src
+	j := i + 6
+	for j < lim && isNameByte(src[j]) {
+		j++
+	}
+	name := src[i+6 : j]
+	for j < lim && isSpace(src[j]) {
+		j++
+	}
+	if len(name) == 0 || j >= lim || src[j] != '>' {
+		p.syntaxErr(i, "malformed esi end tag")
+		return i + 1
+	}
+	end := j + 1
+	kind, known := tagNames[string(name)]
+	if !known {
+		if string(name) == "remove" || string(name) == "comment" {
+			p.syntaxErr(i, "stray </esi:"+string(name)+">")
+			return end
+		}
+		p.syntaxErr(i, "unknown element esi:"+string(name))
+		p.flush(i)
+		p.emit(opNop, i, end, 0)
+		p.textStart = end
+		return end
+	}
+	k := len(p.stack) - 1
+	for k >= 0 && p.stack[k].kind != kind {
+		k--
+	}
+	if k < 0 {
+		p.syntaxErr(i, "stray </esi:"+string(name)+">")
+		return end
+	}
+	p.flush(i)
+	if k < len(p.stack)-1 {
+		for _, f := range p.stack[k+1:] {
+			p.syntaxErr(f.start, "unclosed esi:"+tagName(f.kind))
+		}
+		p.literalize(p.stack[k+1], i)
+		p.popTo(k + 1)
+	}
+	f := p.stack[k]
+	p.popTo(k)
+	if f.tooDeep {
+		if p.deepFrames == 0 {
+			// The outermost block past the limit: all of it is literal.
+			p.literalize(f, end)
+			p.textStart = end
+			return end
+		}
+	}
+	idx := p.emit(opEnd, i, end, 0)
+	p.t.ops[f.op].close = int32(idx)
+	p.textStart = end
+	return end
+}
+
+func (p *parser) popTo(n int) {
+	for _, f := range p.stack[n:] {
+		if f.tooDeep {
+			p.deepFrames--
+		}
+	}
+	p.stack = p.stack[:n]
+}
+
+// literalize turns everything from f's start tag up to end into one literal
+// text op, dropping what was parsed inside.
+func (p *parser) literalize(f frame, end int) {
+	t := p.t
+	t.ops = t.ops[:f.op]
+	t.incs = t.incs[:f.saved.incs]
+	t.vars = t.vars[:f.saved.vars]
+	t.exprs = t.exprs[:f.saved.exprs]
+	t.nChoose = f.saved.chooses
+	p.directives = f.saved.directives
+	p.emit(opText, f.start, end, 0)
+	p.textStart = end
+}
+
+// decodeEntities decodes the XML entities &amp; &lt; &gt; &quot; &apos; in
+// an attribute value. It returns b itself when there is none.
+func decodeEntities(b []byte) []byte {
+	if bytes.IndexByte(b, '&') < 0 {
+		return b
+	}
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		if b[i] == '&' {
+			rest := b[i:]
+			switch {
+			case bytes.HasPrefix(rest, []byte("&amp;")):
+				out = append(out, '&')
+				i += 4
+				continue
+			case bytes.HasPrefix(rest, []byte("&lt;")):
+				out = append(out, '<')
+				i += 3
+				continue
+			case bytes.HasPrefix(rest, []byte("&gt;")):
+				out = append(out, '>')
+				i += 3
+				continue
+			case bytes.HasPrefix(rest, []byte("&quot;")):
+				out = append(out, '"')
+				i += 5
+				continue
+			case bytes.HasPrefix(rest, []byte("&apos;")):
+				out = append(out, '\'')
+				i += 5
+				continue
+			}
+		}
+		out = append(out, b[i])
+	}
+	return out
+}
