@@ -124,6 +124,9 @@ func (f *fetcher) client(t *target) (*fasthttp.HostClient, error) {
 // dial opens a connection that close can cut, so that Close does not wait
 // for fetches that the store has given up on.
 func (f *fetcher) dial(addr string, timeout time.Duration) (net.Conn, error) {
+	if timeout <= 0 || timeout > f.p.cfg.FetchTimeout {
+		timeout = f.p.cfg.FetchTimeout
+	}
 	c, err := fasthttp.DialTimeout(addr, timeout)
 	if err != nil {
 		return nil, err
@@ -204,6 +207,7 @@ func (f *fetcher) load(ctx context.Context, key string, a *loadArg) (cachestore.
 	req.SetRequestURI(a.t.uri)
 	req.URI().DisablePathNormalizing = true
 	req.Header.SetHost(a.t.hostHdr)
+	req.UseHostHeader = true
 	req.Header.Set("User-Agent", "fragcache/"+cfg.Version)
 	req.Header.Set("Accept-Encoding", "gzip, deflate, br")
 	if a.cookie != "" {

@@ -104,7 +104,10 @@ func New(cfg Config) (*Proxy, error) {
 		MaxResponseBodySize: 1 << 40,
 		StreamResponseBody:  true,
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			c, err := fasthttp.DialTimeout(addr, min(timeout, 10*time.Second))
+			if timeout <= 0 || timeout > 10*time.Second {
+				timeout = 10 * time.Second
+			}
+			c, err := fasthttp.DialTimeout(addr, timeout)
 			if err != nil {
 				return nil, err
 			}
@@ -128,7 +131,6 @@ func New(cfg Config) (*Proxy, error) {
 	p.server = &fasthttp.Server{
 		Handler:                       p.Handler,
 		ErrorHandler:                  p.serverError,
-		Name:                          "fragcache",
 		ReadTimeout:                   30 * time.Second,
 		WriteTimeout:                  60 * time.Second,
 		IdleTimeout:                   90 * time.Second,
@@ -314,6 +316,7 @@ func (p *Proxy) buildUpstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Req
 	ctx.Request.Header.CopyTo(&req.Header)
 	stripRequestHop(&req.Header)
 	req.Header.SetHost(p.pageHost)
+	req.UseHostHeader = true
 	req.SetRequestURIBytes(ctx.Request.Header.RequestURI())
 	req.URI().DisablePathNormalizing = true
 
