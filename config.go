@@ -273,6 +273,9 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*c
 		}
 	}
 	c.ConfigFile = file
+	if c.Version {
+		return c, nil // --version needs nothing else
+	}
 	if len(errs) == 0 {
 		errs = c.validate()
 	}
