@@ -192,9 +192,11 @@ func (s *Store) onReject(i *ristretto.Item[*item]) {
 // Close stops the store: it cancels running loads (their flights end with
 // ErrClosed), ends queued refreshes, stops the refresh workers and
 // ristretto, and waits for every goroutine the store started. Lookups that
-// start after Close began answer Shed with ErrClosed. Close must not be
-// called while Lookups are still running (ristretto cannot be closed under
-// a Get); stop the callers first. It is idempotent and always returns nil.
+// start after Close began answer Shed with ErrClosed; Close may run while
+// lookups are still being made, and waits for those that are inside
+// ristretto. Loaders must return when their context ends, or Close waits
+// for them. Close is idempotent and always returns nil. Wait must not run
+// concurrently with Close.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
@@ -213,6 +215,7 @@ func (s *Store) Close() error {
 			}
 			break
 		}
+		s.gets.drain()
 		s.cache.Close()
 	})
 	return nil

@@ -15,9 +15,12 @@ package cachestore
 // Config.MaxCost), so it never grows with load: under memory pressure items
 // are pushed out by newer ones after a short while and the store degrades
 // to misses, as ristretto wants. Items are also dropped when they pass
-// StaleUntil or their key is deleted. ristretto is always asked first, and
-// an item in ristretto is never older than the one here (ristretto applies
-// updates of present keys at once), so the table never hides a newer entry.
+// StaleUntil or their key is deleted.
+//
+// ristretto is always asked first. It never holds an older item than this
+// table: it replaces a present key at once, and when it refuses the second
+// of two buffered writes of a new key as a duplicate, Store.onReject writes
+// the newer item again. So the table never hides a newer entry.
 //
 // It is guarded by Store.mu.
 type recentTable struct {

@@ -39,6 +39,7 @@ type Store struct {
 
 	closing   atomic.Bool // set when Close starts
 	closeOnce sync.Once
+	gets      getGuard // ristretto Gets of lookups in progress
 
 	// mu protects closed, flights, recent, fails, failSweep, bypass and
 	// bypassSweep. No ristretto call is made while holding it: ristretto's
@@ -91,6 +92,7 @@ func New(cfg Config, l Loader) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.gets.init()
 	s.life, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(cfg.RefreshWorkers)
 	for range cfg.RefreshWorkers {
@@ -120,7 +122,14 @@ func (s *Store) at(t time.Time) int64 { return int64(t.Sub(s.epoch)) }
 //
 // Lookup is safe for concurrent use. A fresh hit allocates nothing.
 func (s *Store) Lookup(key string, detach func() any) Result {
-	if it, ok := s.cache.Get(key); ok {
+	g := s.gets.enter(&s.closing)
+	if g == nil {
+		s.obs.Lookup(key, Shed)
+		return Result{Status: Shed, Err: ErrClosed}
+	}
+	it, ok := s.cache.Get(key)
+	s.gets.leave(g)
+	if ok {
 		now := s.now()
 		if now < it.refreshAt {
 			s.obs.Lookup(key, Hit)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
 )
 
 func TestMissThenHit(t *testing.T) {
@@ -540,7 +542,7 @@ func TestQueuedRefreshEndsOnClose(t *testing.T) {
 		s.Lookup("a", nil)
 		synctest.Wait()
 		s.Lookup("b", nil) // queued
-		forget(s, "b") // out of sight: the next lookup joins the queued refresh
+		forget(s, "b")     // out of sight: the next lookup joins the queued refresh
 		r := s.Lookup("b", nil)
 		if r.Flight == nil || !r.Joined {
 			t.Fatalf("lookup of an evicted key under refresh = %+v, want a joined flight", r)
@@ -632,4 +634,61 @@ func TestDetachOnlyWhenStarting(t *testing.T) {
 			t.Fatalf("loader arg = %v, want 1", l.args[0])
 		}
 	})
+}
+
+// TestDuplicateNewSetRewritten covers ristretto refusing the second of two
+// buffered Sets of a new key as a duplicate: the newer item must replace
+// the one ristretto admitted.
+func TestDuplicateNewSetRewritten(t *testing.T) {
+	obs := &countingObserver{}
+	s := newStore(t, Config{Observer: obs}, &fakeLoader{})
+	v1 := s.newItem("k", ttlEntry("v1", time.Hour, 0))
+	v2 := s.newItem("k", ttlEntry("v2", time.Hour, 0))
+	s.cache.SetWithTTL("k", v1, v1.cost, time.Hour)
+	s.Wait()
+	s.mu.Lock()
+	s.recent.put(v2)
+	s.mu.Unlock()
+	s.onReject(&ristretto.Item[*item]{Value: v2})
+	if r := s.Lookup("k", nil); r.Entry.Value != "v2" {
+		t.Fatalf("after the rejected duplicate: %v, want v2", r.Entry.Value)
+	}
+	if n := obs.rejected.Load(); n != 0 {
+		t.Fatalf("rejections reported = %d, want 0 (a duplicate is not a rejection)", n)
+	}
+}
+
+func TestCloseDuringLookups(t *testing.T) {
+	s, err := New(Config{}, &fakeLoader{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	load(t, s, "hot")
+	s.Wait()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r := s.Lookup("hot", nil)
+				if r.Status != Hit && r.Status != Shed {
+					t.Errorf("lookup during Close = %v, want hit or shed", r.Status)
+					return
+				}
+				s.Lookup(fmt.Sprint("cold", i), nil)
+			}
+		})
+	}
+	time.Sleep(10 * time.Millisecond) // let the lookups run: real concurrency is the point
+	s.Close()
+	if r := s.Lookup("hot", nil); r.Status != Shed || !errors.Is(r.Err, ErrClosed) {
+		t.Errorf("lookup after Close = %+v, want shed with ErrClosed", r)
+	}
+	close(stop)
+	wg.Wait()
 }

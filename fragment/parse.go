@@ -55,6 +55,7 @@ type parser struct {
 	directives  int
 	deepFrames  int // open frames with tooDeep set
 	esiEnd      int // offset of the "-->" closing the current <!--esi, or -1
+	rawEnd      int // offset of the end tag of the current script or style element
 	textStart   int
 	bodyVars    varScanner
 	attrs       []attr
@@ -240,6 +241,9 @@ func (p *parser) run() {
 			pos = p.endTag(i, lim)
 		case bytes.HasPrefix(rest, []byte("<!--")):
 			pos = p.comment(i, lim)
+		case len(rest) > 1 && rest[1]|0x20 == 's' && i >= p.rawEnd:
+			p.rawText(i)
+			pos = i + 1
 		case bytes.HasPrefix(rest, []byte("<![CDATA[")):
 			end := len(rest)
 			if j := bytes.Index(rest[9:], []byte("]]>")); j >= 0 {
@@ -290,6 +294,11 @@ func (p *parser) comment(i, lim int) int {
 		p.esiEnd = i + 7 + j
 		return i + 7
 	}
+	if i < p.rawEnd {
+		// In a script or style element "<!--" is not a comment: ESI
+		// stays live.
+		return i + 4
+	}
 	end := lim
 	switch {
 	case bytes.HasPrefix(src[i:], []byte("<!-->")):
@@ -306,6 +315,51 @@ func (p *parser) comment(i, lim int) int {
 		p.flushRaw(end)
 	}
 	return end
+}
+
+// rawText notes the extent of the script or style element whose start tag
+// begins at i, if there is one: in it, "<!--" does not start a comment.
+func (p *parser) rawText(i int) {
+	src := p.src
+	var name string
+	switch {
+	case hasPrefixFold(src[i+1:], "script"):
+		name = "script"
+	case hasPrefixFold(src[i+1:], "style"):
+		name = "style"
+	default:
+		return
+	}
+	j := i + 1 + len(name)
+	if j < len(src) && !isSpace(src[j]) && src[j] != '>' && src[j] != '/' {
+		return
+	}
+	p.rawEnd = len(src)
+	for {
+		k := bytes.Index(src[j:], []byte("</"))
+		if k < 0 {
+			return
+		}
+		j += k + 2
+		if hasPrefixFold(src[j:], name) {
+			p.rawEnd = j - 2
+			return
+		}
+	}
+}
+
+// hasPrefixFold reports whether b starts with the lower-case ASCII prefix,
+// ignoring case.
+func hasPrefixFold(b []byte, prefix string) bool {
+	if len(b) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		if b[i]|0x20 != prefix[i] {
+			return false
+		}
+	}
+	return true
 }
 
 var tagNames = map[string]opKind{

@@ -36,8 +36,8 @@ type varRef struct {
 }
 
 // varScanner parses variable references in one byte slice. It remembers
-// where the next ')', '}' and '\” are, so that scanning a slice is linear
-// however many unterminated references it holds.
+// where the next closing parenthesis, brace and quote are, so that scanning
+// a slice is linear however many unterminated references it holds.
 type varScanner struct {
 	b    []byte
 	next [3]int // cached index of the next delimiter, -1 for none
