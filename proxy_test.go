@@ -391,7 +391,7 @@ func TestFailurePolicies(t *testing.T) {
 			`<esi:except>E<esi:include src="/backup"/></esi:except></esi:try>`),
 		"/tryok": esiPage(`<esi:try><esi:attempt>A<esi:include src="/backup"/></esi:attempt>` +
 			`<esi:except>E<esi:include src="/never"/></esi:except></esi:try>`),
-		"/broken": func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", 503) },
+		"/broken": func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusServiceUnavailable) },
 		"/backup": frag("backup", 0, "max-age=60"),
 		"/never":  frag("never", 0, ""),
 	})

@@ -137,7 +137,7 @@ type cacheDirectives struct {
 
 func parseCacheDirectives(h *fasthttp.ResponseHeader) cacheDirectives {
 	d := cacheDirectives{maxAge: -1, sMaxAge: -1, surrogateMaxAge: -1}
-	h.VisitAll(func(k, v []byte) {
+	for k, v := range h.All() {
 		switch {
 		case equalFold(k, "Cache-Control"):
 			forEachDirective(v, func(name, val []byte) {
@@ -174,23 +174,23 @@ func parseCacheDirectives(h *fasthttp.ResponseHeader) cacheDirectives {
 				}
 			})
 		}
-	})
+	}
 	return d
 }
 
 // hasESITrigger reports whether Surrogate-Control says content="ESI/1.0".
 func hasESITrigger(h *fasthttp.ResponseHeader) bool {
 	found := false
-	h.VisitAll(func(k, v []byte) {
-		if found || !equalFold(k, "Surrogate-Control") {
-			return
+	for k, v := range h.All() {
+		if !equalFold(k, "Surrogate-Control") {
+			continue
 		}
 		forEachDirective(v, func(name, val []byte) {
 			if equalFold(name, "content") && bytes.Contains(bytes.ToUpper(val), []byte("ESI/1.0")) {
 				found = true
 			}
 		})
-	})
+	}
 	return found
 }
 
@@ -247,9 +247,9 @@ type varyInfo struct {
 
 func parseVary(h *fasthttp.ResponseHeader) varyInfo {
 	var vi varyInfo
-	h.VisitAll(func(k, v []byte) {
+	for k, v := range h.All() {
 		if !equalFold(k, "Vary") {
-			return
+			continue
 		}
 		for _, tok := range bytes.Split(v, []byte(",")) {
 			tok = bytes.TrimSpace(tok)
@@ -262,6 +262,6 @@ func parseVary(h *fasthttp.ResponseHeader) varyInfo {
 				vi.user = true
 			}
 		}
-	})
+	}
 	return vi
 }
