@@ -65,9 +65,10 @@ type fetcher struct {
 	p *Proxy
 
 	// mu protects clients and conns.
-	mu      sync.Mutex
-	clients map[string]*fasthttp.HostClient
-	conns   map[net.Conn]struct{}
+	mu       sync.Mutex
+	clients  map[string]*fasthttp.HostClient
+	breakers map[string]*breaker
+	conns    map[net.Conn]struct{}
 	closed  bool
 
 	vary varyTable
@@ -76,8 +77,9 @@ type fetcher struct {
 func newFetcher(p *Proxy) *fetcher {
 	return &fetcher{
 		p:       p,
-		clients: make(map[string]*fasthttp.HostClient),
-		conns:   make(map[net.Conn]struct{}),
+		clients:  make(map[string]*fasthttp.HostClient),
+		breakers: make(map[string]*breaker),
+		conns:    make(map[net.Conn]struct{}),
 		vary:    varyTable{urls: make(map[string]struct{})},
 	}
 }
@@ -85,18 +87,18 @@ func newFetcher(p *Proxy) *fetcher {
 // maxFetchClients bounds the clients kept for hosts allowed on any port.
 const maxFetchClients = 1024
 
-func (f *fetcher) client(t *target) (*fasthttp.HostClient, error) {
+func (f *fetcher) client(t *target) (*fasthttp.HostClient, *breaker, error) {
 	id := t.scheme + "://" + t.addr
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if hc, ok := f.clients[id]; ok {
-		return hc, nil
+		return hc, f.breakers[id], nil
 	}
 	if f.closed {
-		return nil, cachestore.ErrClosed
+		return nil, nil, cachestore.ErrClosed
 	}
 	if len(f.clients) >= maxFetchClients {
-		return nil, errors.New("too many fragment hosts")
+		return nil, nil, errors.New("too many fragment hosts")
 	}
 	cfg := &f.p.cfg
 	hc := &fasthttp.HostClient{
@@ -118,7 +120,12 @@ func (f *fetcher) client(t *target) (*fasthttp.HostClient, error) {
 		DialTimeout:               f.dial,
 	}
 	f.clients[id] = hc
-	return hc, nil
+	br := &breaker{}
+	if up := f.p.m.Upstream(t.label); up != nil {
+		br.gauge = up.Breaker
+	}
+	f.breakers[id] = br
+	return hc, br, nil
 }
 
 // dial opens a connection that close can cut, so that Close does not wait
@@ -189,11 +196,29 @@ func (f *fetcher) Load(ctx context.Context, key string, arg any, refresh bool) (
 }
 
 func (f *fetcher) load(ctx context.Context, key string, a *loadArg) (cachestore.Entry, int, error) {
-	cfg := &f.p.cfg
-	hc, err := f.client(&a.t)
+	hc, br, err := f.client(&a.t)
 	if err != nil {
 		return cachestore.Entry{}, metrics.FetchConnectError, &fetchError{result: metrics.FetchConnectError, err: err}
 	}
+	if !br.allow(time.Now()) {
+		return cachestore.Entry{}, metrics.FetchDenied, &fetchError{result: metrics.FetchDenied, err: errBreakerOpen}
+	}
+	e, res, err := f.fetch(ctx, key, a, hc)
+	br.record(time.Now(), res == metrics.FetchConnectError || res == metrics.FetchTimeout ||
+		(res == metrics.FetchStatusError && isServerError(err)))
+	return e, res, err
+}
+
+// errBreakerOpen fails fetches to a host whose circuit breaker is open.
+var errBreakerOpen = errors.New("circuit breaker open for the fragment host")
+
+func isServerError(err error) bool {
+	var fe *fetchError
+	return errors.As(err, &fe) && fe.status >= 500
+}
+
+func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthttp.HostClient) (cachestore.Entry, int, error) {
+	cfg := &f.p.cfg
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(cfg.FetchTimeout)
@@ -225,7 +250,7 @@ func (f *fetcher) load(ctx context.Context, key string, a *loadArg) (cachestore.
 		up.InFlight.Inc()
 	}
 	t0 := time.Now()
-	err = hc.DoDeadline(req, resp, deadline)
+	err := hc.DoDeadline(req, resp, deadline)
 	if up != nil {
 		up.InFlight.Dec()
 		up.Duration.Observe(time.Since(t0).Seconds())
