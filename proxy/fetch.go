@@ -69,18 +69,18 @@ type fetcher struct {
 	clients  map[string]*fasthttp.HostClient
 	breakers map[string]*breaker
 	conns    map[net.Conn]struct{}
-	closed  bool
+	closed   bool
 
 	vary varyTable
 }
 
 func newFetcher(p *Proxy) *fetcher {
 	return &fetcher{
-		p:       p,
+		p:        p,
 		clients:  make(map[string]*fasthttp.HostClient),
 		breakers: make(map[string]*breaker),
 		conns:    make(map[net.Conn]struct{}),
-		vary:    varyTable{urls: make(map[string]struct{})},
+		vary:     varyTable{urls: make(map[string]struct{})},
 	}
 }
 
