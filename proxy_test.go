@@ -103,6 +103,12 @@ func newOrigin(t *testing.T, routes map[string]http.HandlerFunc) *origin {
 			h(w, r)
 			return
 		}
+		for p, h := range routes { // "/dir/" routes take the whole subtree
+			if strings.HasSuffix(p, "/") && strings.HasPrefix(r.URL.Path, p) {
+				h(w, r)
+				return
+			}
+		}
 		http.NotFound(w, r)
 	}))
 	t.Cleanup(o.Close)

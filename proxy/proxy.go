@@ -167,9 +167,11 @@ func (p *Proxy) Close() error {
 	if p.closed.Swap(true) {
 		return nil
 	}
+	// Cut the fetches' connections first, so the store's Close does not
+	// wait for fetches that nobody will read.
+	p.fetch.close()
 	err := p.store.Close()
 	p.page.CloseIdleConnections()
-	p.fetch.close()
 	return err
 }
 

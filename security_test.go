@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// canaryServer counts the connections it accepts: a host fragcache must
+// never contact.
+func canaryServer(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var conns atomic.Int64
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "CANARY")
+	}))
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	return s, &conns
+}
+
+// rawExchange sends raw bytes on a new connection and returns the first
+// response's status line and whether the server closed the connection
+// after it.
+func rawExchange(t *testing.T, addr, raw string) (status string, closed bool) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading the answer to %q: %v", raw, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	// A closed connection reads EOF; an open one times out.
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	_, err = br.ReadByte()
+	return resp.Status, err == io.EOF
+}
+
+func TestRequestSmugglingRefused(t *testing.T) {
+	var upstreamHits atomic.Int64
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/": func(w http.ResponseWriter, r *http.Request) {
+			upstreamHits.Add(1)
+			io.WriteString(w, "ok")
+		},
+	})
+	fc := startFragcache(t, "--upstream", o.URL)
+	addr := strings.TrimPrefix(fc.front, "http://")
+	tests := []struct{ name, raw string }{
+		{"CL and TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+		{"duplicate CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx"},
+		{"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX-Long: a\r\n b\r\n\r\n"},
+		{"bare LF", "GET / HTTP/1.1\r\nHost: a\nX-A: b\r\n\r\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := upstreamHits.Load()
+			status, closed := rawExchange(t, addr, tc.raw)
+			if !strings.HasPrefix(status, "400") {
+				t.Errorf("status %q, want 400", status)
+			}
+			if !closed {
+				t.Error("the connection stayed open after a refused request")
+			}
+			if upstreamHits.Load() != before {
+				t.Error("the refused request reached the upstream")
+			}
+		})
+	}
+	status, closed := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	if !strings.HasPrefix(status, "200") || closed {
+		t.Errorf("a clean request: %q closed=%v, want 200 on a kept-alive connection", status, closed)
+	}
+	status, _ = rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: a\r\nX-Big: "+strings.Repeat("a", 80<<10)+"\r\n\r\n")
+	if !strings.HasPrefix(status, "431") {
+		t.Errorf("huge header: %q, want 431", status)
+	}
+}
+
+func TestESIInjectionAndReach(t *testing.T) {
+	canary, conns := canaryServer(t)
+	canaryHost := strings.TrimPrefix(canary.URL, "http://")
+	_, canaryPort, _ := net.SplitHostPort(canaryHost)
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		// Not opted in: its tags are inert even with a hostile src.
+		"/comments": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			io.WriteString(w, `<p>user text: <esi:include src="`+canary.URL+`/steal"/></p>`)
+		},
+		"/page": esiPage(`[<esi:include src="http://$(HTTP_HOST)/x">v1</esi:include>]` +
+			`[<esi:include src="/q/$(QUERY_STRING{u})">v2</esi:include>]` +
+			`[<esi:include src="http://127.0.0.2:` + canaryPort + `/x">v3</esi:include>]` +
+			`[<esi:include src="http://[::1]:` + canaryPort + `/x">v4</esi:include>]` +
+			`[<esi:include src="http://169.254.169.254/latest/meta-data/">v5</esi:include>]` +
+			`[<esi:include src="/redirect">v6</esi:include>]` +
+			`[<esi:include src="/q/$(HTTP_COOKIE{session})">v7</esi:include>]`),
+		"/redirect": func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, canary.URL+"/redirected", http.StatusFound)
+		},
+		"/q/": func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "path=%s", r.URL.EscapedPath())
+		},
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s", "--public-host", canaryHost)
+	_, body := get(t, fc.front+"/comments")
+	if !strings.Contains(body, "<esi:include") {
+		t.Errorf("a page that did not opt in was changed: %q", body)
+	}
+	_, body = get(t, fc.front+"/page?u="+strings.ReplaceAll("//"+canaryHost+"/x", "/", "%2F"), "Cookie", "session=abc")
+	for _, v := range []string{"[v1]", "[v3]", "[v4]", "[v5]", "[v6]"} {
+		if !strings.Contains(body, v) {
+			t.Errorf("body %q lacks the placeholder %s of a forbidden include", body, v)
+		}
+	}
+	if !strings.Contains(body, "path=/q/%2F%2F"+canaryHost) {
+		t.Errorf("a variable did not stay inside the path: %q", body)
+	}
+	if !strings.Contains(body, "[path=/q/]") {
+		t.Errorf("an unlisted cookie did not expand as unset: %q", body)
+	}
+	if strings.Contains(body, "abc") {
+		t.Errorf("a cookie not listed in --esi-cookie was expanded: %q", body)
+	}
+	if n := conns.Load(); n != 0 {
+		t.Errorf("the canary host got %d connections", n)
+	}
+	if strings.Contains(body, "CANARY") {
+		t.Error("a redirect was followed")
+	}
+}
+
+func TestResourceLimits(t *testing.T) {
+	// 1 GiB of zeros in about 1 MiB: one gzip member of 1 MiB of zeros,
+	// repeated; gzip readers decode concatenated members as one stream.
+	var member bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&member, gzip.BestCompression)
+	zw.Write(make([]byte, 1<<20))
+	zw.Close()
+	bomb := bytes.Repeat(member.Bytes(), 1024)
+	many := strings.Repeat(`<esi:include src="/n"/>`, 10_000)
+	var fragFetches atomic.Int64
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/bomb": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.Header().Set("Surrogate-Control", `content="ESI/1.0"`)
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write(bomb)
+		},
+		"/many": esiPage(many),
+		"/n": func(w http.ResponseWriter, r *http.Request) {
+			fragFetches.Add(1)
+			io.WriteString(w, "n")
+		},
+		"/distinct": esiPage(func() string {
+			var b strings.Builder
+			for i := 0; i < 1000; i++ {
+				fmt.Fprintf(&b, `<esi:include src="/d%d"/>`, i)
+			}
+			return b.String()
+		}()),
+		"/huge-frag-page": esiPage(`[<esi:include src="/huge">cut</esi:include>]`),
+		"/huge": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", fmt.Sprint(100<<20))
+			buf := make([]byte, 1<<20)
+			for i := 0; i < 100; i++ {
+				if _, err := w.Write(buf); err != nil {
+					return
+				}
+			}
+		},
+		"/capped": esiPage(`<esi:include src="/slow" timeout="60s">p</esi:include>`),
+		"/slow": func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-time.After(3 * time.Second):
+			case <-r.Context().Done():
+			}
+		},
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "1s", "--max-wait", "200ms", "--max-includes", "256")
+
+	resp, _ := get(t, fc.front+"/bomb")
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("gzip bomb page: %d, want 502", resp.StatusCode)
+	}
+	resp, body := get(t, fc.front+"/many")
+	if resp.StatusCode != 200 || !strings.HasPrefix(body, "nnn") {
+		t.Errorf("10 000 includes: %d %.40q", resp.StatusCode, body)
+	}
+	if n := fragFetches.Load(); n != 1 {
+		t.Errorf("the same src 10 000 times was fetched %d times, want 1", n)
+	}
+	_, body = get(t, fc.front+"/distinct")
+	fetched := 0
+	for i := 0; i < 1000; i++ {
+		fetched += o.count(fmt.Sprintf("/d%d", i))
+	}
+	if fetched > 256 {
+		t.Errorf("%d distinct includes fetched for one page, want at most --max-includes (256)", fetched)
+	}
+	_, body = get(t, fc.front+"/huge-frag-page")
+	if body != "[cut]" {
+		t.Errorf("100 MiB fragment: %q, want the placeholder", body)
+	}
+	start := time.Now()
+	get(t, fc.front+"/capped")
+	if took := time.Since(start); took > 200*time.Millisecond+time.Second {
+		t.Errorf("timeout=60s with --max-wait 200ms took %v", took)
+	}
+	_, m := get(t, fc.admin+"/metrics")
+	for _, want := range []string{`fragcache_esi_errors_total{reason="too_large"} 1`, `result="too_large"`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
