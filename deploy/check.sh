@@ -41,6 +41,8 @@ trap 'exit 130' INT TERM
 
 PY=python3
 [[ -x /usr/bin/python3 ]] && PY=/usr/bin/python3
+# Go's official install location, when it is not on PATH.
+command -v go >/dev/null || [[ ! -x /usr/local/go/bin/go ]] || PATH=$PATH:/usr/local/go/bin
 
 install_missing() {
   local need=()
