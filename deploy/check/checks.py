@@ -63,7 +63,7 @@ METRICS = {
     "fragcache_fragment_fallbacks_total": "counter",
     "fragcache_fragment_coalesced_total": "counter",
     "fragcache_fragment_fetches_total": "counter",
-    "fragcache_fragment_breaker_state": "gauge",
+    "fragcache_upstream_breaker_state": "gauge",
     "fragcache_upstream_request_duration_seconds": "histogram",
     "fragcache_upstream_requests_in_flight": "gauge",
     "fragcache_refresh_queue_length": "gauge",
@@ -76,12 +76,9 @@ METRICS = {
     "fragcache_esi_errors_total": "counter",
     "fragcache_build_info": "gauge",
 }
-MAY_BE_ABSENT = {
-    "fragcache_fragment_fallbacks_total",
-    "fragcache_fragment_coalesced_total",
-    "fragcache_fragment_breaker_state",
-    "fragcache_esi_errors_total",
-}
+# fragcache resolves every labelled child at start-up, so every series is
+# in the first scrape; nothing may be absent.
+MAY_BE_ABSENT: set[str] = set()
 # Series Prometheus makes itself, not found in a scrape.
 SYNTHETIC = {"up", "scrape_duration_seconds", "ALERTS", "ALERTS_FOR_STATE"}
 

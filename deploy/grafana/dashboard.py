@@ -174,8 +174,8 @@ def build():
     p.append(timeseries("Coalesced lookups", "Lookups that joined a fetch already running instead of starting one.",
                         [(f"sum by (fragment) (rate(fragcache_fragment_coalesced_total{{{FRAG}}}[{RI}]))", "{{fragment}}")],
                         unit="ops"))
-    p.append(state_timeline("Circuit breakers", "Breaker state per fragment: closed, open or half-open.",
-                            [(f"max by (fragment) (fragcache_fragment_breaker_state{{{FRAG}}})", "{{fragment}}")],
+    p.append(state_timeline("Circuit breakers", "Breaker state per fragment host: closed, open or half-open.",
+                            [(f"max by (upstream) (fragcache_upstream_breaker_state{{{SEL}}})", "{{upstream}}")],
                             [{"type": "value", "options": {
                                 "0": {"text": "closed", "color": "green", "index": 0},
                                 "1": {"text": "open", "color": "red", "index": 1},
