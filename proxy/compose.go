@@ -245,51 +245,49 @@ func (c *composer) startAlt(n *node, s *slot, inc *fragment.Include) {
 // startSrc resolves src and looks it up in the store, leaving s with a
 // value, a flight to wait for, or a final state.
 func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string) {
-	if c.pageURI == "" {
-		c.pageURI = string(c.ctx.Request.Header.RequestURI())
-	}
-	t, err := c.p.reach.resolve(c.pageURI, src)
-	if err != nil {
+	rs := c.p.resolveSrc(src, c.requestURI)
+	if rs.err != nil {
 		c.p.m.ESIErrors[metrics.ErrSrcNotAllowed].Inc()
 		s.state = stFailed
 		return
 	}
+	url := rs.t.url
 	for a := n; a != nil; a = a.parent {
-		if a.url == t.url {
+		if a.url == url {
 			c.p.m.ESIErrors[metrics.ErrLoop].Inc()
 			s.state = stSkipped
 			return
 		}
 	}
-	s.url = t.url
-	r := c.p.matchRule(&t)
-	if r != nil {
-		s.frag = r.m
+	s.url = url
+	s.frag = rs.frag
+	var flags uint32
+	if rs.info != nil {
+		flags = rs.info.flags.Load()
 	}
-	share := r != nil && r.Share
 	lang := ""
-	if t.upstream && c.p.fetch.vary.has(t.url) {
+	if rs.t.upstream && flags&urlVaryLang != 0 {
 		lang = c.lang()
 	}
-	scope := c.scope
-	key := ""
-	if share || !t.upstream {
-		scope = scopeShared
-		key = fragmentKey(scopeShared, t.url, lang)
-	} else {
-		sk := fragmentKey(scopeShared, t.url, lang)
-		if c.p.store.Peek(sk) {
-			scope, key = scopeShared, sk
-		} else {
-			key = fragmentKey(scope, t.url, lang)
+	share := rs.rule != nil && rs.rule.Share
+	var key string
+	switch {
+	case share || !rs.t.upstream || flags&urlShared != 0:
+		key = rs.sharedKey
+		if lang != "" {
+			key = fragmentKey(scopeShared, url, lang)
 		}
+	case c.scope == scopeAnon && lang == "":
+		key = rs.anonKey
+	default:
+		key = fragmentKey(c.scope, url, lang)
 	}
 	wait := c.p.cfg.Wait
 	if inc.HasTimeout {
 		wait = min(max(inc.Timeout, 0), c.p.cfg.MaxWait)
 	}
 	s.deadline = c.start.Add(wait)
-	res := c.p.store.Lookup(key, func() any { return c.loadArg(&t, r, inc, scope, share, lang) })
+	res := c.p.store.Lookup(key, func() any { return c.loadArg(rs, inc, share) })
 	fr := s.frag
 	switch res.Status {
 	case cachestore.Hit:
@@ -328,34 +326,36 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 	}
 }
 
+// requestURI is the page's path and query, against which relative srcs
+// resolve.
+func (c *composer) requestURI() string {
+	if c.pageURI == "" {
+		c.pageURI = string(c.ctx.Request.Header.RequestURI())
+	}
+	return c.pageURI
+}
+
 // loadArg builds the owned arguments of a load; it runs only when the
 // store starts one.
-func (c *composer) loadArg(t *target, r *rule, inc *fragment.Include, scope string, share bool, lang string) any {
+func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, share bool) any {
 	a := &loadArg{
-		t:         *t,
-		frag:      c.p.m.Fragment(metrics.OtherFragment),
-		rule:      r,
-		scope:     scope,
-		langKey:   lang,
+		t:         rs.t,
+		frag:      rs.frag,
+		rule:      rs.rule,
 		ttlAttr:   inc.TTL,
 		hasTTL:    inc.HasTTL,
-		esiParsed: t.upstream,
+		esiParsed: rs.t.upstream,
 	}
-	if r != nil {
-		a.frag = r.m
-	}
-	h := &c.ctx.Request.Header
-	if t.upstream {
+	if rs.t.upstream {
+		h := &c.ctx.Request.Header
 		if !share {
 			a.cookie = string(h.Peek("Cookie"))
 			a.auth = string(h.Peek("Authorization"))
+			a.ownScope = c.scope
 		}
 		a.lang = string(h.Peek("Accept-Language"))
-		if a.langKey == "" {
-			a.langKey = c.lang()
-		}
+		a.langKey = c.lang()
 	}
-	a.anon = a.cookie == "" && a.auth == ""
 	return a
 }
 

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -34,10 +33,9 @@ type loadArg struct {
 	rule      *rule
 	cookie    string // credentials, only for the upstream and unshared rules
 	auth      string
+	ownScope  string // the user scope of cookie and auth; "" without them
 	lang      string // Accept-Language as sent, only for the upstream
 	langKey   string // normalised Accept-Language, for Vary
-	anon      bool   // the client sent no Cookie and no Authorization
-	scope     string // the scope prefix the lookup used
 	ttlAttr   time.Duration
 	hasTTL    bool
 	esiParsed bool // execute ESI in the fragment's body
@@ -70,8 +68,6 @@ type fetcher struct {
 	breakers map[string]*breaker
 	conns    map[net.Conn]struct{}
 	closed   bool
-
-	vary varyTable
 }
 
 func newFetcher(p *Proxy) *fetcher {
@@ -80,7 +76,6 @@ func newFetcher(p *Proxy) *fetcher {
 		clients:  make(map[string]*fasthttp.HostClient),
 		breakers: make(map[string]*breaker),
 		conns:    make(map[net.Conn]struct{}),
-		vary:     varyTable{urls: make(map[string]struct{})},
 	}
 }
 
@@ -328,71 +323,41 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 		e.Cost += int64(v.tpl.Size())
 	}
 
-	noStore := cd.noStore || cd.noCache || cd.surrogateNoStore || setCookie || vary.star || ttl <= 0
-	shared := (cd.surrogateMaxAge >= 0 || cd.public || cd.sMaxAge >= 0 || (a.rule != nil && a.rule.Share)) && !vary.user
+	// Where the response may be stored is decided here, from the response
+	// and the credentials the fetch carried, never from the key the lookup
+	// happened to use (DESIGN.md, precise rule 2).
 	credentialed := a.cookie != "" || a.auth != ""
+	noStore := cd.noStore || cd.noCache || cd.surrogateNoStore || setCookie || vary.star || ttl <= 0
+	shared := (cd.surrogateMaxAge >= 0 || cd.public || cd.sMaxAge >= 0 ||
+		(a.rule != nil && a.rule.Share) || !a.t.upstream) && !vary.user
+	lang := ""
+	if vary.lang && a.t.upstream {
+		lang = a.langKey
+	}
+	f.p.urls.setFlag(a.t.url, urlVaryLang, lang != "")
+	target := ""
 	switch {
 	case noStore:
-	case !credentialed && cd.private:
-		// Nobody's private answer: served to the waiters, never stored.
-		noStore = true
-	case credentialed && shared:
-		e.StoreKey = fragmentKey(scopeShared, a.t.url, "")
+	case shared:
+		target = fragmentKey(scopeShared, a.t.url, lang)
 	case credentialed:
+		target = fragmentKey(a.ownScope, a.t.url, lang)
 		v.private = true
-	case shared && a.scope != scopeShared:
-		e.StoreKey = fragmentKey(scopeShared, a.t.url, "")
+	case cd.private:
+		noStore = true // nobody's private answer: served to the waiters only
+	default:
+		target = fragmentKey(scopeAnon, a.t.url, lang)
 	}
-	if vary.lang && !noStore {
-		if !f.vary.add(a.t.url) {
-			noStore = true
-		} else {
-			base := key
-			if e.StoreKey != "" {
-				base = e.StoreKey
-			}
-			if a.langKey != "" && !bytes.HasSuffix([]byte(base), []byte("\x00"+a.langKey)) {
-				e.StoreKey = base + "\x00" + a.langKey
-			}
-		}
-	}
+	f.p.urls.setFlag(a.t.url, urlShared, shared && !noStore)
 	if noStore {
 		v.private = v.private || credentialed
 		e.NoStore = true
-		e.StoreKey = ""
 		e.FreshUntil = now.Add(cfg.FragmentTTL)
 		e.StaleUntil = e.FreshUntil
+		return e
+	}
+	if target != key {
+		e.StoreKey = target
 	}
 	return e
-}
-
-// varyTable remembers the fragment URLs whose responses vary on
-// Accept-Language, so their keys carry the language. Bounded: past
-// maxVary URLs, such responses are not stored.
-type varyTable struct {
-	// mu protects urls.
-	mu   sync.RWMutex
-	urls map[string]struct{}
-}
-
-const maxVary = 100_000
-
-func (v *varyTable) has(url string) bool {
-	v.mu.RLock()
-	_, ok := v.urls[url]
-	v.mu.RUnlock()
-	return ok
-}
-
-func (v *varyTable) add(url string) bool {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if _, ok := v.urls[url]; ok {
-		return true
-	}
-	if len(v.urls) >= maxVary {
-		return false
-	}
-	v.urls[url] = struct{}{}
-	return true
 }

@@ -31,6 +31,7 @@ type Proxy struct {
 	tpls   *templateCache
 	rules  []rule
 	scopes scoper
+	urls   urlTable
 
 	page     *fasthttp.HostClient
 	pageUp   *metrics.Upstream
