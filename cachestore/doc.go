@@ -1,6 +1,7 @@
 // Package cachestore is fragcache's fragment store: an in-memory cache of
-// opaque entries under string keys, with request coalescing, stale-while-
-// revalidate, background refresh, refresh-ahead and negative caching.
+// opaque entries under string keys, with request coalescing,
+// stale-while-revalidate, background refresh, refresh-ahead and negative
+// caching.
 //
 // It owns the caching policy only: keys, entries, freshness and staleness,
 // the flights that load missing keys, the bounded refresh queue and its

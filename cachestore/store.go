@@ -22,6 +22,21 @@ const (
 // A Store owns every goroutine it runs: ristretto's, the refresh workers
 // started by New, and one goroutine per load of a missing key, started
 // under the load limit. Close stops and waits for all of them.
+//
+// ristretto is the L1, and its writes are neither immediate nor certain: a
+// new key becomes visible only once ristretto's goroutine applied the Set,
+// and the Set may be dropped (buffer contention) or refused (admission
+// policy). A load therefore hands its entry to its waiters directly, and
+// also puts it in a small side table, bounded to 1024 entries and
+// MaxCost/16 bytes, that lookups consult when ristretto misses. So the next
+// lookup finds a loaded entry at once, and keeps finding it for a while
+// even when ristretto refused it. Under memory pressure newer entries push
+// older ones out of the side table, ristretto keeps evicting and refusing,
+// and lookups turn into misses (and loads), never into errors; refusals,
+// drops and evictions are reported to the Observer.
+//
+// Entries stay in ristretto until their StaleUntil (its TTL), and are
+// served fresh, then stale, by the store's own monotonic clock.
 type Store struct {
 	cfg    Config
 	loader Loader
