@@ -677,3 +677,39 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func TestRefreshThatTurnsPrivateStaysPrivate(t *testing.T) {
+	var calls atomic.Int64
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/": esiPage(`<esi:include src="/acct"/>`),
+		"/acct": func(w http.ResponseWriter, r *http.Request) {
+			if calls.Add(1) == 1 {
+				w.Header().Set("Cache-Control", "public, max-age=1")
+				io.WriteString(w, "public-v1")
+				return
+			}
+			c, _ := r.Cookie("user")
+			name := "anon"
+			if c != nil {
+				name = c.Value
+			}
+			w.Header().Set("Cache-Control", "private, max-age=60")
+			io.WriteString(w, "secret-"+name)
+		},
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s")
+	if _, b := get(t, fc.front+"/", "Cookie", "user=a"); b != "public-v1" {
+		t.Fatalf("first view %q", b)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	eventually(t, "user a sees the refreshed private copy", func() bool {
+		_, b := get(t, fc.front+"/", "Cookie", "user=a")
+		return b == "secret-a"
+	})
+	if _, b := get(t, fc.front+"/", "Cookie", "user=b"); b != "secret-b" {
+		t.Errorf("user b got %q, want its own secret-b", b)
+	}
+	if _, b := get(t, fc.front+"/"); b != "secret-anon" {
+		t.Errorf("an anonymous user got %q, want the answer to its own fetch", b)
+	}
+}
