@@ -1,9 +1,9 @@
 package proxy
 
 import (
-	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,7 +71,7 @@ type composer struct {
 	nodes    []*node
 	work     []*slot
 	timer    *time.Timer
-	st       *reqStats
+	st       reqStats
 }
 
 var composerPool = sync.Pool{New: func() any { return new(composer) }}
@@ -103,13 +103,18 @@ func (c *composer) newNode() *node {
 
 // compose reads an opted-in page, composes it and writes the response.
 func (p *Proxy) compose(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *reqStats) {
-	raw, err := readLimited(resp, p.cfg.MaxPageSize)
+	bufp := pageBufPool.Get().(*[]byte)
+	defer func() {
+		if cap(*bufp) <= maxPooledPage {
+			pageBufPool.Put(bufp)
+		}
+	}()
+	raw, err := readLimited((*bufp)[:0], resp, p.cfg.MaxPageSize)
+	*bufp = raw[:0]
 	if err == nil {
 		enc := resp.Header.ContentEncoding()
 		if len(enc) > 0 && !equalFold(enc, "identity") {
-			var dec []byte
-			dec, err = decodeBody(nil, raw, enc, p.cfg.MaxPageSize)
-			raw = dec
+			raw, err = decodeBody(nil, raw, enc, p.cfg.MaxPageSize)
 		}
 	}
 	if err != nil {
@@ -128,7 +133,7 @@ func (p *Proxy) compose(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *r
 	}
 
 	c := composerPool.Get().(*composer)
-	c.p, c.ctx, c.st = p, ctx, st
+	c.p, c.ctx = p, ctx
 	c.vars = reqVars{ctx: ctx, p: p}
 	c.start = time.Now()
 
@@ -145,6 +150,7 @@ func (p *Proxy) compose(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *r
 		out = append(ctx.Response.SwapBody(nil)[:0], raw...)
 	}
 	p.writePage(ctx, resp, out, c)
+	*st = c.st
 	st.includes = c.count
 	p.m.PageIncludes.Observe(float64(c.count))
 	if c.degraded {
@@ -156,27 +162,42 @@ func (p *Proxy) compose(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *r
 	composerPool.Put(c)
 }
 
-func readLimited(resp *fasthttp.Response, limit int64) ([]byte, error) {
+// pageBufPool holds the buffers upstream pages are read into; buffers
+// that grew past maxPooledPage are dropped rather than kept.
+var pageBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+
+const maxPooledPage = 1 << 20
+
+// readLimited appends the upstream page's body to dst, refusing more than
+// limit bytes.
+func readLimited(dst []byte, resp *fasthttp.Response, limit int64) ([]byte, error) {
 	r := resp.BodyStream()
 	if r == nil {
 		b := resp.Body()
 		if int64(len(b)) > limit {
-			return nil, errTooLarge
+			return dst, errTooLarge
 		}
-		return append([]byte(nil), b...), nil
+		return append(dst, b...), nil
 	}
-	var buf bytes.Buffer
 	if cl := resp.Header.ContentLength(); cl > 0 && int64(cl) <= limit {
-		buf.Grow(cl)
+		dst = slices.Grow(dst, cl+1)
 	}
-	n, err := buf.ReadFrom(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
+	for {
+		if len(dst) == cap(dst) {
+			dst = slices.Grow(dst, 16<<10)
+		}
+		n, err := r.Read(dst[len(dst):cap(dst)])
+		dst = dst[:len(dst)+n]
+		if int64(len(dst)) > limit {
+			return dst, errTooLarge
+		}
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			return dst, err
+		}
 	}
-	if n > limit {
-		return nil, errTooLarge
-	}
-	return buf.Bytes(), nil
 }
 
 // init computes what every lookup of this request shares: its scope.
@@ -529,7 +550,8 @@ func (p *Proxy) writePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, bod
 	if c.degraded || c.private {
 		h.Set("Cache-Control", "private, no-store")
 	} else if cc := resp.Header.Peek("Cache-Control"); len(cc) > 0 && !c.minFresh.IsZero() {
-		h.SetBytesV("Cache-Control", lowerMaxAge(nil, cc, time.Until(c.minFresh)))
+		var buf [256]byte
+		h.SetBytesV("Cache-Control", lowerMaxAge(buf[:0], cc, time.Until(c.minFresh)))
 	}
 	if enc := resp.Header.ContentEncoding(); len(enc) > 0 && !equalFold(enc, "identity") {
 		if out := pickEncoding(ctx.Request.Header.Peek("Accept-Encoding")); out != "" {

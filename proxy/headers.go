@@ -168,7 +168,7 @@ func parseCacheDirectives(h *fasthttp.ResponseHeader) cacheDirectives {
 				case equalFold(name, "no-store"):
 					d.surrogateNoStore = true
 				case equalFold(name, "content"):
-					if bytes.Contains(bytes.ToUpper(val), []byte("ESI/1.0")) {
+					if containsFold(val, "esi/1.0") {
 						d.esi = true
 					}
 				}
@@ -186,7 +186,7 @@ func hasESITrigger(h *fasthttp.ResponseHeader) bool {
 			continue
 		}
 		forEachDirective(v, func(name, val []byte) {
-			if equalFold(name, "content") && bytes.Contains(bytes.ToUpper(val), []byte("ESI/1.0")) {
+			if equalFold(name, "content") && containsFold(val, "esi/1.0") {
 				found = true
 			}
 		})
@@ -264,4 +264,15 @@ func parseVary(h *fasthttp.ResponseHeader) varyInfo {
 		}
 	}
 	return vi
+}
+
+// containsFold reports whether s (lower case) occurs in b, ASCII
+// case-insensitively.
+func containsFold(b []byte, s string) bool {
+	for i := 0; i+len(s) <= len(b); i++ {
+		if equalFold(b[i:i+len(s)], s) {
+			return true
+		}
+	}
+	return false
 }

@@ -303,6 +303,14 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, st *reqStats) {
 	p.passthrough(ctx, resp)
 }
 
+// appendRemoteIP appends the client's address without allocating.
+func appendRemoteIP(dst []byte, ctx *fasthttp.RequestCtx) []byte {
+	if ta, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap().AppendTo(dst)
+	}
+	return append(dst, ctx.RemoteIP().String()...)
+}
+
 func hasCRLF(b []byte) bool {
 	for _, c := range b {
 		if c == '\r' || c == '\n' || c == 0 {
@@ -323,12 +331,12 @@ func (p *Proxy) buildUpstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Req
 	req.SetRequestURIBytes(ctx.Request.Header.RequestURI())
 	req.URI().DisablePathNormalizing = true
 
-	ip := ctx.RemoteIP().String()
+	var xff [256]byte
+	b := xff[:0]
 	if prior := ctx.Request.Header.Peek("X-Forwarded-For"); len(prior) > 0 {
-		req.Header.Set("X-Forwarded-For", string(prior)+", "+ip)
-	} else {
-		req.Header.Set("X-Forwarded-For", ip)
+		b = append(append(b, prior...), ", "...)
 	}
+	req.Header.SetBytesV("X-Forwarded-For", appendRemoteIP(b, ctx))
 	if ctx.IsTLS() {
 		req.Header.Set("X-Forwarded-Proto", "https")
 	} else {
