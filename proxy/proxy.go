@@ -420,10 +420,21 @@ func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, resp *fasthttp.Response) {
 		return
 	}
 	body := resp.BodyStream()
-	if body == nil {
-		b := append([]byte(nil), resp.Body()...)
+	if body == nil || (cl >= 0 && cl <= maxBufferedBody) {
+		// A small body of known length is read whole: the upstream
+		// connection goes back to the pool at once, the client gets headers
+		// and body in one write, and a body cut short upstream becomes a 502
+		// instead of a truncated answer.
+		buf, err := readLimited(ctx.Response.SwapBody(nil)[:0], resp, maxBufferedBody)
+		_ = resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(resp)
-		ctx.Response.SetBodyRaw(b)
+		if err != nil || (cl >= 0 && len(buf) != cl) {
+			ctx.Response.Reset()
+			ctx.Error("upstream body cut short", fasthttp.StatusBadGateway)
+			ctx.SetConnectionClose()
+			return
+		}
+		ctx.Response.SwapBody(buf)
 		return
 	}
 	if cl < 0 {
@@ -431,6 +442,10 @@ func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, resp *fasthttp.Response) {
 	}
 	ctx.Response.SetBodyStream(&releasingReader{resp: resp, r: body}, cl)
 }
+
+// maxBufferedBody is the largest passthrough body read whole; larger
+// ones, and those of unknown length, are streamed.
+const maxBufferedBody = 256 << 10
 
 // releasingReader hands an upstream body to fasthttp's response writer and
 // gives the upstream response (and its connection) back when fasthttp
