@@ -713,3 +713,31 @@ func TestRefreshThatTurnsPrivateStaysPrivate(t *testing.T) {
 		t.Errorf("an anonymous user got %q, want the answer to its own fetch", b)
 	}
 }
+
+func TestHeadOfComposedPage(t *testing.T) {
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.Header().Set("Surrogate-Control", `content="ESI/1.0"`)
+			w.Header().Set("ETag", `"page"`)
+			io.WriteString(w, `<esi:include src="/f"/>`)
+		},
+		"/f": frag("fragment", 0, "max-age=60"),
+	})
+	fc := startFragcache(t, "--upstream", o.URL)
+	req, _ := http.NewRequest("HEAD", fc.front+"/", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Etag") != "" || resp.Header.Get("Surrogate-Control") != "" {
+		t.Errorf("HEAD of an opted-in page: %d %v", resp.StatusCode, resp.Header)
+	}
+	if o.count("/f") != 0 {
+		t.Error("HEAD looked up a fragment")
+	}
+	if got := o.requests("/"); len(got) != 1 || got[0].Method != "HEAD" {
+		t.Error("HEAD was not forwarded as HEAD")
+	}
+}

@@ -377,9 +377,11 @@ func (p *Proxy) upstreamError(ctx *fasthttp.RequestCtx, err error) {
 // text/html answer opted in (or every text/html one with TriggerHTML),
 // with a status that carries a full body.
 func (p *Proxy) eligible(ctx *fasthttp.RequestCtx, resp *fasthttp.Response) bool {
-	if !ctx.IsGet() {
-		return false
-	}
+	return ctx.IsGet() && p.optedIn(resp)
+}
+
+// optedIn reports whether a response would be composed for a GET.
+func (p *Proxy) optedIn(resp *fasthttp.Response) bool {
 	switch resp.StatusCode() {
 	case fasthttp.StatusNoContent, fasthttp.StatusPartialContent, fasthttp.StatusNotModified:
 		return false
@@ -411,9 +413,18 @@ func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, resp *fasthttp.Response) {
 	h.Del("Surrogate-Control")
 	cl := resp.Header.ContentLength()
 	if ctx.IsHead() || resp.StatusCode() == fasthttp.StatusNotModified || resp.StatusCode() == fasthttp.StatusNoContent || resp.StatusCode() < 200 {
+		headComposed := ctx.IsHead() && p.optedIn(resp)
 		_ = resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(resp)
 		ctx.Response.SkipBody = ctx.IsHead()
+		if headComposed {
+			// The GET of this page is composed: its length, validators
+			// and cacheability are not the upstream's.
+			h.Del("Etag")
+			h.Del("Last-Modified")
+			h.Set("Cache-Control", "private, no-store")
+			return
+		}
 		if cl >= 0 {
 			h.SetContentLength(cl)
 		}
