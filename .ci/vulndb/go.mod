@@ -1,0 +1,3 @@
+module fragcache/ci/vulndb
+
+go 1.22
