@@ -130,13 +130,15 @@ func New(cfg Config) (*Proxy, error) {
 	p.store = st
 	p.m.CacheMaxCost.Set(float64(cfg.CacheSize))
 	p.server = &fasthttp.Server{
-		Handler:                       p.Handler,
-		ErrorHandler:                  p.serverError,
-		ReadTimeout:                   30 * time.Second,
-		WriteTimeout:                  60 * time.Second,
-		IdleTimeout:                   90 * time.Second,
-		ReadBufferSize:                cfg.MaxHeaderBytes,
-		WriteBufferSize:               16 << 10,
+		Handler:        p.Handler,
+		ErrorHandler:   p.serverError,
+		ReadTimeout:    30 * time.Second,
+		WriteTimeout:   60 * time.Second,
+		IdleTimeout:    90 * time.Second,
+		ReadBufferSize: cfg.MaxHeaderBytes,
+		// Large enough for a typical page and its headers to leave in one
+		// write.
+		WriteBufferSize:               64 << 10,
 		MaxRequestBodySize:            cfg.MaxRequestBodySize,
 		StreamRequestBody:             true,
 		DisablePreParseMultipartForm:  true,
@@ -480,24 +482,36 @@ func (rr *releasingReader) Close() error {
 }
 
 // idleConn bounds every read and write of an upstream connection by
-// inactivity: each call gets its own deadline, so a slow upstream is cut
-// after timeout without a quiet period while a long download that keeps
-// moving is not. fasthttp's own whole-exchange deadlines are replaced.
+// inactivity: a call that waits longer than timeout fails, so a slow
+// upstream is cut after timeout without progress while a long download
+// that keeps moving is not. fasthttp's own whole-exchange deadlines are
+// replaced. The deadline is pushed forward only when a quarter of the
+// timeout has passed since it was last set, which keeps timer updates off
+// most calls; a call therefore fails after between 3/4 and all of timeout
+// without progress.
 type idleConn struct {
 	net.Conn
 	timeout time.Duration
+	readAt  time.Time // when the read deadline was last set
+	writeAt time.Time // when the write deadline was last set
 }
 
 func (c *idleConn) Read(b []byte) (int, error) {
-	if err := c.Conn.SetReadDeadline(time.Now().Add(c.timeout)); err != nil {
-		return 0, err
+	if now := time.Now(); now.Sub(c.readAt) > c.timeout/4 {
+		if err := c.Conn.SetReadDeadline(now.Add(c.timeout)); err != nil {
+			return 0, err
+		}
+		c.readAt = now
 	}
 	return c.Conn.Read(b)
 }
 
 func (c *idleConn) Write(b []byte) (int, error) {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
-		return 0, err
+	if now := time.Now(); now.Sub(c.writeAt) > c.timeout/4 {
+		if err := c.Conn.SetWriteDeadline(now.Add(c.timeout)); err != nil {
+			return 0, err
+		}
+		c.writeAt = now
 	}
 	return c.Conn.Write(b)
 }
