@@ -43,6 +43,7 @@ type config struct {
 	Demo             bool
 	MaxWait          time.Duration
 	UpstreamTimeout  time.Duration
+	ReadTimeout      time.Duration
 	MaxPageSize      int64
 	MaxFragmentSize  int64
 	MaxHeaderBytes   int64
@@ -171,6 +172,7 @@ func (c *config) options() []*option {
 		{name: "demo", kind: kBool, def: "false", help: "start the embedded slow demo app and proxy it", flagOnly: true, target: &c.Demo},
 		{name: "max-wait", kind: kDuration, def: "1s", help: "cap on an include's timeout attribute", target: &c.MaxWait},
 		{name: "upstream-timeout", kind: kDuration, def: "30s", help: "page request to the upstream: time to response headers, then 504", target: &c.UpstreamTimeout},
+		{name: "read-timeout", kind: kDuration, def: "30s", help: "time a client has to send a whole request (headers and body); slower clients are cut", target: &c.ReadTimeout},
 		{name: "max-page-size", kind: kSize, def: "10MiB", help: "decoded size cap of an opted-in page; over it: 502", target: &c.MaxPageSize},
 		{name: "max-fragment-size", kind: kSize, def: "1MiB", help: "decoded size cap of a fragment; over it the fetch fails", target: &c.MaxFragmentSize},
 		{name: "max-header-bytes", kind: kSize, def: "64KiB", help: "request and upstream response header buffers", target: &c.MaxHeaderBytes},
@@ -437,6 +439,7 @@ func (c *config) validate() []error {
 		{"drain-delay", c.DrainDelay, 0},
 		{"fragment-ttl", c.FragmentTTL, 1}, {"fetch-timeout", c.FetchTimeout, 1},
 		{"upstream-timeout", c.UpstreamTimeout, 1}, {"shutdown-timeout", c.ShutdownTimeout, 1},
+		{"read-timeout", c.ReadTimeout, 1},
 	} {
 		if d.v < d.min {
 			if d.min == 0 {

@@ -92,6 +92,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		StaleTTL:         cfg.StaleTTL,
 		FetchTimeout:     cfg.FetchTimeout,
 		UpstreamTimeout:  cfg.UpstreamTimeout,
+		ReadTimeout:      cfg.ReadTimeout,
 		CacheSize:        cfg.CacheSize,
 		MaxPageSize:      cfg.MaxPageSize,
 		MaxFragmentSize:  cfg.MaxFragmentSize,

@@ -237,3 +237,36 @@ func TestResourceLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestSlowlorisIsCut(t *testing.T) {
+	o := newOrigin(t, map[string]http.HandlerFunc{"/": frag("ok", 0, "")})
+	fc := startFragcache(t, "--upstream", o.URL, "--read-timeout", "500ms")
+	addr := strings.TrimPrefix(fc.front, "http://")
+	const slow = 20
+	conns := make([]net.Conn, 0, slow)
+	for i := 0; i < slow; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n") // and never the rest
+		conns = append(conns, c)
+	}
+	start := time.Now()
+	for i := 0; i < 10; i++ { // normal traffic continues meanwhile
+		if resp, body := get(t, fc.front+"/"); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("a normal request during the attack: %d %q", resp.StatusCode, body)
+		}
+	}
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := io.ReadAll(c) // returns once the server closes
+		if err != nil {
+			t.Fatalf("slow connection %d was not closed by the server: %v", i, err)
+		}
+	}
+	if took := time.Since(start); took > 500*time.Millisecond+3*time.Second {
+		t.Errorf("slow connections were cut after %v, want about --read-timeout (500ms)", took)
+	}
+}

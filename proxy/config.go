@@ -69,6 +69,9 @@ type Config struct {
 	// UpstreamTimeout limits the wait for a page's response headers and
 	// for every later read of its body; default 30s.
 	UpstreamTimeout time.Duration
+	// ReadTimeout is the time a client has to send a whole request,
+	// headers and body (slowloris defence); default 30s.
+	ReadTimeout time.Duration
 
 	// CacheSize is the fragment cache's budget in bytes; default 256 MiB.
 	CacheSize int64
@@ -120,6 +123,7 @@ func (c *Config) setDefaults() {
 	def(&c.FragmentTTL, 60*time.Second)
 	def(&c.FetchTimeout, 10*time.Second)
 	def(&c.UpstreamTimeout, 30*time.Second)
+	def(&c.ReadTimeout, 30*time.Second)
 	defi64 := func(p *int64, v int64) {
 		if *p <= 0 {
 			*p = v

@@ -132,7 +132,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.server = &fasthttp.Server{
 		Handler:        p.Handler,
 		ErrorHandler:   p.serverError,
-		ReadTimeout:    30 * time.Second,
+		ReadTimeout:    cfg.ReadTimeout,
 		WriteTimeout:   60 * time.Second,
 		IdleTimeout:    90 * time.Second,
 		ReadBufferSize: cfg.MaxHeaderBytes,
