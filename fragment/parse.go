@@ -234,29 +234,45 @@ func (p *parser) run() {
 		}
 		i += pos
 		rest := src[i:lim]
-		switch {
-		case bytes.HasPrefix(rest, []byte("<esi:")):
-			pos = p.startTag(i, lim)
-		case bytes.HasPrefix(rest, []byte("</esi:")):
-			pos = p.endTag(i, lim)
-		case bytes.HasPrefix(rest, []byte("<!--")):
-			pos = p.comment(i, lim)
-		case len(rest) > 1 && rest[1]|0x20 == 's' && i >= p.rawEnd:
-			p.rawText(i)
+		if len(rest) < 2 {
 			pos = i + 1
-		case bytes.HasPrefix(rest, []byte("<![CDATA[")):
-			end := len(rest)
-			if j := bytes.Index(rest[9:], []byte("]]>")); j >= 0 {
-				end = 9 + j + 3
-			}
-			if p.inVars() {
-				p.flush(i)
-				p.flushRaw(i + end)
-			}
-			pos = i + end
-		default:
-			pos = i + 1
+			continue
 		}
+		// Switch on the byte after '<' first: most tags are plain HTML.
+		switch rest[1] {
+		case 'e':
+			if hasPrefix(rest, "<esi:") {
+				pos = p.startTag(i, lim)
+				continue
+			}
+		case '/':
+			if hasPrefix(rest, "</esi:") {
+				pos = p.endTag(i, lim)
+				continue
+			}
+		case '!':
+			if hasPrefix(rest, "<!--") {
+				pos = p.comment(i, lim)
+				continue
+			}
+			if hasPrefix(rest, "<![CDATA[") {
+				end := len(rest)
+				if j := bytes.Index(rest[9:], []byte("]]>")); j >= 0 {
+					end = 9 + j + 3
+				}
+				if p.inVars() {
+					p.flush(i)
+					p.flushRaw(i + end)
+				}
+				pos = i + end
+				continue
+			}
+		case 's', 'S':
+			if i >= p.rawEnd {
+				p.rawText(i)
+			}
+		}
+		pos = i + 1
 	}
 	p.flush(len(src))
 	if len(p.stack) > 0 {
@@ -346,6 +362,19 @@ func (p *parser) rawText(i int) {
 			return
 		}
 	}
+}
+
+// hasPrefix is bytes.HasPrefix for a constant prefix, without the call.
+func hasPrefix(b []byte, prefix string) bool {
+	if len(b) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		if b[i] != prefix[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // hasPrefixFold reports whether b starts with the lower-case ASCII prefix,
