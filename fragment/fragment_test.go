@@ -450,3 +450,32 @@ func TestParseCopiesBody(t *testing.T) {
 		t.Errorf("Render after the caller reused the body = %q, want %q", out, "Atext")
 	}
 }
+
+// TestConcurrentRender renders one template from many goroutines, each with
+// its own Eval; run with -race.
+func TestConcurrentRender(t *testing.T) {
+	tpl, err := Parse(benchPage(t), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e0 Eval
+	tpl.Evaluate(&goldenVars, &e0)
+	want := tpl.Render(nil, &e0, &fakeResolver{bodies: goldenBodies})
+	done := make(chan []byte)
+	for range 8 {
+		go func() {
+			var e Eval
+			var out []byte
+			for range 20 {
+				tpl.Evaluate(&goldenVars, &e)
+				out = tpl.Render(out[:0], &e, &fakeResolver{bodies: goldenBodies})
+			}
+			done <- out
+		}()
+	}
+	for range 8 {
+		if got := <-done; !bytes.Equal(got, want) {
+			t.Errorf("concurrent render differs from a single one")
+		}
+	}
+}
