@@ -96,9 +96,12 @@ type Include struct {
 	// Index is the include's position in Eval.Includes.
 	Index int
 	// Src is the src attribute after variable substitution, as written
-	// (relative or absolute, not resolved against the page).
+	// (relative or absolute, not resolved against the page). When Err is
+	// non-nil it is the attribute without substitution, for diagnostics
+	// only: it must not be fetched.
 	Src string
-	// Alt is the alt attribute after substitution; "" when none.
+	// Alt is the alt attribute after substitution; "" when none. When
+	// AltErr is non-nil it is the attribute without substitution.
 	Alt string
 	// AltErr is non-nil when substituting variables in alt failed; the alt
 	// must then be treated as not working.
