@@ -479,3 +479,65 @@ func TestConcurrentRender(t *testing.T) {
 		}
 	}
 }
+
+// TestSpecExamples renders the examples of the ESI Language Specification
+// 1.0 (W3C Note, 2001).
+func TestSpecExamples(t *testing.T) {
+	advanced := RequestVars{CookieHeader: "group=Advanced", AllowCookies: []string{"group"}}
+	basic := RequestVars{CookieHeader: "group=Basic User", AllowCookies: []string{"group"}}
+	choose := `<esi:choose>
+  <esi:when test="$(HTTP_COOKIE{group})=='Advanced'">
+    <esi:include src="http://www.example.com/advanced.html"/>
+  </esi:when>
+  <esi:when test="$(HTTP_COOKIE{group})=='Basic User'">
+    <esi:include src="http://www.example.com/basic.html"/>
+  </esi:when>
+  <esi:otherwise>
+    <esi:include src="http://www.example.com/new_user.html"/>
+  </esi:otherwise>
+</esi:choose>`
+	try := `<esi:try>
+  <esi:attempt>
+    <esi:comment text="Include an ad"/>
+    <esi:include src="http://www.example.com/ad1.html"/>
+  </esi:attempt>
+  <esi:except>
+    <esi:comment text="Just write some HTML instead"/>
+    <a href=www.akamai.com>www.example.com</a>
+  </esi:except>
+</esi:try>`
+	runCases(t, []renderCase{
+		{name: "include with alt and onerror, src works", body: `<esi:include src="http://example.com/1.html" alt="http://bak.example.com/2.html" onerror="continue"/>`,
+			want: "ONE", incs: []string{"http://example.com/1.html alt=http://bak.example.com/2.html continue"}},
+		{name: "include with alt and onerror, src fails", body: `<esi:include src="http://example.com/1.html" alt="http://bak.example.com/2.html" onerror="continue"/>`,
+			failed: []string{"http://example.com/1.html"}, want: "TWO",
+			incs: []string{"http://example.com/1.html alt=http://bak.example.com/2.html continue"}},
+		{name: "include with onerror, all fail", body: `a<esi:include src="http://example.com/1.html" alt="http://bak.example.com/9.html" onerror="continue"/>b`,
+			failed: []string{"http://example.com/1.html"}, want: "ab",
+			incs: []string{"http://example.com/1.html alt=http://bak.example.com/9.html continue"}},
+		{name: "try, ad served", body: try, bodies: map[string]string{"http://www.example.com/ad1.html": "AD"},
+			want: "\n    \n    AD\n  ", incs: []string{"http://www.example.com/ad1.html attempt"}},
+		{name: "try, ad server down", body: try, failed: []string{"http://www.example.com/ad1.html"},
+			want: "\n    \n    <a href=www.akamai.com>www.example.com</a>\n  ", incs: []string{"http://www.example.com/ad1.html attempt"}},
+		{name: "choose, advanced", body: choose, vars: advanced, bodies: map[string]string{"http://www.example.com/advanced.html": "ADV"},
+			want: "\n    ADV\n  ", incs: []string{"http://www.example.com/advanced.html"}},
+		{name: "choose, basic user", body: choose, vars: basic, bodies: map[string]string{"http://www.example.com/basic.html": "BASIC"},
+			want: "\n    BASIC\n  ", incs: []string{"http://www.example.com/basic.html"}},
+		{name: "choose, new user", body: choose, bodies: map[string]string{"http://www.example.com/new_user.html": "NEW"},
+			want: "\n    NEW\n  ", incs: []string{"http://www.example.com/new_user.html"}},
+		{name: "remove", body: `<esi:include src="http://www.example.com/1.html"/>
+<esi:remove>
+  <a href="http://www.example.com">www.example.com</a>
+</esi:remove>`, bodies: map[string]string{"http://www.example.com/1.html": "ONE"}, want: "ONE\n",
+			incs: []string{"http://www.example.com/1.html"}},
+		{name: "comment wrapper", body: `<!--esi
+<p><esi:vars>Hello, $(HTTP_COOKIE{name})!</esi:vars></p>
+-->`, vars: RequestVars{CookieHeader: "name=Jane", AllowCookies: []string{"name"}}, want: "\n<p>Hello, Jane!</p>\n"},
+		{name: "vars in an image src", body: `<esi:vars><img src="http://www.example.com/$(HTTP_COOKIE{type})/hello.gif"/ ></esi:vars>`,
+			vars: RequestVars{CookieHeader: "type=gold", AllowCookies: []string{"type"}}, want: `<img src="http://www.example.com/gold/hello.gif"/ >`},
+		{name: "variable in include src", body: `<esi:include src="http://www.example.com/$(HTTP_COOKIE{type})/hello.html"/>`,
+			vars: RequestVars{CookieHeader: "type=gold", AllowCookies: []string{"type"}}, bodies: map[string]string{},
+			incs: []string{"http://www.example.com/gold/hello.html"}},
+		{name: "default value", body: `<esi:vars>$(HTTP_COOKIE{visits}|'0')</esi:vars>`, want: "0"},
+	})
+}
