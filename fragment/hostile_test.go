@@ -50,3 +50,21 @@ func TestHostileInput(t *testing.T) {
 		})
 	}
 }
+
+// TestLongConditionChain evaluates a test that is one long chain of "&"
+// and "|" without recursing once per operand.
+func TestLongConditionChain(t *testing.T) {
+	for _, op := range []string{"&", "|"} {
+		test := "1==1" + strings.Repeat(" "+op+" 1==1", 200000)
+		body := `<esi:choose><esi:when test="` + test + `">T</esi:when></esi:choose>`
+		tpl, err := Parse([]byte(body), Limits{MaxAttrLen: len(test)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e Eval
+		tpl.Evaluate(nil, &e)
+		if out := tpl.Render(nil, &e, nil); string(out) != "T" {
+			t.Errorf("chain of %q rendered %q, want T", op, out)
+		}
+	}
+}
