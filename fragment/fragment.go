@@ -19,16 +19,20 @@ const MaxTTL = 24 * time.Hour
 // Limits bound what one body may hold. Zero (or negative) fields take the
 // defaults. The zero value is ready to use.
 type Limits struct {
-	// MaxDirectives bounds the ESI elements of one template; directives past
-	// it are inert (an include past it renders its placeholder and is never
-	// active). Default DefaultMaxDirectives (10000).
+	// MaxDirectives bounds the ESI elements of one template that may fetch:
+	// an include past it is inert (it renders its placeholder and is never
+	// active). Other elements past it still take effect; their cost is
+	// bounded by the body's size. Default DefaultMaxDirectives (10000).
 	MaxDirectives int
 	// MaxNesting bounds block nesting (try, attempt, except, choose, when,
-	// otherwise, vars, remove, comment and include bodies). A block deeper
-	// than that is literal text. Default DefaultMaxNesting (64).
+	// otherwise, vars and include bodies; esi:remove and esi:comment content
+	// is not parsed) and the nesting of parentheses and "!" in a test. A
+	// block deeper than that is literal text, with all it holds; a test
+	// deeper than that is never true. Default DefaultMaxNesting (64).
 	MaxNesting int
-	// MaxAttrLen bounds the bytes of one attribute value. An element with a
-	// longer value is inert. Default DefaultMaxAttrLen (16 KiB).
+	// MaxAttrLen bounds the bytes of one attribute value. An include with a
+	// longer value is inert, a when with a longer test is never true, other
+	// long values are ignored. Default DefaultMaxAttrLen (16 KiB).
 	MaxAttrLen int
 }
 
