@@ -19,8 +19,8 @@ const MaxTTL = 24 * time.Hour
 // Limits bound what one body may hold. Zero (or negative) fields take the
 // defaults. The zero value is ready to use.
 type Limits struct {
-	// MaxDirectives bounds the ESI elements of one template that may fetch:
-	// an include past it is inert (it renders its placeholder and is never
+	// MaxDirectives bounds the ESI elements (of any kind) counted in one
+	// template: an include past the bound is inert (it renders its placeholder and is never
 	// active). Other elements past it still take effect; their cost is
 	// bounded by the body's size. Default DefaultMaxDirectives (10000).
 	MaxDirectives int
