@@ -183,6 +183,8 @@ func TestChoose(t *testing.T) {
 			want: "o", errs: []string{"esi:when test"}},
 		{name: "when outside choose is literal", body: `<esi:when test="1==1">x</esi:when>`,
 			want: `<esi:when test="1==1">x</esi:when>`, errs: []string{"misplaced esi:when", "stray </esi:when>"}},
+		{name: "test ending in a lone dollar", body: `<esi:choose><esi:when test="1==$">1</esi:when><esi:otherwise>o</esi:otherwise></esi:choose>`,
+			want: "o", errs: []string{"esi:when test: invalid variable"}},
 		{name: "test with entities", body: `<esi:choose><esi:when test="1 &lt; 2 &amp; 'a'=='a'">y</esi:when></esi:choose>`, want: "y"},
 		{name: "test with raw operators", body: `<esi:choose><esi:when test='2 > 1 & "x" != 1'>y</esi:when></esi:choose>`,
 			want: "", errs: []string{"esi:when test"}},

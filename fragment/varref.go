@@ -82,6 +82,9 @@ func isVarNameByte(c byte) bool { return c >= 'A' && c <= 'Z' || c == '_' }
 // before end. It returns the reference and its length in bytes.
 func (s *varScanner) parse(i, end int) (varRef, int, bool) {
 	b := s.b
+	if end > len(b) || i+2 > end || b[i] != '$' || b[i+1] != '(' {
+		return varRef{}, 0, false
+	}
 	j := i + 2
 	for j < end && isVarNameByte(b[j]) {
 		j++
