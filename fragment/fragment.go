@@ -113,7 +113,8 @@ type Include struct {
 	// Continue is true for onerror="continue".
 	Continue bool
 	// Timeout is the timeout attribute (a Go duration, or an integer number
-	// of milliseconds); valid when HasTimeout.
+	// of milliseconds), negative values taken as 0; valid when HasTimeout.
+	// The caller applies its own cap.
 	Timeout    time.Duration
 	HasTimeout bool
 	// TTL is the ttl attribute (a Go duration, or an integer number of
@@ -123,7 +124,8 @@ type Include struct {
 	// Deferred is true inside an esi:except: the include must never be
 	// prefetched; it reaches the Resolver only if its attempt fails.
 	Deferred bool
-	// InAttempt is true inside an esi:attempt: its failure fails the attempt.
+	// InAttempt is true inside an esi:attempt (at any depth, also inside
+	// an esi:except nested in it): its failure fails the attempt.
 	InAttempt bool
 	// Err is non-nil when substituting variables in src failed (CR, LF or
 	// NUL in a value, a variable before the first '/' of the path, a value
@@ -141,6 +143,7 @@ type Resolver interface {
 	// the extended slice. It reports true when the include failed in the
 	// sense of fragcache's pending-versus-failed rule: the load failed with
 	// no working alt and without onerror="continue". A pending include
-	// renders its placeholder and is not failed.
+	// renders its placeholder and is not failed. Render calls it on its own
+	// goroutine; the Resolver must not keep dst.
 	AppendInclude(dst []byte, e *Eval, inc *Include) ([]byte, bool)
 }
