@@ -383,10 +383,19 @@ func (e *Eval) truth(n int32) bool {
 	switch x.kind {
 	case eNot:
 		return !e.truth(x.a)
-	case eAnd:
-		return e.truth(x.a) && e.truth(x.b)
-	case eOr:
-		return e.truth(x.a) || e.truth(x.b)
+	case eAnd, eOr:
+		// Chains of one operator are left-leaning trees as deep as they
+		// are long: walk their spine instead of recursing. Operands have
+		// no side effects, so the order does not matter.
+		k := x.kind
+		for e.t.exprs[n].kind == k {
+			c := &e.t.exprs[n]
+			if e.truth(c.b) == (k == eOr) {
+				return k == eOr
+			}
+			n = c.a
+		}
+		return e.truth(n)
 	case eCmp:
 		mark := len(e.arena)
 		a0, a1 := e.operand(x.a)

@@ -19,16 +19,20 @@ const MaxTTL = 24 * time.Hour
 // Limits bound what one body may hold. Zero (or negative) fields take the
 // defaults. The zero value is ready to use.
 type Limits struct {
-	// MaxDirectives bounds the ESI elements of one template; directives past
-	// it are inert (an include past it renders its placeholder and is never
-	// active). Default DefaultMaxDirectives (10000).
+	// MaxDirectives bounds the ESI elements (of any kind) counted in one
+	// template: an include past the bound is inert (it renders its placeholder and is never
+	// active). Other elements past it still take effect; their cost is
+	// bounded by the body's size. Default DefaultMaxDirectives (10000).
 	MaxDirectives int
 	// MaxNesting bounds block nesting (try, attempt, except, choose, when,
-	// otherwise, vars, remove, comment and include bodies). A block deeper
-	// than that is literal text. Default DefaultMaxNesting (64).
+	// otherwise, vars and include bodies; esi:remove and esi:comment content
+	// is not parsed) and the nesting of parentheses and "!" in a test. A
+	// block deeper than that is literal text, with all it holds; a test
+	// deeper than that is never true. Default DefaultMaxNesting (64).
 	MaxNesting int
-	// MaxAttrLen bounds the bytes of one attribute value. An element with a
-	// longer value is inert. Default DefaultMaxAttrLen (16 KiB).
+	// MaxAttrLen bounds the bytes of one attribute value. An include with a
+	// longer value is inert, a when with a longer test is never true, other
+	// long values are ignored. Default DefaultMaxAttrLen (16 KiB).
 	MaxAttrLen int
 }
 
@@ -96,9 +100,12 @@ type Include struct {
 	// Index is the include's position in Eval.Includes.
 	Index int
 	// Src is the src attribute after variable substitution, as written
-	// (relative or absolute, not resolved against the page).
+	// (relative or absolute, not resolved against the page). When Err is
+	// non-nil it is the attribute without substitution, for diagnostics
+	// only: it must not be fetched.
 	Src string
-	// Alt is the alt attribute after substitution; "" when none.
+	// Alt is the alt attribute after substitution; "" when none. When
+	// AltErr is non-nil it is the attribute without substitution.
 	Alt string
 	// AltErr is non-nil when substituting variables in alt failed; the alt
 	// must then be treated as not working.
@@ -106,7 +113,8 @@ type Include struct {
 	// Continue is true for onerror="continue".
 	Continue bool
 	// Timeout is the timeout attribute (a Go duration, or an integer number
-	// of milliseconds); valid when HasTimeout.
+	// of milliseconds), negative values taken as 0; valid when HasTimeout.
+	// The caller applies its own cap.
 	Timeout    time.Duration
 	HasTimeout bool
 	// TTL is the ttl attribute (a Go duration, or an integer number of
@@ -116,7 +124,8 @@ type Include struct {
 	// Deferred is true inside an esi:except: the include must never be
 	// prefetched; it reaches the Resolver only if its attempt fails.
 	Deferred bool
-	// InAttempt is true inside an esi:attempt: its failure fails the attempt.
+	// InAttempt is true inside an esi:attempt (at any depth, also inside
+	// an esi:except nested in it): its failure fails the attempt.
 	InAttempt bool
 	// Err is non-nil when substituting variables in src failed (CR, LF or
 	// NUL in a value, a variable before the first '/' of the path, a value
@@ -134,6 +143,7 @@ type Resolver interface {
 	// the extended slice. It reports true when the include failed in the
 	// sense of fragcache's pending-versus-failed rule: the load failed with
 	// no working alt and without onerror="continue". A pending include
-	// renders its placeholder and is not failed.
+	// renders its placeholder and is not failed. Render calls it on its own
+	// goroutine; the Resolver must not keep dst.
 	AppendInclude(dst []byte, e *Eval, inc *Include) ([]byte, bool)
 }

@@ -183,6 +183,8 @@ func TestChoose(t *testing.T) {
 			want: "o", errs: []string{"esi:when test"}},
 		{name: "when outside choose is literal", body: `<esi:when test="1==1">x</esi:when>`,
 			want: `<esi:when test="1==1">x</esi:when>`, errs: []string{"misplaced esi:when", "stray </esi:when>"}},
+		{name: "test ending in a lone dollar", body: `<esi:choose><esi:when test="1==$">1</esi:when><esi:otherwise>o</esi:otherwise></esi:choose>`,
+			want: "o", errs: []string{"esi:when test: invalid variable"}},
 		{name: "test with entities", body: `<esi:choose><esi:when test="1 &lt; 2 &amp; 'a'=='a'">y</esi:when></esi:choose>`, want: "y"},
 		{name: "test with raw operators", body: `<esi:choose><esi:when test='2 > 1 & "x" != 1'>y</esi:when></esi:choose>`,
 			want: "", errs: []string{"esi:when test"}},
@@ -449,4 +451,95 @@ func TestParseCopiesBody(t *testing.T) {
 	if out := tpl.Render(nil, &e, &fakeResolver{bodies: frags}); string(out) != "Atext" {
 		t.Errorf("Render after the caller reused the body = %q, want %q", out, "Atext")
 	}
+}
+
+// TestConcurrentRender renders one template from many goroutines, each with
+// its own Eval; run with -race.
+func TestConcurrentRender(t *testing.T) {
+	tpl, err := Parse(benchPage(t), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e0 Eval
+	tpl.Evaluate(&goldenVars, &e0)
+	want := tpl.Render(nil, &e0, &fakeResolver{bodies: goldenBodies})
+	done := make(chan []byte)
+	for range 8 {
+		go func() {
+			var e Eval
+			var out []byte
+			for range 20 {
+				tpl.Evaluate(&goldenVars, &e)
+				out = tpl.Render(out[:0], &e, &fakeResolver{bodies: goldenBodies})
+			}
+			done <- out
+		}()
+	}
+	for range 8 {
+		if got := <-done; !bytes.Equal(got, want) {
+			t.Errorf("concurrent render differs from a single one")
+		}
+	}
+}
+
+// TestSpecExamples renders the examples of the ESI Language Specification
+// 1.0 (W3C Note, 2001).
+func TestSpecExamples(t *testing.T) {
+	advanced := RequestVars{CookieHeader: "group=Advanced", AllowCookies: []string{"group"}}
+	basic := RequestVars{CookieHeader: "group=Basic User", AllowCookies: []string{"group"}}
+	choose := `<esi:choose>
+  <esi:when test="$(HTTP_COOKIE{group})=='Advanced'">
+    <esi:include src="http://www.example.com/advanced.html"/>
+  </esi:when>
+  <esi:when test="$(HTTP_COOKIE{group})=='Basic User'">
+    <esi:include src="http://www.example.com/basic.html"/>
+  </esi:when>
+  <esi:otherwise>
+    <esi:include src="http://www.example.com/new_user.html"/>
+  </esi:otherwise>
+</esi:choose>`
+	try := `<esi:try>
+  <esi:attempt>
+    <esi:comment text="Include an ad"/>
+    <esi:include src="http://www.example.com/ad1.html"/>
+  </esi:attempt>
+  <esi:except>
+    <esi:comment text="Just write some HTML instead"/>
+    <a href=www.akamai.com>www.example.com</a>
+  </esi:except>
+</esi:try>`
+	runCases(t, []renderCase{
+		{name: "include with alt and onerror, src works", body: `<esi:include src="http://example.com/1.html" alt="http://bak.example.com/2.html" onerror="continue"/>`,
+			want: "ONE", incs: []string{"http://example.com/1.html alt=http://bak.example.com/2.html continue"}},
+		{name: "include with alt and onerror, src fails", body: `<esi:include src="http://example.com/1.html" alt="http://bak.example.com/2.html" onerror="continue"/>`,
+			failed: []string{"http://example.com/1.html"}, want: "TWO",
+			incs: []string{"http://example.com/1.html alt=http://bak.example.com/2.html continue"}},
+		{name: "include with onerror, all fail", body: `a<esi:include src="http://example.com/1.html" alt="http://bak.example.com/9.html" onerror="continue"/>b`,
+			failed: []string{"http://example.com/1.html"}, want: "ab",
+			incs: []string{"http://example.com/1.html alt=http://bak.example.com/9.html continue"}},
+		{name: "try, ad served", body: try, bodies: map[string]string{"http://www.example.com/ad1.html": "AD"},
+			want: "\n    \n    AD\n  ", incs: []string{"http://www.example.com/ad1.html attempt"}},
+		{name: "try, ad server down", body: try, failed: []string{"http://www.example.com/ad1.html"},
+			want: "\n    \n    <a href=www.akamai.com>www.example.com</a>\n  ", incs: []string{"http://www.example.com/ad1.html attempt"}},
+		{name: "choose, advanced", body: choose, vars: advanced, bodies: map[string]string{"http://www.example.com/advanced.html": "ADV"},
+			want: "\n    ADV\n  ", incs: []string{"http://www.example.com/advanced.html"}},
+		{name: "choose, basic user", body: choose, vars: basic, bodies: map[string]string{"http://www.example.com/basic.html": "BASIC"},
+			want: "\n    BASIC\n  ", incs: []string{"http://www.example.com/basic.html"}},
+		{name: "choose, new user", body: choose, bodies: map[string]string{"http://www.example.com/new_user.html": "NEW"},
+			want: "\n    NEW\n  ", incs: []string{"http://www.example.com/new_user.html"}},
+		{name: "remove", body: `<esi:include src="http://www.example.com/1.html"/>
+<esi:remove>
+  <a href="http://www.example.com">www.example.com</a>
+</esi:remove>`, bodies: map[string]string{"http://www.example.com/1.html": "ONE"}, want: "ONE\n",
+			incs: []string{"http://www.example.com/1.html"}},
+		{name: "comment wrapper", body: `<!--esi
+<p><esi:vars>Hello, $(HTTP_COOKIE{name})!</esi:vars></p>
+-->`, vars: RequestVars{CookieHeader: "name=Jane", AllowCookies: []string{"name"}}, want: "\n<p>Hello, Jane!</p>\n"},
+		{name: "vars in an image src", body: `<esi:vars><img src="http://www.example.com/$(HTTP_COOKIE{type})/hello.gif"/ ></esi:vars>`,
+			vars: RequestVars{CookieHeader: "type=gold", AllowCookies: []string{"type"}}, want: `<img src="http://www.example.com/gold/hello.gif"/ >`},
+		{name: "variable in include src", body: `<esi:include src="http://www.example.com/$(HTTP_COOKIE{type})/hello.html"/>`,
+			vars: RequestVars{CookieHeader: "type=gold", AllowCookies: []string{"type"}}, bodies: map[string]string{},
+			incs: []string{"http://www.example.com/gold/hello.html"}},
+		{name: "default value", body: `<esi:vars>$(HTTP_COOKIE{visits}|'0')</esi:vars>`, want: "0"},
+	})
 }

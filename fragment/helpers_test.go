@@ -18,13 +18,11 @@ type fakeResolver struct {
 
 func (r *fakeResolver) AppendInclude(dst []byte, e *Eval, inc *Include) ([]byte, bool) {
 	r.seen = append(r.seen, inc.Src)
-	if inc.Err == nil {
+	if inc.Err == nil && !r.failed[inc.Src] {
 		if b, ok := r.bodies[inc.Src]; ok {
 			return append(dst, b...), false
 		}
-		if !r.failed[inc.Src] {
-			return e.AppendPlaceholder(dst, inc), false
-		}
+		return e.AppendPlaceholder(dst, inc), false
 	}
 	if inc.Alt != "" && inc.AltErr == nil {
 		if b, ok := r.bodies[inc.Alt]; ok {

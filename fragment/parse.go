@@ -48,14 +48,18 @@ type parser struct {
 	stack []frame
 
 	syntax      []*SyntaxError
-	moreSyntax  int
+	moreSyntax  int         // syntax errors past the cap
+	firstMore   SyntaxError // the earliest of them
 	tooMany     bool
 	tooDeep     bool
 	tooLong     bool
 	directives  int
-	deepFrames  int // open frames with tooDeep set
-	esiEnd      int // offset of the "-->" closing the current <!--esi, or -1
-	rawEnd      int // offset of the end tag of the current script or style element
+	deepFrames  int             // open frames with tooDeep set
+	open        [opVars + 1]int // open frames by kind
+	rescanned   int             // bytes read by tag parses that failed
+	noEsiClose  bool            // no "-->" is left for an <!--esi
+	esiEnd      int             // offset of the "-->" closing the current <!--esi, or -1
+	rawEnd      int             // offset of the end tag of the current script or style element
 	textStart   int
 	bodyVars    varScanner
 	attrs       []attr
@@ -92,7 +96,13 @@ func Parse(body []byte, lim Limits) (*Template, error) {
 
 func (p *parser) err() error {
 	var errs []error
+	if p.moreSyntax > 0 {
+		e := p.firstMore
+		e.Msg = strconv.Itoa(p.moreSyntax) + " more syntax errors, the first: " + e.Msg
+		p.syntax = append(p.syntax, &e)
+	}
 	if len(p.syntax) > 0 {
+		slices.SortStableFunc(p.syntax, func(a, b *SyntaxError) int { return a.Offset - b.Offset })
 		p.fillLines()
 		for _, e := range p.syntax {
 			errs = append(errs, e)
@@ -110,13 +120,11 @@ func (p *parser) err() error {
 	return errors.Join(errs...)
 }
 
-// fillLines sets the Line of every syntax error in one pass over the body.
+// fillLines sets the Line of every syntax error, sorted by offset, in one
+// pass over the body.
 func (p *parser) fillLines() {
-	order := make([]*SyntaxError, len(p.syntax))
-	copy(order, p.syntax)
-	slices.SortStableFunc(order, func(a, b *SyntaxError) int { return a.Offset - b.Offset })
 	line, at := 1, 0
-	for _, e := range order {
+	for _, e := range p.syntax {
 		line += bytes.Count(p.src[at:e.Offset], []byte{'\n'})
 		at = e.Offset
 		e.Line = line
@@ -128,22 +136,10 @@ func (p *parser) syntaxErr(off int, msg string) {
 		p.syntax = append(p.syntax, &SyntaxError{Offset: off, Msg: msg})
 		return
 	}
-	if len(p.syntax) == maxSyntaxErrors-1 && p.moreSyntax == 0 {
-		p.syntax = append(p.syntax, &SyntaxError{Offset: off, Msg: msg})
-		p.moreSyntax = 1
-		return
+	if p.moreSyntax == 0 || off < p.firstMore.Offset {
+		p.firstMore = SyntaxError{Offset: off, Msg: msg}
 	}
 	p.moreSyntax++
-	last := p.syntax[len(p.syntax)-1]
-	last.Msg = strconv.Itoa(p.moreSyntax) + " syntax errors from here on, the first: " + p.firstMoreMsg(last)
-}
-
-func (p *parser) firstMoreMsg(last *SyntaxError) string {
-	const sep = ", the first: "
-	if i := bytes.Index([]byte(last.Msg), []byte(sep)); i >= 0 {
-		return last.Msg[i+len(sep):]
-	}
-	return last.Msg
 }
 
 func (p *parser) limit() int {
@@ -205,13 +201,11 @@ func (p *parser) flushRaw(end int) {
 	p.textStart = end
 }
 
-func (p *parser) inVars() bool {
-	for i := len(p.stack) - 1; i >= 0; i-- {
-		if p.stack[i].kind == opVars {
-			return true
-		}
-	}
-	return false
+func (p *parser) inVars() bool { return p.open[opVars] > 0 }
+
+func (p *parser) push(f frame) {
+	p.open[f.kind]++
+	p.stack = append(p.stack, f)
 }
 
 func (p *parser) run() {
@@ -234,29 +228,45 @@ func (p *parser) run() {
 		}
 		i += pos
 		rest := src[i:lim]
-		switch {
-		case bytes.HasPrefix(rest, []byte("<esi:")):
-			pos = p.startTag(i, lim)
-		case bytes.HasPrefix(rest, []byte("</esi:")):
-			pos = p.endTag(i, lim)
-		case bytes.HasPrefix(rest, []byte("<!--")):
-			pos = p.comment(i, lim)
-		case len(rest) > 1 && rest[1]|0x20 == 's' && i >= p.rawEnd:
-			p.rawText(i)
+		if len(rest) < 2 {
 			pos = i + 1
-		case bytes.HasPrefix(rest, []byte("<![CDATA[")):
-			end := len(rest)
-			if j := bytes.Index(rest[9:], []byte("]]>")); j >= 0 {
-				end = 9 + j + 3
-			}
-			if p.inVars() {
-				p.flush(i)
-				p.flushRaw(i + end)
-			}
-			pos = i + end
-		default:
-			pos = i + 1
+			continue
 		}
+		// Switch on the byte after '<' first: most tags are plain HTML.
+		switch rest[1] {
+		case 'e':
+			if hasPrefix(rest, "<esi:") {
+				pos = p.startTag(i, lim)
+				continue
+			}
+		case '/':
+			if hasPrefix(rest, "</esi:") {
+				pos = p.endTag(i, lim)
+				continue
+			}
+		case '!':
+			if hasPrefix(rest, "<!--") {
+				pos = p.comment(i, lim)
+				continue
+			}
+			if hasPrefix(rest, "<![CDATA[") {
+				end := len(rest)
+				if j := bytes.Index(rest[9:], []byte("]]>")); j >= 0 {
+					end = 9 + j + 3
+				}
+				if p.inVars() {
+					p.flush(i)
+					p.flushRaw(i + end)
+				}
+				pos = i + end
+				continue
+			}
+		case 's', 'S':
+			if i >= p.rawEnd {
+				p.rawText(i)
+			}
+		}
+		pos = i + 1
 	}
 	p.flush(len(src))
 	if len(p.stack) > 0 {
@@ -264,7 +274,7 @@ func (p *parser) run() {
 			p.syntaxErr(f.start, "unclosed esi:"+tagName(f.kind))
 		}
 		p.literalize(p.stack[0], len(src))
-		p.stack = p.stack[:0]
+		p.popTo(0)
 	}
 	for i := range p.t.ops {
 		if p.t.ops[i].kind != opText {
@@ -283,7 +293,11 @@ func (p *parser) comment(i, lim int) int {
 		return i + 4
 	}
 	if bytes.HasPrefix(src[i:], []byte("<!--esi")) {
-		j := bytes.Index(src[i+7:], []byte("-->"))
+		j := -1
+		if !p.noEsiClose {
+			j = bytes.Index(src[i+7:], []byte("-->"))
+			p.noEsiClose = j < 0
+		}
 		if j < 0 {
 			p.syntaxErr(i, "unclosed <!--esi")
 			return i + 7
@@ -348,6 +362,19 @@ func (p *parser) rawText(i int) {
 	}
 }
 
+// hasPrefix is bytes.HasPrefix for a constant prefix, without the call.
+func hasPrefix(b []byte, prefix string) bool {
+	if len(b) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		if b[i] != prefix[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // hasPrefixFold reports whether b starts with the lower-case ASCII prefix,
 // ignoring case.
 func hasPrefixFold(b []byte, prefix string) bool {
@@ -383,8 +410,9 @@ func isNameByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }
 
-// readTag parses the tag starting at i whose name starts at nameAt: name,
-// attributes, then ">" or "/>", all before lim. It fills p.attrs.
+// readTag parses the tag whose name starts at nameAt: name, attributes, then
+// ">" or "/>", all before lim. It fills p.attrs. When the tag is malformed,
+// end is where reading stopped.
 func (p *parser) readTag(nameAt, lim int) (name []byte, end int, selfClosing, ok bool) {
 	src := p.src
 	j := nameAt
@@ -392,7 +420,7 @@ func (p *parser) readTag(nameAt, lim int) (name []byte, end int, selfClosing, ok
 		j++
 	}
 	if j == nameAt {
-		return nil, 0, false, false
+		return nil, j, false, false
 	}
 	name = src[nameAt:j]
 	p.attrs = p.attrs[:0]
@@ -402,7 +430,7 @@ func (p *parser) readTag(nameAt, lim int) (name []byte, end int, selfClosing, ok
 			k++
 		}
 		if k >= lim {
-			return nil, 0, false, false
+			return nil, k, false, false
 		}
 		switch src[k] {
 		case '>':
@@ -411,36 +439,36 @@ func (p *parser) readTag(nameAt, lim int) (name []byte, end int, selfClosing, ok
 			if k+1 < lim && src[k+1] == '>' {
 				return name, k + 2, true, true
 			}
-			return nil, 0, false, false
+			return nil, k, false, false
 		}
 		if k == j {
-			return nil, 0, false, false // attributes must be separated by space
+			return nil, k, false, false // attributes must be separated by space
 		}
 		a := k
 		for k < lim && isNameByte(src[k]) || k < lim && src[k] == ':' {
 			k++
 		}
 		if k == a {
-			return nil, 0, false, false
+			return nil, k, false, false
 		}
 		an := src[a:k]
 		for k < lim && isSpace(src[k]) {
 			k++
 		}
 		if k >= lim || src[k] != '=' {
-			return nil, 0, false, false
+			return nil, k, false, false
 		}
 		k++
 		for k < lim && isSpace(src[k]) {
 			k++
 		}
 		if k >= lim || src[k] != '"' && src[k] != '\'' {
-			return nil, 0, false, false
+			return nil, k, false, false
 		}
 		q := src[k]
 		e := bytes.IndexByte(src[k+1:lim], q)
 		if e < 0 {
-			return nil, 0, false, false
+			return nil, lim, false, false
 		}
 		v := src[k+1 : k+1+e]
 		p.attrs = append(p.attrs, attr{name: an, val: v, tooLong: len(v) > p.lim.MaxAttrLen})
@@ -484,6 +512,14 @@ func (p *parser) startTag(i, lim int) int {
 	name, end, selfClosing, ok := p.readTag(i+5, lim)
 	if !ok {
 		p.syntaxErr(i, "malformed esi tag")
+		// Resume right after the '<', so that a tag inside what looked
+		// like an attribute value is still found. Bytes read by failed
+		// parses are budgeted: past twice the body, resume where the
+		// parse failed, which keeps hostile input linear.
+		p.rescanned += end - i
+		if p.rescanned > 2*len(p.src)+4096 {
+			return max(end, i+1)
+		}
 		return i + 1
 	}
 	for _, a := range p.attrs {
@@ -565,7 +601,7 @@ func (p *parser) startTag(i, lim int) int {
 			p.syntaxErr(i, "esi blocks nested deeper than the limit")
 		}
 	}
-	p.stack = append(p.stack, f)
+	p.push(f)
 	return end
 }
 
@@ -629,14 +665,8 @@ func (p *parser) include(i int) (int32, bool) {
 			p.syntaxErr(i, "invalid esi:include ttl")
 		}
 	}
-	for _, f := range p.stack {
-		switch f.kind {
-		case opAttempt:
-			n.inAttempt = true
-		case opExcept:
-			n.deferred = true
-		}
-	}
+	n.inAttempt = p.open[opAttempt] > 0
+	n.deferred = p.open[opExcept] > 0
 	p.t.incs = append(p.t.incs, n)
 	return int32(len(p.t.incs) - 1), true
 }
@@ -718,9 +748,14 @@ func (p *parser) endTag(i, lim int) int {
 		p.textStart = end
 		return end
 	}
-	k := len(p.stack) - 1
-	for k >= 0 && p.stack[k].kind != kind {
-		k--
+	k := -1
+	if p.open[kind] > 0 {
+		// The nearest open frame of this kind; the frames above it are
+		// popped below, so the search costs no more than they did.
+		k = len(p.stack) - 1
+		for p.stack[k].kind != kind {
+			k--
+		}
 	}
 	if k < 0 {
 		p.syntaxErr(i, "stray </esi:"+string(name)+">")
@@ -755,6 +790,7 @@ func (p *parser) popTo(n int) {
 		if f.tooDeep {
 			p.deepFrames--
 		}
+		p.open[f.kind]--
 	}
 	p.stack = p.stack[:n]
 }

@@ -47,7 +47,7 @@ func (e *Eval) render(dst []byte, from, to int, r Resolver, ph bool) ([]byte, bo
 			dst = appendHTMLEscape(dst, e.val)
 			i++
 		case opInclude:
-			k := e.incOf[t.ops[i].arg]
+			k := e.incOf[o.arg]
 			if ph || k < 0 || r == nil {
 				dst = e.appendPlaceholder(dst, i)
 			} else {

@@ -35,9 +35,10 @@ type varRef struct {
 	def    string
 }
 
-// varScanner parses variable references in one byte slice. It remembers
-// where the next closing parenthesis, brace and quote are, so that scanning
-// a slice is linear however many unterminated references it holds.
+// varScanner parses variable references in one byte slice. A key or default
+// is at most maxVarPart bytes, so a search for its delimiter is bounded; the
+// scanner remembers the last delimiters found, so that most searches cost
+// nothing.
 type varScanner struct {
 	b    []byte
 	next [3]int // cached index of the next delimiter, -1 for none
@@ -60,17 +61,19 @@ func (s *varScanner) reset(b []byte) {
 	}
 }
 
-// find returns the index of the first delimiter d at or after at, or -1.
+// find returns the index of the first delimiter d at or after at, or -1
+// when there is none within maxVarPart bytes.
 func (s *varScanner) find(d, at int) int {
-	if s.from[d] <= at && (s.next[d] < 0 || s.next[d] >= at) {
+	if s.next[d] >= 0 && s.from[d] <= at && at <= s.next[d] {
 		return s.next[d]
 	}
-	j := bytes.IndexByte(s.b[at:], delims[d])
-	if j >= 0 {
-		j += at
+	end := min(len(s.b), at+maxVarPart+1)
+	j := bytes.IndexByte(s.b[at:end], delims[d])
+	if j < 0 {
+		return -1
 	}
-	s.next[d], s.from[d] = j, at
-	return j
+	s.next[d], s.from[d] = at+j, at
+	return at + j
 }
 
 func isVarNameByte(c byte) bool { return c >= 'A' && c <= 'Z' || c == '_' }
@@ -79,6 +82,9 @@ func isVarNameByte(c byte) bool { return c >= 'A' && c <= 'Z' || c == '_' }
 // before end. It returns the reference and its length in bytes.
 func (s *varScanner) parse(i, end int) (varRef, int, bool) {
 	b := s.b
+	if end > len(b) || i+2 > end || b[i] != '$' || b[i+1] != '(' {
+		return varRef{}, 0, false
+	}
 	j := i + 2
 	for j < end && isVarNameByte(b[j]) {
 		j++
