@@ -255,8 +255,8 @@ func (c *composer) startInclude(n *node, i int) {
 }
 
 func (c *composer) startAlt(n *node, s *slot, inc *fragment.Include) {
-	if inc.Alt == "" {
-		return
+	if inc.Alt == "" || inc.AltErr != nil {
+		return // no alt, or its variables did not substitute: nothing to fetch
 	}
 	a := &slot{owner: n, idx: s.idx, isAlt: true, frag: s.frag}
 	s.alt = a
