@@ -691,6 +691,57 @@ func TestFaultThunderingHerdAtExpiry(t *testing.T) {
 	t.Logf("herd at expiry: %s; refresh fetches %d", st, o.count("/f")-before)
 }
 
+func TestFaultKeepAliveRace(t *testing.T) {
+	checkNoLeaks(t)
+	var page, fragment atomic.Int64
+	o := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/":
+			page.Add(1)
+			w.Header().Set("Content-Type", "text/html")
+			w.Header().Set("Surrogate-Control", `content="ESI/1.0"`)
+			io.WriteString(w, `[<esi:include src="/f">ph</esi:include>]`)
+		case "/f":
+			fragment.Add(1)
+			w.Header().Set("Cache-Control", "no-store") // fetched for every page
+			io.WriteString(w, "f")
+		}
+	}))
+	// The upstream closes connections idle for 50 ms, far sooner than
+	// fragcache's clients give up on them.
+	o.Config.IdleTimeout = 50 * time.Millisecond
+	o.Start()
+	t.Cleanup(o.Close)
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s")
+	st := &loadStats{codes: map[int]int{}}
+	bad := 0
+	for i := range 60 {
+		// Pauses around the upstream's idle timeout: before it, at it and
+		// past it.
+		time.Sleep(time.Duration(i%7) * 15 * time.Millisecond)
+		t0 := time.Now()
+		code, body, err := fetchPage(context.Background(), fc.front+"/")
+		st.sent++
+		if err != nil {
+			continue
+		}
+		st.answered++
+		st.codes[code]++
+		st.lat = append(st.lat, time.Since(t0))
+		if code != 200 || body != "[f]" {
+			if bad++; bad <= 3 {
+				t.Errorf("request %d: %d %q, want 200 [f]", i, code, body)
+			}
+		}
+	}
+	slices.Sort(st.lat)
+	requireAllAnswered(t, "keep-alive race", st)
+	if bad > 0 {
+		t.Errorf("%d of %d pages lost to connections the upstream closed", bad, st.sent)
+	}
+	t.Logf("keep-alive race: %s; failed pages %d; upstream saw %d pages, %d fragments", st, bad, page.Load(), fragment.Load())
+}
+
 func TestFaultPoolExhaustion(t *testing.T) {
 	checkNoLeaks(t)
 	var inFlight, maxInFlight, started atomic.Int64
