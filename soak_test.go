@@ -18,6 +18,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"runtime"
 	"slices"
@@ -43,6 +44,14 @@ func rssBytes(t *testing.T) int64 {
 		}
 	}
 	return 0
+}
+
+// heapInUse returns the bytes of heap in use after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
 }
 
 // soakPhase drives workers against pages until the deadline and records
@@ -116,7 +125,7 @@ func TestSoak(t *testing.T) {
 	baseDur := min(30*time.Second, dur/10)
 	checkNoLeaks(t)
 	runtime.GC()
-	g0, fd0, rss0 := runtime.NumGoroutine(), openFiles(t), rssBytes(t)
+	g0, fd0, rss0, heap0 := runtime.NumGoroutine(), openFiles(t), rssBytes(t), heapInUse()
 
 	var fails atomic.Int64
 	routes := map[string]http.HandlerFunc{
@@ -160,7 +169,14 @@ func TestSoak(t *testing.T) {
 				`[<esi:include src="/f/slow/%d">loading</esi:include>][<esi:include src="/f/flaky/%d" onerror="continue"/>]`+
 				`[<esi:include src="/f/me">hello</esi:include>]`, p, p%200, (p*7)%200, (p*3)%200, (p*11)%200))
 	}
-	o := newOrigin(t, routes)
+	// Not newOrigin: it keeps every request it saw, which a soak would
+	// count as fragcache's memory.
+	mux := http.NewServeMux()
+	for p, h := range routes {
+		mux.HandleFunc(p, h)
+	}
+	o := httptest.NewServer(mux)
+	t.Cleanup(o.Close)
 	fc := startFragcache(t, "--upstream", o.URL, "--wait", "50ms", "--stale-ttl", "1m", "--fetch-timeout", "2s")
 
 	const workers = 8
@@ -176,13 +192,13 @@ func TestSoak(t *testing.T) {
 		return fmt.Sprintf("/page/%d", r.IntN(50)), user
 	})
 	_, m := get(t, fc.admin+"/metrics")
-	gMid, rssMid := runtime.NumGoroutine(), rssBytes(t)
+	gMid, rssMid, heapMid := runtime.NumGoroutine(), rssBytes(t), heapInUse()
 	fc.stop()
 	o.Close()
 	client.CloseIdleConnections()
 	runtime.GC()
 	time.Sleep(time.Second)
-	g1, fd1, rss1 := runtime.NumGoroutine(), openFiles(t), rssBytes(t)
+	g1, fd1, rss1, heap1 := runtime.NumGoroutine(), openFiles(t), rssBytes(t), heapInUse()
 
 	lost := (base.sent - base.codes[200]) + (mix.sent - mix.codes[200])
 	t.Logf("healthy baseline: %s", base)
@@ -192,6 +208,8 @@ func TestSoak(t *testing.T) {
 		lost, base.sent+mix.sent, leaks, fails.Load())
 	t.Logf("goroutines %d before, %d under load, %d after; open files %d before, %d after; RSS %.1f MiB before, %.1f MiB under load, %.1f MiB after",
 		g0, gMid, g1, fd0, fd1, float64(rss0)/(1<<20), float64(rssMid)/(1<<20), float64(rss1)/(1<<20))
+	t.Logf("heap in use %.1f MiB before, %.1f MiB under load, %.1f MiB after (after GC)",
+		float64(heap0)/(1<<20), float64(heapMid)/(1<<20), float64(heap1)/(1<<20))
 	t.Logf("fragcache: %s", strings.ReplaceAll(grepLines(m, "fragcache_page_compositions_total{"), "\n", "; "))
 	if lost > 0 {
 		t.Errorf("%d requests lost: %v", lost, mix.errs)
@@ -201,6 +219,9 @@ func TestSoak(t *testing.T) {
 	}
 	if rss1 > rss0+256<<20 {
 		t.Errorf("RSS grew from %d to %d bytes", rss0, rss1)
+	}
+	if heap1 > heap0+32<<20 {
+		t.Errorf("heap in use grew from %d to %d bytes after stop", heap0, heap1)
 	}
 	// Goroutines and open files are checked by checkNoLeaks once the
 	// test's cleanups have run.
