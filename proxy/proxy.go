@@ -94,8 +94,8 @@ func New(cfg Config) (*Proxy, error) {
 		MaxConns:                      4096,
 		MaxConnWaitTimeout:            cfg.UpstreamTimeout,
 		MaxIdleConnDuration:           30 * time.Second,
-		MaxIdemponentCallAttempts:     1,
-		RetryIfErr:                    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		MaxIdemponentCallAttempts:     maxAttempts,
+		RetryIfErr:                    retryStaleConn,
 		ReadBufferSize:                cfg.MaxHeaderBytes,
 		WriteBufferSize:               16 << 10,
 		// Deadlines are managed per read and write by idleConn, so that a

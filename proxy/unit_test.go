@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"io"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -231,5 +233,40 @@ func TestFragmentKeysDoNotCollide(t *testing.T) {
 	}
 	if fragmentKey(scopeShared, "http://a/x", "") == fragmentKey(scopeAnon, "http://a/x", "") {
 		t.Error("shared and anonymous keys collide")
+	}
+}
+
+func TestRetryStaleConn(t *testing.T) {
+	tests := []struct {
+		name     string
+		method   string
+		body     string
+		attempts int
+		err      error
+		want     bool
+	}{
+		{"GET, closed before the answer", "GET", "", 1, io.EOF, true},
+		{"HEAD, closed before the answer", "HEAD", "", 1, fasthttp.ErrConnectionClosed, true},
+		{"GET, reset while writing", "GET", "", 1, syscall.ECONNRESET, true},
+		{"GET, broken pipe", "GET", "", 1, syscall.EPIPE, true},
+		{"GET, second failure", "GET", "", 2, io.EOF, false},
+		{"GET, timeout", "GET", "", 1, fasthttp.ErrTimeout, false},
+		{"GET, cut mid-body", "GET", "", 1, io.ErrUnexpectedEOF, false},
+		{"GET, refused", "GET", "", 1, syscall.ECONNREFUSED, false},
+		{"POST", "POST", "", 1, io.EOF, false},
+		{"PUT", "PUT", "", 1, io.EOF, false},
+		{"GET with a body", "GET", "x", 1, io.EOF, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var req fasthttp.Request
+			req.Header.SetMethod(tc.method)
+			if tc.body != "" {
+				req.SetBodyString(tc.body)
+			}
+			if _, got := retryStaleConn(&req, tc.attempts, tc.err); got != tc.want {
+				t.Errorf("retryStaleConn(%s, attempt %d, %v) = %v, want %v", tc.method, tc.attempts, tc.err, got, tc.want)
+			}
+		})
 	}
 }

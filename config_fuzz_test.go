@@ -1,0 +1,33 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// FuzzLoadConfig checks that no YAML file makes loadConfig panic: it
+// either returns a config or an error.
+func FuzzLoadConfig(f *testing.F) {
+	for _, s := range []string{
+		"upstream: http://app:8080\nwait: 80ms\n",
+		"upstream: http://app:8080\nfragments:\n  - name: weather\n    match: /widgets/weather\n    share: true\n    ttl: 5m\n",
+		"upstream: http://app\ncache_size: 256MiB\nallow_host: [cdn.example, 'api:8443']\n",
+		"upstream: [1, 2]\nwait: -1s\nmax_depth: 1e99\n", "fragments: {a: b}\n", "bogus: 1\n", "- a\n- b\n", "&a [*a]\n",
+		"upstream: http://app\nfragments:\n  - {name: '', match: ''}\n",
+	} {
+		f.Add([]byte(s))
+	}
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, yaml []byte) {
+		path := filepath.Join(dir, "fragcache.yaml")
+		if err := os.WriteFile(path, yaml, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := loadConfig([]string{"--config", path}, func(string) string { return "" }, io.Discard)
+		if err == nil && cfg == nil {
+			t.Fatal("no config and no error")
+		}
+	})
+}

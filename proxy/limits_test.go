@@ -1,0 +1,77 @@
+package proxy
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"fragcache/metrics"
+)
+
+// TestNoUnlimitedDefaults checks that every timeout and size limit of the
+// fasthttp server and clients that New builds is set: fasthttp reads a
+// zero as "unlimited" (or as a default of its own) for each of them, and
+// retries idempotent requests up to 5 times unless told otherwise.
+func TestNoUnlimitedDefaults(t *testing.T) {
+	m := metrics.New(prometheus.NewRegistry(), metrics.Options{Version: "test", Upstreams: []string{"app:8080"}})
+	p, err := New(Config{Upstream: "http://app:8080", Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	frag, _, err := p.fetch.client(&target{scheme: "http", addr: "cdn.example:80", label: "cdn.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each field must be positive: a zero is fasthttp's unlimited (or
+	// its own) default.
+	clientFields := []string{"ReadTimeout", "WriteTimeout", "MaxIdleConnDuration", "MaxConns",
+		"MaxConnWaitTimeout", "MaxResponseBodySize", "ReadBufferSize", "WriteBufferSize"}
+	tests := []struct {
+		name   string
+		v      any
+		fields []string
+	}{
+		{"server", p.server, []string{"ReadTimeout", "WriteTimeout", "IdleTimeout", "MaxRequestBodySize",
+			"ReadBufferSize", "WriteBufferSize", "Concurrency"}},
+		{"page client", p.page, clientFields},
+		{"fragment client", frag, clientFields},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := reflect.ValueOf(tc.v).Elem()
+			for _, f := range tc.fields {
+				fv := v.FieldByName(f)
+				if !fv.IsValid() {
+					t.Fatalf("%s has no field %s", tc.name, f)
+				}
+				if fv.Int() <= 0 {
+					t.Errorf("%s.%s = %d, left at fasthttp's default", tc.name, f, fv.Int())
+				}
+			}
+		})
+	}
+	for name, hc := range map[string]*struct {
+		attempts    int
+		retry, dial bool
+	}{
+		"page client":     {p.page.MaxIdemponentCallAttempts, p.page.RetryIfErr != nil, p.page.DialTimeout != nil},
+		"fragment client": {frag.MaxIdemponentCallAttempts, frag.RetryIfErr != nil, frag.DialTimeout != nil},
+	} {
+		// One attempt plus at most the stale-connection retry, decided by
+		// retryStaleConn, never fasthttp's "any idempotent request" rule.
+		if hc.attempts < 1 || hc.attempts > maxAttempts || !hc.retry {
+			t.Errorf("%s: MaxIdemponentCallAttempts %d, RetryIfErr set %v; want 1..%d with retryStaleConn", name, hc.attempts, hc.retry, maxAttempts)
+		}
+		if !hc.dial {
+			t.Errorf("%s: no DialTimeout, so dials use fasthttp's default", name)
+		}
+	}
+	if got, want := int64(frag.MaxResponseBodySize), p.cfg.MaxFragmentSize; got != want {
+		t.Errorf("fragment client MaxResponseBodySize %d, want --max-fragment-size %d", got, want)
+	}
+	if p.server.MaxRequestBodySize != p.cfg.MaxRequestBodySize {
+		t.Errorf("server MaxRequestBodySize %d, want %d", p.server.MaxRequestBodySize, p.cfg.MaxRequestBodySize)
+	}
+}
