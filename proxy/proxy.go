@@ -130,15 +130,13 @@ func New(cfg Config) (*Proxy, error) {
 	p.store = st
 	p.m.CacheMaxCost.Set(float64(cfg.CacheSize))
 	p.server = &fasthttp.Server{
-		Handler:        p.Handler,
-		ErrorHandler:   p.serverError,
-		ReadTimeout:    cfg.ReadTimeout,
-		WriteTimeout:   60 * time.Second,
-		IdleTimeout:    90 * time.Second,
-		ReadBufferSize: cfg.MaxHeaderBytes,
-		// Large enough for a typical page and its headers to leave in one
-		// write.
-		WriteBufferSize:               64 << 10,
+		Handler:                       p.Handler,
+		ErrorHandler:                  p.serverError,
+		ReadTimeout:                   cfg.ReadTimeout,
+		WriteTimeout:                  60 * time.Second,
+		IdleTimeout:                   90 * time.Second,
+		ReadBufferSize:                cfg.MaxHeaderBytes,
+		WriteBufferSize:               16 << 10,
 		MaxRequestBodySize:            cfg.MaxRequestBodySize,
 		StreamRequestBody:             true,
 		DisablePreParseMultipartForm:  true,
