@@ -15,7 +15,7 @@ import (
 // set, with the same ristretto configuration and TTLs, in the same run:
 //
 //	go test -run '^$' -bench 'LookupHit|RistrettoGet' -cpu 2 ./cachestore/
-//	go test -run HitRatio -hitratio -cpu 2 -v ./cachestore/
+//	go test -run HitRatio -cpu 2 -v ./cachestore/ -args -hitratio
 //
 // A hit must cost no more than twice a bare Get and allocate nothing.
 
@@ -44,7 +44,7 @@ var hitRatio = flag.Bool("hitratio", false, "run TestHitRatio")
 // disturbs less than two separate figures. It takes some seconds, so it
 // runs only with -hitratio:
 //
-//	go test -run HitRatio -hitratio -cpu 2 -v ./cachestore/
+//	go test -run HitRatio -cpu 2 -v ./cachestore/ -args -hitratio
 func TestHitRatio(t *testing.T) {
 	if !*hitRatio {
 		t.Skip("run with -hitratio")
