@@ -283,8 +283,12 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 	s.url = url
 	s.frag = rs.frag
 	var flags uint32
-	if rs.info != nil {
-		flags = rs.info.flags.Load()
+	info := rs.info
+	if info == nil {
+		info = c.p.urls.info(url, false) // set after rs was resolved, if at all
+	}
+	if info != nil {
+		flags = info.flags.Load()
 	}
 	lang := ""
 	if rs.t.upstream && flags&urlVaryLang != 0 {

@@ -36,8 +36,9 @@ type resolvedSrc struct {
 }
 
 // urlTable holds urlInfo by URL and resolvedSrc by src. Both maps are
-// bounded: past maxURLs entries nothing new is remembered and lookups take
-// the slow path (resolve per request, no hints). Safe for concurrent use.
+// bounded: past their limits nothing new is remembered and lookups take
+// the slow path (resolve per request, no hints). A URL gets an entry only
+// once one of its responses sets a flag. Safe for concurrent use.
 type urlTable struct {
 	infos sync.Map // string URL -> *urlInfo
 	srcs  sync.Map // string src -> *resolvedSrc
@@ -45,7 +46,12 @@ type urlTable struct {
 	nSrc  atomic.Int64
 }
 
-const maxURLs = 200_000
+// maxURLs bounds the URLs with a hint (only URLs whose responses set a
+// flag are remembered); maxSrcs bounds the srcs resolved once.
+const (
+	maxURLs = 100_000
+	maxSrcs = 16_384
+)
 
 // info returns the urlInfo of url, creating it when create is true and
 // the table has room; it may return nil.
@@ -108,9 +114,9 @@ func (p *Proxy) resolveSrc(src string, pageURI func() string) *resolvedSrc {
 		}
 		r.sharedKey = fragmentKey(scopeShared, r.t.url, "")
 		r.anonKey = fragmentKey(scopeAnon, r.t.url, "")
-		r.info = p.urls.info(r.t.url, true)
+		r.info = p.urls.info(r.t.url, false)
 	}
-	if indep && len(src) <= 2048 && p.urls.nSrc.Load() < maxURLs {
+	if indep && len(src) <= 2048 && p.urls.nSrc.Load() < maxSrcs {
 		if v, loaded := p.urls.srcs.LoadOrStore(src, r); loaded {
 			return v.(*resolvedSrc)
 		}
