@@ -1,9 +1,19 @@
 package cachestore
 
 import (
+	"errors"
 	"math/rand/v2"
 	"time"
 )
+
+// RetryAfter may be implemented by an error a Loader returns (also when
+// wrapped): the key's next load may start RetryAfter from now, and the
+// failure does not lengthen the key's backoff. A loader returns it when
+// the load was refused without being tried, for example by a circuit
+// breaker that already backs off the whole host.
+type RetryAfter interface {
+	RetryAfter() time.Duration
+}
 
 // failure is the memory of a key whose loads fail. Guarded by Store.mu.
 type failure struct {
@@ -53,8 +63,13 @@ func (s *Store) rememberFailure(key string, err error, now int64) int64 {
 	} else if now >= f.until+int64(s.cfg.BackoffMax) {
 		f.n = 0 // the key recovered long ago: start over
 	}
-	f.n++
 	f.err = err
+	var ra RetryAfter
+	if errors.As(err, &ra) {
+		f.until = now + int64(max(ra.RetryAfter(), 0))
+		return f.until
+	}
+	f.n++
 	f.until = now + int64(s.backoff(f.n))
 	return f.until
 }

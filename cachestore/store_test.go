@@ -215,6 +215,46 @@ func TestBackoffSpacing(t *testing.T) {
 	})
 }
 
+// refused is a failure that names when to try again.
+type refused struct{ wait time.Duration }
+
+func (r refused) Error() string             { return "refused" }
+func (r refused) RetryAfter() time.Duration { return r.wait }
+
+func TestRetryAfterReplacesBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var n atomic.Int64
+		boom := errors.New("boom")
+		l := &fakeLoader{answer: func(context.Context, string, any, bool) (Entry, error) {
+			// Two real failures (backoff 1 s, then 2 s), then refusals that
+			// ask for 300 ms each: they must neither wait out a doubled
+			// backoff nor lengthen it.
+			if n.Add(1) <= 2 {
+				return Entry{}, boom
+			}
+			return Entry{}, fmt.Errorf("wrapped: %w", refused{300 * time.Millisecond})
+		}}
+		s := newStore(t, Config{BackoffMin: time.Second, BackoffMax: time.Minute}, l)
+		const step = 10 * time.Millisecond
+		end := time.Now().Add(10 * time.Second)
+		for time.Now().Before(end) {
+			if r := s.Lookup("k", nil); r.Status == Miss {
+				r.Flight.Wait(context.Background())
+			}
+			time.Sleep(step)
+		}
+		starts := l.starts()
+		if len(starts) < 4 {
+			t.Fatalf("loads = %d, want more", len(starts))
+		}
+		for i := 3; i < len(starts); i++ {
+			if gap := starts[i].Sub(starts[i-1]); gap < 300*time.Millisecond || gap > 300*time.Millisecond+2*step {
+				t.Errorf("gap after a refusal = %v, want the 300ms it asked for", gap)
+			}
+		}
+	})
+}
+
 func TestFailedRefreshKeepsServingStale(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var fail atomic.Bool

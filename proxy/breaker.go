@@ -30,29 +30,46 @@ type breaker struct {
 	probing   bool          // a half-open probe is running
 }
 
-// allow reports whether a fetch may go to the host now. In the half-open
-// state exactly one caller gets true until it reports its outcome.
-func (b *breaker) allow(now time.Time) bool {
+// allow reports whether a fetch may go to the host now and, when not, how
+// long until it is worth asking again. In the half-open state exactly one
+// caller gets true until it reports its outcome.
+func (b *breaker) allow(now time.Time) (bool, time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch b.state {
 	case metrics.BreakerClosed:
-		return true
+		return true, 0
 	case metrics.BreakerOpen:
 		if now.Before(b.openUntil) {
-			return false
+			return false, max(b.openUntil.Sub(now), breakerProbeWait)
 		}
 		b.setState(metrics.BreakerHalfOpen)
 		b.probing = true
-		return true
+		return true, 0
 	default: // half-open
 		if b.probing {
-			return false
+			return false, breakerProbeWait
 		}
 		b.probing = true
-		return true
+		return true, 0
 	}
 }
+
+// breakerProbeWait is how soon a fetch turned away while a probe runs
+// asks again.
+const breakerProbeWait = 100 * time.Millisecond
+
+// errBreakerOpen fails fetches to a host whose circuit breaker is open. It
+// tells the store when to try again (cachestore.RetryAfter), so a refusal
+// does not lengthen the fragment's own backoff: the host's recovery is
+// the breaker's to judge.
+type errBreakerOpen struct{ wait time.Duration }
+
+func (e errBreakerOpen) Error() string {
+	return "circuit breaker open for the fragment host"
+}
+
+func (e errBreakerOpen) RetryAfter() time.Duration { return e.wait }
 
 // record reports the outcome of an allowed fetch; hostFailure is true for
 // failures that say the host is unwell (connection errors, timeouts, 5xx).

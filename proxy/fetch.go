@@ -195,17 +195,14 @@ func (f *fetcher) load(ctx context.Context, key string, a *loadArg) (cachestore.
 	if err != nil {
 		return cachestore.Entry{}, metrics.FetchConnectError, &fetchError{result: metrics.FetchConnectError, err: err}
 	}
-	if !br.allow(time.Now()) {
-		return cachestore.Entry{}, metrics.FetchDenied, &fetchError{result: metrics.FetchDenied, err: errBreakerOpen}
+	if ok, wait := br.allow(time.Now()); !ok {
+		return cachestore.Entry{}, metrics.FetchDenied, &fetchError{result: metrics.FetchDenied, err: errBreakerOpen{wait}}
 	}
 	e, res, err := f.fetch(ctx, key, a, hc)
 	br.record(time.Now(), res == metrics.FetchConnectError || res == metrics.FetchTimeout ||
 		(res == metrics.FetchStatusError && isServerError(err)))
 	return e, res, err
 }
-
-// errBreakerOpen fails fetches to a host whose circuit breaker is open.
-var errBreakerOpen = errors.New("circuit breaker open for the fragment host")
 
 func isServerError(err error) bool {
 	var fe *fetchError

@@ -96,38 +96,44 @@ func TestBreaker(t *testing.T) {
 	b := &breaker{}
 	now := time.Unix(1000, 0)
 	for i := 0; i < breakerThreshold-1; i++ {
-		if !b.allow(now) {
+		if !allowed(b, now) {
 			t.Fatal("closed breaker refused")
 		}
 		b.record(now, true)
 	}
 	b.record(now, false) // a success resets the count
 	for i := 0; i < breakerThreshold; i++ {
-		if !b.allow(now) {
+		if !allowed(b, now) {
 			t.Fatalf("refused after %d failures", i)
 		}
 		b.record(now, true)
 	}
-	if b.allow(now) || b.allow(now.Add(breakerMinOpen-time.Millisecond)) {
+	if allowed(b, now) || allowed(b, now.Add(breakerMinOpen-time.Millisecond)) {
 		t.Fatal("open breaker let a fetch through")
 	}
 	now = now.Add(breakerMinOpen)
-	if !b.allow(now) {
+	if !allowed(b, now) {
 		t.Fatal("no half-open probe after the open period")
 	}
-	if b.allow(now) {
+	if allowed(b, now) {
 		t.Fatal("a second probe while the first runs")
 	}
+	if _, wait := b.allow(now); wait != breakerProbeWait {
+		t.Errorf("a fetch turned away during the probe asks again in %v, want %v", wait, breakerProbeWait)
+	}
 	b.record(now, true) // the probe failed: open for twice as long
-	if b.allow(now.Add(2*breakerMinOpen - time.Millisecond)) {
+	if _, wait := b.allow(now); wait != 2*breakerMinOpen {
+		t.Errorf("a fetch turned away by the reopened breaker asks again in %v, want %v", wait, 2*breakerMinOpen)
+	}
+	if allowed(b, now.Add(2*breakerMinOpen-time.Millisecond)) {
 		t.Fatal("reopened breaker let a fetch through early")
 	}
 	now = now.Add(2 * breakerMinOpen)
-	if !b.allow(now) {
+	if !allowed(b, now) {
 		t.Fatal("no probe after the doubled period")
 	}
 	b.record(now, false)
-	if b.state != metrics.BreakerClosed || !b.allow(now) || !b.allow(now) {
+	if b.state != metrics.BreakerClosed || !allowed(b, now) || !allowed(b, now) {
 		t.Fatal("a successful probe did not close the breaker")
 	}
 }
@@ -269,4 +275,9 @@ func TestRetryStaleConn(t *testing.T) {
 			}
 		})
 	}
+}
+
+func allowed(b *breaker, now time.Time) bool {
+	ok, _ := b.allow(now)
+	return ok
 }
