@@ -507,17 +507,7 @@ func TestGzipUpstream(t *testing.T) {
 }
 
 func TestReachAndCredentials(t *testing.T) {
-	var canaryConns atomic.Int64
-	canary := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "canary")
-	}))
-	canary.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			canaryConns.Add(1)
-		}
-	}
-	canary.Start()
-	defer canary.Close()
+	canary, canaryConns := canaryServer(t)
 
 	var otherHdr atomic.Value
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -547,7 +547,7 @@ func (p *Proxy) matchRule(t *target) *rule {
 func (p *Proxy) writePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, body []byte, c *composer) {
 	h := &ctx.Response.Header
 	resp.Header.CopyTo(h)
-	stripResponseHop(h)
+	stripHop(h)
 	for _, k := range []string{"Surrogate-Control", "Etag", "Last-Modified", "Content-Encoding", "Content-Length"} {
 		h.Del(k)
 	}

@@ -39,23 +39,17 @@ func connectionTokens(dst [][]byte, v []byte) [][]byte {
 	return dst
 }
 
-// stripRequestHop removes hop-by-hop headers from h.
-func stripRequestHop(h *fasthttp.RequestHeader) {
-	var named [8][]byte
-	toks := connectionTokens(named[:0], h.Peek("Connection"))
-	for _, t := range toks {
-		if !equalFold(t, "close") && !equalFold(t, "keep-alive") {
-			h.DelBytes(t)
-		}
-	}
-	for _, k := range hopHeaders {
-		h.Del(k)
-	}
-	h.ResetConnectionClose()
+// hopHeader is what stripHop needs of a request or response header.
+type hopHeader interface {
+	Peek(key string) []byte
+	Del(key string)
+	DelBytes(key []byte)
+	ResetConnectionClose()
 }
 
-// stripResponseHop removes hop-by-hop headers from h.
-func stripResponseHop(h *fasthttp.ResponseHeader) {
+// stripHop removes hop-by-hop headers, and those the Connection header
+// names, from a request or response header.
+func stripHop(h hopHeader) {
 	var named [8][]byte
 	toks := connectionTokens(named[:0], h.Peek("Connection"))
 	for _, t := range toks {

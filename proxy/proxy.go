@@ -325,7 +325,7 @@ func hasCRLF(b []byte) bool {
 // streamed.
 func (p *Proxy) buildUpstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request) {
 	ctx.Request.Header.CopyTo(&req.Header)
-	stripRequestHop(&req.Header)
+	stripHop(&req.Header)
 	req.Header.SetHost(p.pageHost)
 	req.UseHostHeader = true
 	req.SetRequestURIBytes(ctx.Request.Header.RequestURI())
@@ -409,7 +409,7 @@ func isHTML(ct []byte) bool {
 func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, resp *fasthttp.Response) {
 	resp.Header.CopyTo(&ctx.Response.Header)
 	h := &ctx.Response.Header
-	stripResponseHop(h)
+	stripHop(h)
 	h.Del("Surrogate-Control")
 	cl := resp.Header.ContentLength()
 	if ctx.IsHead() || resp.StatusCode() == fasthttp.StatusNotModified || resp.StatusCode() == fasthttp.StatusNoContent || resp.StatusCode() < 200 {
