@@ -712,6 +712,7 @@ func TestHeadOfComposedPage(t *testing.T) {
 			w.Header().Set("Content-Type", "text/html")
 			w.Header().Set("Surrogate-Control", `content="ESI/1.0"`)
 			w.Header().Set("ETag", `"page"`)
+			w.Header().Set("Content-Length", "23")
 			io.WriteString(w, `<esi:include src="/f"/>`)
 		},
 		"/f": frag("fragment", 0, "max-age=60"),
@@ -725,6 +726,9 @@ func TestHeadOfComposedPage(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Header.Get("Etag") != "" || resp.Header.Get("Surrogate-Control") != "" {
 		t.Errorf("HEAD of an opted-in page: %d %v", resp.StatusCode, resp.Header)
+	}
+	if cl := resp.Header.Get("Content-Length"); cl == "23" {
+		t.Errorf("HEAD of a composed page carries the uncomposed page's Content-Length %s", cl)
 	}
 	if o.count("/f") != 0 {
 		t.Error("HEAD looked up a fragment")

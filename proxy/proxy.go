@@ -420,9 +420,12 @@ func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, resp *fasthttp.Response) {
 		if headComposed {
 			// The GET of this page is composed: its length, validators
 			// and cacheability are not the upstream's.
+			// Its length is unknown without composing it: announce none
+			// (chunked) rather than the upstream's.
 			h.Del("Etag")
 			h.Del("Last-Modified")
 			h.Set("Cache-Control", "private, no-store")
+			h.SetContentLength(-1)
 			return
 		}
 		if cl >= 0 {
