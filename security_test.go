@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -269,4 +270,69 @@ func TestSlowlorisIsCut(t *testing.T) {
 	if took := time.Since(start); took > 500*time.Millisecond+3*time.Second {
 		t.Errorf("slow connections were cut after %v, want about --read-timeout (500ms)", took)
 	}
+}
+
+// TestSharedHintFlightStaysWithItsUser: once a URL answered public, every
+// user looks up its shared key. When that key has no copy left, the first
+// user's lookup starts a fetch with its credentials, and lookups of other
+// users join that flight. If the answer turns private, it belongs to the
+// first user only: the users who joined must not render it.
+func TestSharedHintFlightStaysWithItsUser(t *testing.T) {
+	var calls atomic.Int64
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/": esiPage(`[<esi:include src="/acct">wait</esi:include>]`),
+		"/acct": func(w http.ResponseWriter, r *http.Request) {
+			if calls.Add(1) == 1 {
+				w.Header().Set("Cache-Control", "public, max-age=1")
+				io.WriteString(w, "public-v1")
+				return
+			}
+			select {
+			case <-time.After(400 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
+			name := "anon"
+			if c, _ := r.Cookie("user"); c != nil {
+				name = c.Value
+			}
+			w.Header().Set("Cache-Control", "private, max-age=60")
+			io.WriteString(w, "secret-"+name)
+		},
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s", "--stale-ttl", "0s")
+	if _, b := get(t, fc.front+"/"); b != "[public-v1]" {
+		t.Fatalf("first view %q, want [public-v1]", b)
+	}
+	time.Sleep(1200 * time.Millisecond) // the shared copy expires, nothing stale is left
+
+	bodies := make(map[string]string)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	view := func(who string, hdr ...string) {
+		defer wg.Done()
+		_, b := get(t, fc.front+"/", hdr...)
+		mu.Lock()
+		bodies[who] = b
+		mu.Unlock()
+	}
+	wg.Add(1)
+	go view("alice", "Cookie", "user=alice")
+	time.Sleep(100 * time.Millisecond) // alice's fetch is running
+	wg.Add(2)
+	go view("bob", "Cookie", "user=bob")
+	go view("anon")
+	wg.Wait()
+	if b := bodies["alice"]; b != "[secret-alice]" {
+		t.Errorf("alice got %q, want [secret-alice]", b)
+	}
+	for _, who := range []string{"bob", "anon"} {
+		if strings.Contains(bodies[who], "secret-alice") {
+			t.Errorf("%s got %q: alice's private fragment", who, bodies[who])
+		}
+	}
+	eventually(t, "bob gets its own copy", func() bool {
+		_, b := get(t, fc.front+"/", "Cookie", "user=bob")
+		return b == "[secret-bob]"
+	})
 }

@@ -41,6 +41,7 @@ type slot struct {
 	owner    *node
 	idx      int
 	isAlt    bool
+	again    bool // looked up a second time after a flight answered for another user
 }
 
 // node is one template evaluated for this request: the page's or a
@@ -446,13 +447,45 @@ func (c *composer) await() {
 		}
 		e, err := s.flight.Result()
 		if err != nil {
-			s.state = stFailed
-			if !s.isAlt {
-				c.startAlt(s.owner, s, &s.owner.e.Includes[s.idx])
-			}
+			c.failed(s)
 			continue
 		}
-		c.setValue(s.owner, s, e.Value.(*fragValue))
+		v := e.Value.(*fragValue)
+		if v.private && v.scope != c.scope {
+			c.lookupAgain(s)
+			continue
+		}
+		c.setValue(s.owner, s, v)
+	}
+}
+
+// failed marks s as failed and starts the alt of a failed src.
+func (c *composer) failed(s *slot) {
+	s.state = stFailed
+	if !s.isAlt {
+		c.startAlt(s.owner, s, &s.owner.e.Includes[s.idx])
+	}
+}
+
+// lookupAgain handles a flight that ended with another user's private
+// answer: the lookup used a shared key (a per-URL hint) and joined a
+// fetch made with someone else's credentials. That answer is never
+// rendered for this request; s is looked up once more, now under the key
+// the answer's hints point to, within the same deadline.
+func (c *composer) lookupAgain(s *slot) {
+	if s.again {
+		s.state = stPending
+		return
+	}
+	s.again = true
+	inc := &s.owner.e.Includes[s.idx]
+	src := inc.Src
+	if s.isAlt {
+		src = inc.Alt
+	}
+	c.startSrc(s.owner, s, inc, src)
+	if s.state == stFailed && !s.isAlt {
+		c.startAlt(s.owner, s, inc)
 	}
 }
 

@@ -21,6 +21,7 @@ type fragValue struct {
 	body    []byte
 	tpl     *fragment.Template // nil unless the fragment opted in to ESI
 	private bool               // stored under a user scope
+	scope   string             // the user scope of a private value
 	fresh   time.Time          // end of freshness, for the page's max-age
 }
 
@@ -339,7 +340,7 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 		target = fragmentKey(scopeShared, a.t.url, lang)
 	case credentialed:
 		target = fragmentKey(a.ownScope, a.t.url, lang)
-		v.private = true
+		v.private, v.scope = true, a.ownScope
 	case cd.private:
 		noStore = true // nobody's private answer: served to the waiters only
 	default:
@@ -347,7 +348,9 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 	}
 	f.p.urls.setFlag(a.t.url, urlShared, shared && !noStore)
 	if noStore {
-		v.private = v.private || credentialed
+		if credentialed {
+			v.private, v.scope = true, a.ownScope
+		}
 		e.NoStore = true
 		e.FreshUntil = now.Add(cfg.FragmentTTL)
 		e.StaleUntil = e.FreshUntil
