@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -735,5 +736,42 @@ func TestHeadOfComposedPage(t *testing.T) {
 	}
 	if got := o.requests("/"); len(got) != 1 || got[0].Method != "HEAD" {
 		t.Error("HEAD was not forwarded as HEAD")
+	}
+}
+
+// TestVaryCookieWithoutCredentialsIsCached: a fragment fetched without the
+// client's credentials (a share rule, or another allowed host) is looked
+// up under the shared key. Many apps send Vary: Cookie on every answer; on
+// such a fetch it says nothing about the user, so the answer must still be
+// stored where the next lookup finds it, not fetched again for every page.
+func TestVaryCookieWithoutCredentialsIsCached(t *testing.T) {
+	varyCookie := func(body string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "max-age=60")
+			w.Header().Set("Vary", "Accept-Encoding, Cookie")
+			io.WriteString(w, body)
+		}
+	}
+	other := newOrigin(t, map[string]http.HandlerFunc{"/ticker": varyCookie("ticker")})
+	otherHost := strings.TrimPrefix(other.URL, "http://")
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/":           esiPage(`[<esi:include src="/shared/nav"/>][<esi:include src="` + other.URL + `/ticker"/>]`),
+		"/shared/nav": varyCookie("nav"),
+	})
+	cfg := t.TempDir() + "/fragcache.yaml"
+	if err := os.WriteFile(cfg, []byte("fragments:\n  - name: nav\n    match: /shared/\n    share: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s", "--allow-host", otherHost, "--config", cfg)
+	for i, hdr := range [][]string{nil, {"Cookie", "user=a"}, nil, {"Cookie", "user=b"}} {
+		if _, b := get(t, fc.front+"/", hdr...); b != "[nav][ticker]" {
+			t.Fatalf("view %d: %q, want [nav][ticker]", i, b)
+		}
+	}
+	if n := o.count("/shared/nav"); n != 1 {
+		t.Errorf("the shared-rule fragment was fetched %d times for 4 views, want 1", n)
+	}
+	if n := other.count("/ticker"); n != 1 {
+		t.Errorf("the other host's fragment was fetched %d times for 4 views, want 1", n)
 	}
 }

@@ -326,8 +326,11 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 	// happened to use (DESIGN.md, precise rule 2).
 	credentialed := a.cookie != "" || a.auth != ""
 	noStore := cd.noStore || cd.noCache || cd.surrogateNoStore || setCookie || vary.star || ttl <= 0
-	shared := (cd.surrogateMaxAge >= 0 || cd.public || cd.sMaxAge >= 0 ||
-		(a.rule != nil && a.rule.Share) || !a.t.upstream) && !vary.user
+	// A share rule or another host is always fetched without credentials
+	// and looked up under the shared key: Vary: Cookie says nothing there.
+	neverCredentialed := (a.rule != nil && a.rule.Share) || !a.t.upstream
+	shared := neverCredentialed ||
+		(cd.surrogateMaxAge >= 0 || cd.public || cd.sMaxAge >= 0) && !vary.user
 	lang := ""
 	if vary.lang && a.t.upstream {
 		lang = a.langKey
