@@ -775,3 +775,45 @@ func TestVaryCookieWithoutCredentialsIsCached(t *testing.T) {
 		t.Errorf("the other host's fragment was fetched %d times for 4 views, want 1", n)
 	}
 }
+
+// TestVaryLanguageFlightStaysWithItsLanguage: the first fetch of a URL
+// cannot know that it varies on Accept-Language, so concurrent first
+// requests in two languages share one flight. The answer is in the first
+// requester's language and must not be rendered for the other one.
+func TestVaryLanguageFlightStaysWithItsLanguage(t *testing.T) {
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/": esiPage(`[<esi:include src="/greeting">...</esi:include>]`),
+		"/greeting": func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-time.After(300 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
+			w.Header().Set("Cache-Control", "public, max-age=60")
+			w.Header().Set("Vary", "Accept-Language")
+			if strings.HasPrefix(r.Header.Get("Accept-Language"), "fr") {
+				io.WriteString(w, "bonjour")
+				return
+			}
+			io.WriteString(w, "hello")
+		},
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s")
+	var en, fr string
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _, en = get(t, fc.front+"/", "Accept-Language", "en") }()
+	time.Sleep(100 * time.Millisecond) // the English fetch is running
+	go func() { defer wg.Done(); _, fr = get(t, fc.front+"/", "Accept-Language", "fr") }()
+	wg.Wait()
+	if en != "[hello]" {
+		t.Errorf("en: %q, want [hello]", en)
+	}
+	if fr == "[hello]" {
+		t.Errorf("fr: %q, the answer fetched for en", fr)
+	}
+	eventually(t, "fr gets its own language", func() bool {
+		_, b := get(t, fc.front+"/", "Accept-Language", "fr")
+		return b == "[bonjour]"
+	})
+}

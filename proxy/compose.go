@@ -451,7 +451,7 @@ func (c *composer) await() {
 			continue
 		}
 		v := e.Value.(*fragValue)
-		if v.private && v.scope != c.scope {
+		if v.private && v.scope != c.scope || v.lang != "" && v.lang != c.lang() {
 			c.lookupAgain(s)
 			continue
 		}
@@ -467,11 +467,13 @@ func (c *composer) failed(s *slot) {
 	}
 }
 
-// lookupAgain handles a flight that ended with another user's private
-// answer: the lookup used a shared key (a per-URL hint) and joined a
-// fetch made with someone else's credentials. That answer is never
-// rendered for this request; s is looked up once more, now under the key
-// the answer's hints point to, within the same deadline.
+// lookupAgain handles a flight that ended with an answer meant for
+// another request: another user's private answer (the lookup used a
+// shared key, a per-URL hint, and joined a fetch made with someone else's
+// credentials), or one that varies on Accept-Language fetched for another
+// language (the first fetch of a URL cannot know it varies). That answer
+// is never rendered for this request; s is looked up once more, now under
+// the key the answer's hints point to, within the same deadline.
 func (c *composer) lookupAgain(s *slot) {
 	if s.again {
 		s.state = stPending

@@ -22,6 +22,7 @@ type fragValue struct {
 	tpl     *fragment.Template // nil unless the fragment opted in to ESI
 	private bool               // stored under a user scope
 	scope   string             // the user scope of a private value
+	lang    string             // the normalised Accept-Language it varies on, or ""
 	fresh   time.Time          // end of freshness, for the page's max-age
 }
 
@@ -336,6 +337,7 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 		lang = a.langKey
 	}
 	f.p.urls.setFlag(a.t.url, urlVaryLang, lang != "")
+	v.lang = lang
 	target := ""
 	switch {
 	case noStore:
