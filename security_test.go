@@ -336,3 +336,54 @@ func TestSharedHintFlightStaysWithItsUser(t *testing.T) {
 		return b == "[secret-bob]"
 	})
 }
+
+// TestEveryCookieLineCounts: a request may carry its cookies on more than
+// one Cookie line (an HTTP/2 front end that splits them and forwards them
+// unjoined). The user scope must cover exactly the cookies the fragment
+// fetch carries, all of them: two users who share only their first line
+// must not share fragments.
+func TestEveryCookieLineCounts(t *testing.T) {
+	me := func(w http.ResponseWriter, r *http.Request) {
+		name := "nobody"
+		if c, _ := r.Cookie("session"); c != nil {
+			name = c.Value
+		}
+		w.Header().Set("Cache-Control", "private, max-age=60")
+		io.WriteString(w, "hello "+name)
+	}
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		// The cookie variable makes fasthttp collect every Cookie line.
+		"/":      esiPage(`[<esi:include src="/me"/>][<esi:include src="/me2?l=$(HTTP_COOKIE{lang})"/>]`),
+		"/plain": esiPage(`[<esi:include src="/me3"/>]`),
+		"/me":    me,
+		"/me2":   me,
+		"/me3":   me,
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s", "--esi-cookie", "lang")
+	view := func(path, session string) string {
+		req, err := http.NewRequest("GET", fc.front+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header["Cookie"] = []string{"lang=en", "session=" + session}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if b := view("/", "alice"); b != "[hello alice][hello alice]" {
+		t.Errorf("alice: %q, want [hello alice][hello alice]", b)
+	}
+	if b := view("/", "bob"); b != "[hello bob][hello bob]" {
+		t.Errorf("bob: %q, want [hello bob][hello bob]", b)
+	}
+	if b := view("/plain", "carol"); b != "[hello carol]" {
+		t.Errorf("carol: %q, want [hello carol] (the fetch must carry every cookie)", b)
+	}
+}

@@ -64,6 +64,7 @@ type composer struct {
 	start    time.Time
 	pageURI  string
 	scope    string
+	cookie   string // the request's Cookie lines joined, as sent
 	langKey  string
 	count    int
 	degraded bool
@@ -204,12 +205,38 @@ func readLimited(dst []byte, resp *fasthttp.Response, limit int64) ([]byte, erro
 // init computes what every lookup of this request shares: its scope.
 func (c *composer) init() {
 	h := &c.ctx.Request.Header
-	cookie, auth := h.Peek("Cookie"), h.Peek("Authorization")
-	if len(cookie) == 0 && len(auth) == 0 {
+	c.cookie = joinCookieLines(h.PeekAll("Cookie"))
+	auth := h.Peek("Authorization")
+	if c.cookie == "" && len(auth) == 0 {
 		c.scope = scopeAnon
 	} else {
-		c.scope = c.p.scopes.user(auth, cookie)
+		c.scope = c.p.scopes.user(auth, []byte(c.cookie))
 	}
+}
+
+// joinCookieLines returns a request's Cookie lines as one value, as sent.
+// The scope and the fragment fetches both use it: Peek returns only the
+// first line until fasthttp collects the cookies (which a $(HTTP_COOKIE)
+// variable does, re-serialising them), so two users sharing a first line
+// would share a scope while their fetches carried different cookies.
+func joinCookieLines(lines [][]byte) string {
+	switch len(lines) {
+	case 0:
+		return ""
+	case 1:
+		return string(lines[0])
+	}
+	var b strings.Builder
+	for _, l := range lines {
+		if len(l) == 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString("; ")
+		}
+		b.Write(l)
+	}
+	return b.String()
 }
 
 // evaluate evaluates n's template and looks up its active includes.
@@ -375,7 +402,7 @@ func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, share bool) a
 	if rs.t.upstream {
 		h := &c.ctx.Request.Header
 		if !share {
-			a.cookie = string(h.Peek("Cookie"))
+			a.cookie = c.cookie
 			a.auth = string(h.Peek("Authorization"))
 			a.ownScope = c.scope
 		}
