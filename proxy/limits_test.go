@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,5 +75,28 @@ func TestNoUnlimitedDefaults(t *testing.T) {
 	}
 	if p.server.MaxRequestBodySize != p.cfg.MaxRequestBodySize {
 		t.Errorf("server MaxRequestBodySize %d, want %d", p.server.MaxRequestBodySize, p.cfg.MaxRequestBodySize)
+	}
+}
+
+// TestURLHintsBoundedInBytes: the per-URL hints are kept outside the
+// fragment cache and never dropped, and the URLs are attacker-chosen (an
+// include src with $(QUERY_STRING) and a fragment that answers public):
+// long URLs must not add up to hundreds of MiB kept for ever.
+func TestURLHintsBoundedInBytes(t *testing.T) {
+	var u urlTable
+	long := strings.Repeat("q", 8<<10)
+	for i := range 6_000 { // 48 MiB of URLs
+		u.setFlag(fmt.Sprintf("http://app:80/w?%d%s", i, long), urlShared, true)
+	}
+	var kept int64
+	u.infos.Range(func(k, _ any) bool {
+		kept += int64(len(k.(string)))
+		return true
+	})
+	if kept > maxURLBytes {
+		t.Errorf("the hints keep %d bytes of URLs, want at most %d", kept, maxURLBytes)
+	}
+	if kept == 0 {
+		t.Error("no hint was kept at all")
 	}
 }

@@ -40,17 +40,21 @@ type resolvedSrc struct {
 // the slow path (resolve per request, no hints). A URL gets an entry only
 // once one of its responses sets a flag. Safe for concurrent use.
 type urlTable struct {
-	infos sync.Map // string URL -> *urlInfo
-	srcs  sync.Map // string src -> *resolvedSrc
-	nInfo atomic.Int64
-	nSrc  atomic.Int64
+	infos  sync.Map // string URL -> *urlInfo
+	srcs   sync.Map // string src -> *resolvedSrc
+	nInfo  atomic.Int64
+	nBytes atomic.Int64 // length of the URLs in infos
+	nSrc   atomic.Int64
 }
 
-// maxURLs bounds the URLs with a hint (only URLs whose responses set a
-// flag are remembered); maxSrcs bounds the srcs resolved once.
+// maxURLs and maxURLBytes bound the URLs with a hint (only URLs whose
+// responses set a flag are remembered), in number and in bytes: URLs may
+// be up to 8 KiB long and are never forgotten. maxSrcs bounds the srcs
+// resolved once.
 const (
-	maxURLs = 100_000
-	maxSrcs = 16_384
+	maxURLs     = 100_000
+	maxSrcs     = 16_384
+	maxURLBytes = 32 << 20
 )
 
 // info returns the urlInfo of url, creating it when create is true and
@@ -59,12 +63,13 @@ func (u *urlTable) info(url string, create bool) *urlInfo {
 	if v, ok := u.infos.Load(url); ok {
 		return v.(*urlInfo)
 	}
-	if !create || u.nInfo.Load() >= maxURLs {
+	if !create || u.nInfo.Load() >= maxURLs || u.nBytes.Load()+int64(len(url)) > maxURLBytes {
 		return nil
 	}
 	v, loaded := u.infos.LoadOrStore(url, new(urlInfo))
 	if !loaded {
 		u.nInfo.Add(1)
+		u.nBytes.Add(int64(len(url)))
 	}
 	return v.(*urlInfo)
 }
