@@ -817,3 +817,45 @@ func TestVaryLanguageFlightStaysWithItsLanguage(t *testing.T) {
 		return b == "[bonjour]"
 	})
 }
+
+// TestUnstorableFragmentKeepsPageOutOfCaches: a fragment that forbids
+// storing it (a CSRF token sent no-store, a private answer to an
+// anonymous request, a Set-Cookie) reaches only the request that fetched
+// it; the page around it must not carry the upstream's max-age either, or
+// a CDN would serve that one answer to everybody.
+func TestUnstorableFragmentKeepsPageOutOfCaches(t *testing.T) {
+	setCookie := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Set-Cookie", "csrf=1")
+		io.WriteString(w, "token")
+	}
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/nostore": esiPage(`[<esi:include src="/frag/nostore"/>]`),
+		"/private": esiPage(`[<esi:include src="/frag/private"/>]`),
+		"/cookie":  esiPage(`[<esi:include src="/frag/cookie"/>]`),
+		"/plain":   esiPage(`[<esi:include src="/frag/plain"/>]`),
+
+		"/frag/nostore": frag("token", 0, "no-store"),
+		"/frag/private": frag("token", 0, "private, max-age=60"),
+		"/frag/cookie":  setCookie,
+		"/frag/plain":   frag("token", 0, "max-age=60"),
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s")
+	for _, tc := range []struct{ path, wantCC string }{
+		{"/nostore", "private, no-store"},
+		{"/private", "private, no-store"},
+		{"/cookie", "private, no-store"},
+		{"/plain", "max-age=30"},
+	} {
+		resp, body := get(t, fc.front+tc.path)
+		if body != "[token]" {
+			t.Fatalf("%s: body %q, want [token]", tc.path, body)
+		}
+		if cc := resp.Header.Get("Cache-Control"); cc != tc.wantCC {
+			t.Errorf("%s: Cache-Control %q, want %q", tc.path, cc, tc.wantCC)
+		}
+		if resp.Header.Get("Set-Cookie") != "" {
+			t.Errorf("%s: a fragment's Set-Cookie reached the client", tc.path)
+		}
+	}
+}

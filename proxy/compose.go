@@ -424,7 +424,7 @@ func (c *composer) lang() string {
 func (c *composer) setValue(n *node, s *slot, v *fragValue) {
 	s.state = stValue
 	s.val = v
-	if v.private {
+	if v.private || v.unstored {
 		c.private = true
 	}
 	if c.minFresh.IsZero() || v.fresh.Before(c.minFresh) {

@@ -24,6 +24,11 @@ type fragValue struct {
 	scope   string             // the user scope of a private value
 	lang    string             // the normalised Accept-Language it varies on, or ""
 	fresh   time.Time          // end of freshness, for the page's max-age
+	// unstored: the answer forbade keeping it (no-store, no-cache,
+	// private without credentials, Set-Cookie, Vary: *, no freshness). It
+	// reaches only the requests that waited for it, and no page that
+	// holds it may be kept by a CDN or browser either.
+	unstored bool
 }
 
 // loadArg is everything a fragment fetch needs beyond its key. It is
@@ -356,6 +361,7 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 		if credentialed {
 			v.private, v.scope = true, a.ownScope
 		}
+		v.unstored = true
 		e.NoStore = true
 		e.FreshUntil = now.Add(cfg.FragmentTTL)
 		e.StaleUntil = e.FreshUntil
