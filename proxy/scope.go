@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"strings"
 )
@@ -22,11 +23,15 @@ type scoper struct{ secret []byte }
 
 func newScoper(secret []byte) scoper { return scoper{secret: append([]byte(nil), secret...)} }
 
-// user returns the scope prefix of a credentialed request.
+// user returns the scope prefix of a credentialed request. The
+// Authorization value is length-prefixed, so no split of the same bytes
+// between the two headers gives another user's scope.
 func (s scoper) user(authorization, cookie []byte) string {
 	h := hmac.New(sha256.New, s.secret)
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(authorization)))
+	h.Write(n[:])
 	h.Write(authorization)
-	h.Write([]byte{0})
 	h.Write(cookie)
 	var sum [sha256.Size]byte
 	return scopeUser + hex.EncodeToString(h.Sum(sum[:0])[:16])

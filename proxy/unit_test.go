@@ -234,6 +234,11 @@ func TestFragmentKeysDoNotCollide(t *testing.T) {
 	if a == b || a == c || !strings.HasPrefix(a, scopeUser) {
 		t.Errorf("scopes %q %q %q must differ", a, b, c)
 	}
+	// The same bytes split differently between the two headers, across
+	// a NUL, are different users.
+	if s.user([]byte("x\x00"), []byte("y")) == s.user([]byte("x"), []byte("\x00y")) {
+		t.Error("moving a NUL between Authorization and Cookie gave the same scope")
+	}
 	if other := newScoper([]byte("k2")).user([]byte("Bearer x"), []byte("c=1")); other == a {
 		t.Error("a different secret gave the same scope")
 	}
