@@ -100,3 +100,26 @@ func TestURLHintsBoundedInBytes(t *testing.T) {
 		t.Error("no hint was kept at all")
 	}
 }
+
+// TestResolvedSrcsStartOverWhenFull: srcs built from request variables
+// can fill the table of resolved srcs with ones never seen again; a src
+// seen after that must still be resolved once, not on every page.
+func TestResolvedSrcsStartOverWhenFull(t *testing.T) {
+	m := metrics.New(prometheus.NewRegistry(), metrics.Options{Version: "test", Upstreams: []string{"app:8080"}})
+	p, err := New(Config{Upstream: "http://app:8080", Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	page := func() string { return "/" }
+	for i := range maxSrcs + 100 {
+		p.resolveSrc(fmt.Sprintf("/junk?%d", i), page)
+	}
+	if n := p.urls.nSrc.Load(); n > maxSrcs {
+		t.Errorf("%d srcs kept, want at most %d", n, maxSrcs)
+	}
+	first := p.resolveSrc("/widgets/orders", page)
+	if again := p.resolveSrc("/widgets/orders", page); again != first {
+		t.Error("a src seen after the table filled up is resolved again on every page")
+	}
+}

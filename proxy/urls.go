@@ -121,7 +121,14 @@ func (p *Proxy) resolveSrc(src string, pageURI func() string) *resolvedSrc {
 		r.anonKey = fragmentKey(scopeAnon, r.t.url, "")
 		r.info = p.urls.info(r.t.url, false)
 	}
-	if indep && len(src) <= 2048 && p.urls.nSrc.Load() < maxSrcs {
+	if indep && len(src) <= 2048 {
+		if p.urls.nSrc.Load() >= maxSrcs {
+			// Srcs built from request variables can fill the table with
+			// ones never seen again; start over rather than resolve every
+			// src on every page from then on.
+			p.urls.srcs.Clear()
+			p.urls.nSrc.Store(0)
+		}
 		if v, loaded := p.urls.srcs.LoadOrStore(src, r); loaded {
 			return v.(*resolvedSrc)
 		}
