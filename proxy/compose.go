@@ -610,6 +610,7 @@ func (p *Proxy) writePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, bod
 	h := &ctx.Response.Header
 	resp.Header.CopyTo(h)
 	stripHop(h)
+	dropBadReason(h)
 	for _, k := range []string{"Surrogate-Control", "Etag", "Last-Modified", "Content-Encoding", "Content-Length"} {
 		h.Del(k)
 	}

@@ -63,6 +63,21 @@ func stripHop(h hopHeader) {
 	h.ResetConnectionClose()
 }
 
+// dropBadReason removes a reason phrase that holds a control byte, so the
+// status line fragcache writes is only HTAB, SP, VCHAR and obs-text (RFC
+// 9112 section 4); fasthttp then writes the standard reason of the status
+// code. fasthttp's response parser turns CR and LF in a status line into
+// spaces but keeps NUL and the other control bytes, and a client must not
+// rely on the reason phrase anyway.
+func dropBadReason(h *fasthttp.ResponseHeader) {
+	for _, c := range h.StatusMessage() {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			h.SetStatusMessage(nil)
+			return
+		}
+	}
+}
+
 // smuggling reports why a request's raw header block must be refused, or
 // "" when it is clean. fasthttp accepts a request with both Content-Length
 // and Transfer-Encoding, duplicate Content-Length, obs-fold and bare-LF

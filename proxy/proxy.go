@@ -410,6 +410,7 @@ func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, resp *fasthttp.Response) {
 	resp.Header.CopyTo(&ctx.Response.Header)
 	h := &ctx.Response.Header
 	stripHop(h)
+	dropBadReason(h)
 	h.Del("Surrogate-Control")
 	cl := resp.Header.ContentLength()
 	if ctx.IsHead() || resp.StatusCode() == fasthttp.StatusNotModified || resp.StatusCode() == fasthttp.StatusNoContent || resp.StatusCode() < 200 {
