@@ -638,25 +638,22 @@ func lowerMaxAge(dst, cc []byte, left time.Duration) []byte {
 		secs = 0
 	}
 	first := true
-	forEachDirective(cc, func(name, val []byte) {
+	forEachDirective(cc, func(name, val, item []byte) {
 		if !first {
 			dst = append(dst, ", "...)
 		}
 		first = false
-		dst = append(dst, name...)
 		if equalFold(name, "max-age") || equalFold(name, "s-maxage") {
 			v := parseSeconds(val)
 			if v < 0 || int64(v/time.Second) > secs {
 				v = time.Duration(secs) * time.Second
 			}
+			dst = append(dst, name...)
 			dst = append(dst, '=')
 			dst = strconv.AppendInt(dst, int64(v/time.Second), 10)
 			return
 		}
-		if len(val) > 0 {
-			dst = append(dst, '=')
-			dst = append(dst, val...)
-		}
+		dst = append(dst, item...) // as sent: a quoted value keeps its quotes
 	})
 	return dst
 }

@@ -149,7 +149,7 @@ func parseCacheDirectives(h *fasthttp.ResponseHeader) cacheDirectives {
 	for k, v := range h.All() {
 		switch {
 		case equalFold(k, "Cache-Control"):
-			forEachDirective(v, func(name, val []byte) {
+			forEachDirective(v, func(name, val, _ []byte) {
 				switch {
 				case equalFold(name, "public"):
 					d.public = true
@@ -166,7 +166,7 @@ func parseCacheDirectives(h *fasthttp.ResponseHeader) cacheDirectives {
 				}
 			})
 		case equalFold(k, "Surrogate-Control"):
-			forEachDirective(v, func(name, val []byte) {
+			forEachDirective(v, func(name, val, _ []byte) {
 				switch {
 				case equalFold(name, "max-age"):
 					// max-age=30+60 gives freshness and a stale extension.
@@ -194,7 +194,7 @@ func hasESITrigger(h *fasthttp.ResponseHeader) bool {
 		if !equalFold(k, "Surrogate-Control") {
 			continue
 		}
-		forEachDirective(v, func(name, val []byte) {
+		forEachDirective(v, func(name, val, _ []byte) {
 			if equalFold(name, "content") && containsFold(val, "esi/1.0") {
 				found = true
 			}
@@ -205,7 +205,7 @@ func hasESITrigger(h *fasthttp.ResponseHeader) bool {
 
 // forEachDirective splits a Cache-Control-style list into name[=value]
 // pairs; quoted values lose their quotes.
-func forEachDirective(v []byte, fn func(name, val []byte)) {
+func forEachDirective(v []byte, fn func(name, val, item []byte)) {
 	for len(v) > 0 {
 		var item []byte
 		inQuote := false
@@ -232,7 +232,7 @@ func forEachDirective(v []byte, fn func(name, val []byte)) {
 		}
 		name = bytes.TrimSpace(name)
 		if len(name) > 0 {
-			fn(name, val)
+			fn(name, val, bytes.TrimSpace(item))
 		}
 	}
 }

@@ -200,6 +200,9 @@ func TestLowerMaxAge(t *testing.T) {
 		{"public, max-age=30, s-maxage=600", 60 * time.Second, "public, max-age=30, s-maxage=60"},
 		{"max-age=300, must-revalidate", -time.Second, "max-age=0, must-revalidate"},
 		{"no-cache", time.Minute, "no-cache"},
+		// A quoted list stays one directive.
+		{`private="set-cookie, x-user", max-age=90`, time.Minute, `private="set-cookie, x-user", max-age=60`},
+		{`max-age="120", community="x"`, time.Minute, `max-age=60, community="x"`},
 	}
 	for _, tc := range tests {
 		if got := string(lowerMaxAge(nil, []byte(tc.cc), tc.left)); got != tc.want {
