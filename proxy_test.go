@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -856,6 +857,32 @@ func TestUnstorableFragmentKeepsPageOutOfCaches(t *testing.T) {
 		}
 		if resp.Header.Get("Set-Cookie") != "" {
 			t.Errorf("%s: a fragment's Set-Cookie reached the client", tc.path)
+		}
+	}
+}
+
+// TestPassthroughAddsNoHeaders: DESIGN precise rule 12, nothing is added
+// to a passed-through answer: no Server or Content-Type the upstream did
+// not send. The one exception is Date: RFC 9110 section 6.6.1 has a proxy
+// add one to an answer that has none (net/http origins always send one,
+// so a raw upstream is used).
+func TestPassthroughAddsNoHeaders(t *testing.T) {
+	up := newHeadRecorder(t, func(string) string {
+		return rawResponse("HTTP/1.1 200 OK\r\nX-Only: this\r\n", "body")
+	})
+	fc := startFragcache(t, "--upstream", "http://"+up.addr)
+	for _, method := range []string{"GET", "HEAD"} {
+		head, _ := rawRoundTrip(t, fc.front[len("http://"):], method+" /plain HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+		var names []string
+		for _, line := range strings.Split(strings.TrimSpace(head), "\r\n")[1:] {
+			name, _, _ := strings.Cut(line, ":")
+			names = append(names, strings.ToLower(name))
+		}
+		sort.Strings(names)
+		// Connection: close is fragcache's own hop-by-hop answer to the
+		// client's Connection: close.
+		if got, want := strings.Join(names, " "), "connection content-length date x-only"; got != want {
+			t.Errorf("%s: headers %q, want %q (head %q)", method, got, want, head)
 		}
 	}
 }

@@ -276,6 +276,9 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, st *reqStats) {
 	}
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
+	// An answer without a Content-Type keeps none: fasthttp would report
+	// (and CopyTo would pass on) text/plain.
+	resp.Header.SetNoDefaultContentType(true)
 	defer fasthttp.ReleaseRequest(req)
 	p.buildUpstreamRequest(ctx, req)
 
