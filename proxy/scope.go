@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"hash"
 	"strings"
+	"sync"
 )
 
 // Scope prefixes of fragment keys. A key is prefix, NUL, absolute URL,
@@ -18,23 +20,41 @@ const (
 
 // scoper computes user scopes: HMAC-SHA256 under the scope secret of the
 // request's Authorization and Cookie headers as sent. It is safe for
-// concurrent use.
-type scoper struct{ secret []byte }
+// concurrent use; keyed hashers are pooled, as every credentialed page
+// computes one scope.
+type scoper struct{ pool *sync.Pool }
 
-func newScoper(secret []byte) scoper { return scoper{secret: append([]byte(nil), secret...)} }
+// scopeHasher is a pooled keyed hasher with its scratch space, which
+// would otherwise escape through the hash.Hash interface.
+type scopeHasher struct {
+	h   hash.Hash
+	n   [8]byte
+	sum [sha256.Size]byte
+}
+
+func newScoper(secret []byte) scoper {
+	key := append([]byte(nil), secret...)
+	return scoper{pool: &sync.Pool{New: func() any {
+		return &scopeHasher{h: hmac.New(sha256.New, key)}
+	}}}
+}
 
 // user returns the scope prefix of a credentialed request. The
 // Authorization value is length-prefixed, so no split of the same bytes
 // between the two headers gives another user's scope.
 func (s scoper) user(authorization, cookie []byte) string {
-	h := hmac.New(sha256.New, s.secret)
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(authorization)))
-	h.Write(n[:])
-	h.Write(authorization)
-	h.Write(cookie)
-	var sum [sha256.Size]byte
-	return scopeUser + hex.EncodeToString(h.Sum(sum[:0])[:16])
+	sh := s.pool.Get().(*scopeHasher)
+	sh.h.Reset()
+	binary.BigEndian.PutUint64(sh.n[:], uint64(len(authorization)))
+	sh.h.Write(sh.n[:])
+	sh.h.Write(authorization)
+	sh.h.Write(cookie)
+	sum := sh.h.Sum(sh.sum[:0])
+	var out [len(scopeUser) + 32]byte
+	copy(out[:], scopeUser)
+	hex.Encode(out[len(scopeUser):], sum[:16])
+	s.pool.Put(sh)
+	return string(out[:])
 }
 
 // fragmentKey builds the cache key of url in scope.

@@ -172,3 +172,13 @@ func BenchmarkServePassthrough(b *testing.B) {
 func bytesReplaceAll(s, old, nw []byte) []byte {
 	return []byte(strings.ReplaceAll(string(s), string(old), string(nw)))
 }
+
+// BenchmarkScope is the per-page cost of a credentialed request's scope.
+func BenchmarkScope(b *testing.B) {
+	s := newScoper([]byte("secret"))
+	auth, cookie := []byte("Bearer abc"), []byte("session=0123456789abcdef; lang=en")
+	b.ReportAllocs()
+	for b.Loop() {
+		s.user(auth, cookie)
+	}
+}
