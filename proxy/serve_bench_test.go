@@ -90,11 +90,19 @@ func serveOnce(p *Proxy, ctx *fasthttp.RequestCtx, uri string) {
 var discard = bufio.NewWriterSize(io.Discard, 32<<10)
 
 func serveWith(p *Proxy, ctx *fasthttp.RequestCtx, uri string, bw *bufio.Writer) {
+	serveAs(p, ctx, uri, "", bw)
+}
+
+// serveAs is serveWith for a request carrying cookie, if not empty.
+func serveAs(p *Proxy, ctx *fasthttp.RequestCtx, uri, cookie string, bw *bufio.Writer) {
 	ctx.Request.Reset()
 	ctx.Response.Reset()
 	ctx.Request.Header.SetMethod("GET")
 	ctx.Request.SetRequestURI(uri)
 	ctx.Request.Header.SetHost("bench.example")
+	if cookie != "" {
+		ctx.Request.Header.Set("Cookie", cookie)
+	}
 	p.Handler(ctx)
 	// Write the response as the server would: a streamed body is read to
 	// its end and closed.
@@ -104,13 +112,18 @@ func serveWith(p *Proxy, ctx *fasthttp.RequestCtx, uri string, bw *bufio.Writer)
 
 func warmPage(tb testing.TB, p *Proxy, uri string, n int) {
 	tb.Helper()
+	warmPageAs(tb, p, uri, "", n)
+}
+
+func warmPageAs(tb testing.TB, p *Proxy, uri, cookie string, n int) {
+	tb.Helper()
 	var ctx fasthttp.RequestCtx
 	ctx.Init(&fasthttp.Request{}, benchRemote, nil)
 	for i := 0; i < 50; i++ {
-		serveOnce(p, &ctx, uri)
+		serveAs(p, &ctx, uri, cookie, discard)
 		if ctx.Response.StatusCode() == 200 && strings.Count(string(ctx.Response.Body()), "<p>fragment content</p>") == 40*n {
 			p.store.Wait()
-			serveOnce(p, &ctx, uri) // the template cache admits on the second sighting
+			serveAs(p, &ctx, uri, cookie, discard) // the template cache admits on the second sighting
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -131,6 +144,27 @@ func BenchmarkServeHit(b *testing.B) {
 		bw := bufio.NewWriterSize(io.Discard, 32<<10)
 		for pb.Next() {
 			serveWith(p, &ctx, "/page", bw)
+			if ctx.Response.StatusCode() != 200 {
+				b.Fatalf("status %d", ctx.Response.StatusCode())
+			}
+		}
+	})
+}
+
+// BenchmarkServeHitLoggedIn is BenchmarkServeHit for a visitor with a
+// session cookie: the fragments are cached in the visitor's own scope.
+func BenchmarkServeHitLoggedIn(b *testing.B) {
+	const cookie = "session=0123456789abcdef0123456789abcdef; lang=en"
+	o := newBenchOrigin(b, 10)
+	p := newBenchProxy(b, o.addr, time.Second)
+	warmPageAs(b, p, "/page", cookie, 10)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&fasthttp.Request{}, benchRemote, nil)
+		bw := bufio.NewWriterSize(io.Discard, 32<<10)
+		for pb.Next() {
+			serveAs(p, &ctx, "/page", cookie, bw)
 			if ctx.Response.StatusCode() != 200 {
 				b.Fatalf("status %d", ctx.Response.StatusCode())
 			}
