@@ -387,3 +387,25 @@ func TestEveryCookieLineCounts(t *testing.T) {
 		t.Errorf("carol: %q, want [hello carol] (the fetch must carry every cookie)", b)
 	}
 }
+
+// A request fasthttp refuses after reading its request line must not put
+// the method it named into a metric label: every distinct method would be
+// a new series.
+func TestRefusedRequestMethodLabelBounded(t *testing.T) {
+	o := newOrigin(t, map[string]http.HandlerFunc{"/": frag("ok", 0, "")})
+	fc := startFragcache(t, "--upstream", o.URL)
+	addr := strings.TrimPrefix(fc.front, "http://")
+	for i := range 3 {
+		raw := fmt.Sprintf("RANDOM%d / HTTP/1.1\r\nHost: a b\r\n\r\n", i)
+		if status, _ := rawExchange(t, addr, raw); !strings.HasPrefix(status, "400") {
+			t.Fatalf("bad Host: status %q, want 400", status)
+		}
+	}
+	m := metricsText(t, fc)
+	if strings.Contains(m, `method="RANDOM`) {
+		t.Errorf("a client-chosen method became a label value:\n%s", grepLines(m, "fragcache_http_requests_total"))
+	}
+	if !strings.Contains(m, `fragcache_http_requests_total{code="400",method="other"} 3`) {
+		t.Errorf("refused requests not counted under method=\"other\":\n%s", grepLines(m, "fragcache_http_requests_total{code=\"400\""))
+	}
+}

@@ -191,7 +191,7 @@ func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
 		ctx.Error("malformed request", fasthttp.StatusBadRequest)
 	}
 	ctx.SetConnectionClose()
-	p.m.Request(string(ctx.Method()), ctx.Response.StatusCode()).Inc()
+	p.m.Request(methodLabel(ctx.Method()), ctx.Response.StatusCode()).Inc()
 }
 
 // Handler serves one request: it forwards it to the upstream and either
