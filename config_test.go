@@ -141,3 +141,27 @@ func TestHealthcheck(t *testing.T) {
 		t.Error("healthcheck of a stopped fragcache succeeded")
 	}
 }
+
+// The server takes admin_listen from the --config file named by
+// FRAGCACHE_CONFIG (the Kubernetes manifests do this); the image's
+// HEALTHCHECK, `fragcache healthcheck` with the same environment, must
+// probe that address too, and the env var still beats the file.
+func TestHealthcheckReadsConfigFile(t *testing.T) {
+	fc := startFragcache(t, "--upstream", "http://127.0.0.1:9")
+	admin := strings.TrimPrefix(fc.admin, "http://")
+	closed := deadPort(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "fragcache.yaml")
+	if err := os.WriteFile(file, []byte("upstream: http://127.0.0.1:9\nadmin_listen: \""+admin+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	args := []string{"healthcheck", "--timeout", "2s"}
+	if err := run(context.Background(), args, envOf(map[string]string{"FRAGCACHE_CONFIG": file}), &out, io.Discard); err != nil {
+		t.Errorf("healthcheck with admin_listen %s in the config file: %v", admin, err)
+	}
+	env := envOf(map[string]string{"FRAGCACHE_CONFIG": file, "FRAGCACHE_ADMIN_LISTEN": closed})
+	if err := run(context.Background(), []string{"healthcheck", "--timeout", "500ms"}, env, &out, io.Discard); err == nil {
+		t.Errorf("healthcheck with FRAGCACHE_ADMIN_LISTEN=%s (closed) over the file's %s succeeded", closed, admin)
+	}
+}

@@ -210,13 +210,24 @@ func displayAddr(a net.Addr) string {
 }
 
 // healthcheck GETs /livez on the admin listener: for images without a
-// shell. Its address comes from --admin-listen or FRAGCACHE_ADMIN_LISTEN.
+// shell. Its address is the server's, with the same precedence:
+// --admin-listen, else FRAGCACHE_ADMIN_LISTEN, else admin_listen in the
+// YAML file named by FRAGCACHE_CONFIG, else :9188.
 func healthcheck(args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("fragcache healthcheck", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	def := getenv("FRAGCACHE_ADMIN_LISTEN")
 	if def == "" {
 		def = ":9188"
+		if file := getenv("FRAGCACHE_CONFIG"); file != "" {
+			c := &config{}
+			if errs := c.loadYAML(file, c.options()); len(errs) > 0 {
+				return fmt.Errorf("%w: healthcheck:\n%w", errUsage, errors.Join(errs...))
+			}
+			if c.AdminListen != "" {
+				def = c.AdminListen
+			}
+		}
 	}
 	addr := fs.String("admin-listen", def, "admin listener to check")
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the answer")
