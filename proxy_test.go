@@ -886,3 +886,20 @@ func TestPassthroughAddsNoHeaders(t *testing.T) {
 		}
 	}
 }
+
+// --max-wait 0 is accepted (the range is [0, --max-wait]): an include's
+// timeout attribute may then never make a page wait. It must not turn
+// into the 1s default.
+func TestMaxWaitZeroCapsIncludeTimeouts(t *testing.T) {
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/":          esiPage(`<div><esi:include src="/frag/slow" timeout="5s">Loading…</esi:include></div>`),
+		"/frag/slow": frag("<p>report</p>", 200*time.Millisecond, "max-age=60"),
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "0", "--max-wait", "0")
+	start := time.Now()
+	_, body := get(t, fc.front+"/")
+	took := time.Since(start)
+	if body != "<div>Loading…</div>" {
+		t.Errorf("with --max-wait 0 an include with timeout=5s rendered %q after %v, want the placeholder at once", body, took)
+	}
+}

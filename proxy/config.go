@@ -56,7 +56,8 @@ type Config struct {
 	// Wait is the longest a page waits for fragments that are not in the
 	// cache. Zero: never wait.
 	Wait time.Duration
-	// MaxWait caps an include's timeout attribute; default 1s.
+	// MaxWait caps an include's timeout attribute. Zero: an include's
+	// timeout never makes the page wait (fragcache's --max-wait 0).
 	MaxWait time.Duration
 	// FragmentTTL is the freshness when a fragment response sets none;
 	// default 60s.
@@ -119,7 +120,6 @@ func (c *Config) setDefaults() {
 			*d = v
 		}
 	}
-	def(&c.MaxWait, time.Second)
 	def(&c.FragmentTTL, 60*time.Second)
 	def(&c.FetchTimeout, 10*time.Second)
 	def(&c.UpstreamTimeout, 30*time.Second)
@@ -162,6 +162,9 @@ func (c *Config) validate() error {
 	}
 	if c.Wait < 0 {
 		errs = append(errs, fmt.Errorf("proxy: Wait must not be negative (got %s)", c.Wait))
+	}
+	if c.MaxWait < 0 {
+		errs = append(errs, fmt.Errorf("proxy: MaxWait must not be negative (got %s)", c.MaxWait))
 	}
 	if c.StaleTTL < 0 {
 		errs = append(errs, fmt.Errorf("proxy: StaleTTL must not be negative (got %s)", c.StaleTTL))
