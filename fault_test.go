@@ -993,3 +993,25 @@ func TestFaultSIGTERMUnderLoad(t *testing.T) {
 	t.Logf("SIGTERM under load: %d of %d in-flight requests answered 200, %d failed; run returned nil %v after the signal",
 		ok.Load(), inFlight, failed.Load(), took.Round(time.Millisecond))
 }
+
+// A stop that comes right after start (SIGTERM during start-up, or an
+// admin listener that fails at once) must still close the front
+// listener: run returns only when nothing serves any more.
+func TestStopRightAfterStartClosesFront(t *testing.T) {
+	checkNoLeaks(t)
+	for i := range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		var front string
+		err := runWith(ctx, []string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--drain-delay", "0",
+			"--access-log=false", "--upstream", "http://127.0.0.1:9"}, func(string) string { return "" }, io.Discard, io.Discard,
+			hooks{ready: func(f, _ net.Addr) { front = f.String(); cancel() }})
+		cancel()
+		if err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		if c, err := net.DialTimeout("tcp", front, time.Second); err == nil {
+			c.Close()
+			t.Fatalf("run %d returned but its front listener %s still accepts connections", i, front)
+		}
+	}
+}

@@ -135,7 +135,11 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		MaxHeaderBytes:    16 << 10,
 	}
 	serveErr := make(chan error, 2)
-	go func() { serveErr <- p.Serve(ln) }()
+	frontDone := make(chan struct{})
+	go func() {
+		defer close(frontDone)
+		serveErr <- p.Serve(ln)
+	}()
 	go func() {
 		if err := admin.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
 			serveErr <- fmt.Errorf("admin: %w", err)
@@ -171,6 +175,15 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	errs := []error{runErr}
 	if err := p.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("shutdown: %w", err))
+	}
+	// fasthttp's Shutdown does nothing when Serve has not registered the
+	// listener yet (a stop right after start): closing it ends a Serve
+	// that starts late, and run returns only once Serve has.
+	ln.Close()
+	select {
+	case <-frontDone:
+	case <-sctx.Done():
+		errs = append(errs, fmt.Errorf("shutdown: front listener: %w", sctx.Err()))
 	}
 	if err := p.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("store: %w", err))
