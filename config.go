@@ -461,6 +461,7 @@ func (c *config) validate() []error {
 			bad("--%s must be at least %s (got %s)", s.name, humanize.IBytes(uint64(s.min)), humanize.IBytes(uint64(max(s.v, 0))))
 		}
 	}
+	const maxCount = 1 << 20
 	if c.MaxHeaderBytes > 16<<20 {
 		bad("--max-header-bytes must be at most 16MiB")
 	}
@@ -473,6 +474,12 @@ func (c *config) validate() []error {
 	} {
 		if n.v < 1 {
 			bad("--%s must be at least 1 (got %d)", n.name, n.v)
+		}
+		// Queues and semaphores are allocated at their full size when
+		// fragcache starts: a typo of a few zeros must be an error, not
+		// an out-of-memory crash.
+		if n.v > maxCount {
+			bad("--%s must be at most %d (got %d)", n.name, maxCount, n.v)
 		}
 	}
 	if c.ESITrigger != "surrogate" && c.ESITrigger != "html" {

@@ -101,6 +101,11 @@ func TestConfigRules(t *testing.T) {
 		{"bad allow host", []string{"--upstream", "http://a", "--allow-host", "http://b"}, false},
 		{"negative wait", []string{"--upstream", "http://a", "--wait", "-1s"}, false},
 		{"zero wait", []string{"--upstream", "http://a", "--wait", "0"}, true},
+		// Allocated whole at start: an extra few zeros is an error, not an
+		// out-of-memory crash.
+		{"huge refresh queue", []string{"--upstream", "http://a", "--refresh-queue", "100000000000"}, false},
+		{"huge fetch concurrency", []string{"--upstream", "http://a", "--fetch-concurrency", "100000000"}, false},
+		{"large refresh queue", []string{"--upstream", "http://a", "--refresh-queue", "1048576"}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
