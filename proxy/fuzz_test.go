@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -132,5 +133,20 @@ func FuzzCacheDirectives(f *testing.F) {
 			t.Fatalf("Surrogate-Control %q: trigger and directives disagree", sc)
 		}
 		parseVary(&h)
+
+		// A composed page's Cache-Control keeps every directive, one for
+		// one, and none of its freshness outlives the fragments'.
+		out := lowerMaxAge(nil, []byte(cc), 30*time.Second)
+		var in, got int
+		forEachDirective([]byte(cc), func(_, _, _ []byte) { in++ })
+		forEachDirective(out, func(name, val, _ []byte) {
+			got++
+			if (equalFold(name, "max-age") || equalFold(name, "s-maxage")) && parseSeconds(val) > 30*time.Second {
+				t.Fatalf("lowerMaxAge(%q) = %q: %s above 30s", cc, out, name)
+			}
+		})
+		if in != got {
+			t.Fatalf("lowerMaxAge(%q) = %q: %d directives became %d", cc, out, in, got)
+		}
 	})
 }
