@@ -1015,3 +1015,51 @@ func TestStopRightAfterStartClosesFront(t *testing.T) {
 		}
 	}
 }
+
+// TestStopCutsSlowAdminRequests: an admin request still running when the
+// shutdown timeout ends (here a 10 s CPU profile) is cut, not left to run
+// after run has returned.
+func TestStopCutsSlowAdminRequests(t *testing.T) {
+	checkNoLeaks(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrs := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- runWith(ctx, []string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--drain-delay", "0",
+			"--access-log=false", "--pprof", "--shutdown-timeout", "300ms", "--upstream", "http://127.0.0.1:9"},
+			func(string) string { return "" }, io.Discard, io.Discard,
+			hooks{ready: func(_, a net.Addr) { addrs <- a }})
+	}()
+	var admin net.Addr
+	select {
+	case admin = <-addrs:
+	case err := <-done:
+		t.Fatalf("fragcache did not start: %v", err)
+	}
+	profile := make(chan error, 1)
+	go func() {
+		resp, err := client.Get("http://" + admin.String() + "/debug/pprof/profile?seconds=10")
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		profile <- err
+	}()
+	// The profile request must be in the server before the stop; nothing
+	// signals that, so give it a moment.
+	time.Sleep(300 * time.Millisecond)
+	stopped := time.Now()
+	cancel()
+	select {
+	case <-done: // an error saying the admin shutdown timed out is expected
+	case <-time.After(5 * time.Second):
+		t.Fatal("run did not return within 5s")
+	}
+	select {
+	case <-profile:
+		t.Logf("the profile request ended %v after the stop", time.Since(stopped).Round(time.Millisecond))
+	case <-time.After(3 * time.Second):
+		t.Fatal("the profile request still runs 3s after the stop")
+	}
+}

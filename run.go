@@ -189,6 +189,9 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		errs = append(errs, fmt.Errorf("store: %w", err))
 	}
 	if err := admin.Shutdown(sctx); err != nil {
+		// What is still running when the timeout ends (a long pprof
+		// profile, say) is cut rather than left behind run.
+		admin.Close()
 		errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
 	}
 	log.Info("stopped")
