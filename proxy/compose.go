@@ -64,7 +64,7 @@ type composer struct {
 	start    time.Time
 	pageURI  string
 	scope    string
-	cookie   string // the request's Cookie lines joined, as sent
+	cookie   []byte // the request's Cookie lines joined, as sent; reused
 	langKey  string
 	count    int
 	degraded bool
@@ -86,7 +86,7 @@ func (c *composer) reset() {
 		*n = node{e: n.e, slots: n.slots}
 	}
 	clear(c.work)
-	*c = composer{nodes: c.nodes[:0], work: c.work[:0], timer: c.timer}
+	*c = composer{nodes: c.nodes[:0], work: c.work[:0], timer: c.timer, cookie: c.cookie[:0]}
 }
 
 func (c *composer) newNode() *node {
@@ -205,38 +205,32 @@ func readLimited(dst []byte, resp *fasthttp.Response, limit int64) ([]byte, erro
 // init computes what every lookup of this request shares: its scope.
 func (c *composer) init() {
 	h := &c.ctx.Request.Header
-	c.cookie = joinCookieLines(h.PeekAll("Cookie"))
+	c.cookie = joinCookieLines(c.cookie[:0], h.PeekAll("Cookie"))
 	auth := h.Peek("Authorization")
-	if c.cookie == "" && len(auth) == 0 {
+	if len(c.cookie) == 0 && len(auth) == 0 {
 		c.scope = scopeAnon
 	} else {
-		c.scope = c.p.scopes.user(auth, []byte(c.cookie))
+		c.scope = c.p.scopes.user(auth, c.cookie)
 	}
 }
 
-// joinCookieLines returns a request's Cookie lines as one value, as sent.
-// The scope and the fragment fetches both use it: Peek returns only the
-// first line until fasthttp collects the cookies (which a $(HTTP_COOKIE)
-// variable does, re-serialising them), so two users sharing a first line
-// would share a scope while their fetches carried different cookies.
-func joinCookieLines(lines [][]byte) string {
-	switch len(lines) {
-	case 0:
-		return ""
-	case 1:
-		return string(lines[0])
-	}
-	var b strings.Builder
+// joinCookieLines appends a request's Cookie lines to dst as one value,
+// as sent. The scope and the fragment fetches both use it: Peek returns
+// only the first line until fasthttp collects the cookies (which a
+// $(HTTP_COOKIE) variable does, re-serialising them), so two users
+// sharing a first line would share a scope while their fetches carried
+// different cookies.
+func joinCookieLines(dst []byte, lines [][]byte) []byte {
 	for _, l := range lines {
 		if len(l) == 0 {
 			continue
 		}
-		if b.Len() > 0 {
-			b.WriteString("; ")
+		if len(dst) > 0 {
+			dst = append(dst, "; "...)
 		}
-		b.Write(l)
+		dst = append(dst, l...)
 	}
-	return b.String()
+	return dst
 }
 
 // evaluate evaluates n's template and looks up its active includes.
@@ -402,7 +396,7 @@ func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, share bool) a
 	if rs.t.upstream {
 		h := &c.ctx.Request.Header
 		if !share {
-			a.cookie = c.cookie
+			a.cookie = string(c.cookie)
 			a.auth = string(h.Peek("Authorization"))
 			a.ownScope = c.scope
 		}
