@@ -11,17 +11,25 @@ import (
 	"fragcache/metrics"
 )
 
-// TestNoUnlimitedDefaults checks that every timeout and size limit of the
-// fasthttp server and clients that New builds is set: fasthttp reads a
-// zero as "unlimited" (or as a default of its own) for each of them, and
-// retries idempotent requests up to 5 times unless told otherwise.
-func TestNoUnlimitedDefaults(t *testing.T) {
+// newTestProxy builds a Proxy with default settings for the upstream
+// app:8080, closed when the test ends.
+func newTestProxy(t *testing.T) *Proxy {
+	t.Helper()
 	m := metrics.New(prometheus.NewRegistry(), metrics.Options{Version: "test", Upstreams: []string{"app:8080"}})
 	p, err := New(Config{Upstream: "http://app:8080", Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// TestNoUnlimitedDefaults checks that every timeout and size limit of the
+// fasthttp server and clients that New builds is set: fasthttp reads a
+// zero as "unlimited" (or as a default of its own) for each of them, and
+// retries idempotent requests up to 5 times unless told otherwise.
+func TestNoUnlimitedDefaults(t *testing.T) {
+	p := newTestProxy(t)
 	frag, _, err := p.fetch.client(&target{scheme: "http", addr: "cdn.example:80", label: "cdn.example"})
 	if err != nil {
 		t.Fatal(err)
@@ -105,12 +113,7 @@ func TestURLHintsBoundedInBytes(t *testing.T) {
 // can fill the table of resolved srcs with ones never seen again; a src
 // seen after that must still be resolved once, not on every page.
 func TestResolvedSrcsStartOverWhenFull(t *testing.T) {
-	m := metrics.New(prometheus.NewRegistry(), metrics.Options{Version: "test", Upstreams: []string{"app:8080"}})
-	p, err := New(Config{Upstream: "http://app:8080", Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newTestProxy(t)
 	page := func() string { return "/" }
 	for i := range maxSrcs + 100 {
 		p.resolveSrc(fmt.Sprintf("/junk?%d", i), page)

@@ -84,16 +84,13 @@ var benchRemote = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 
 // serveOnce runs the handler on ctx for uri, as the server would.
 func serveOnce(p *Proxy, ctx *fasthttp.RequestCtx, uri string) {
-	serveWith(p, ctx, uri, discard)
+	serveAs(p, ctx, uri, "", discard)
 }
 
 var discard = bufio.NewWriterSize(io.Discard, 32<<10)
 
-func serveWith(p *Proxy, ctx *fasthttp.RequestCtx, uri string, bw *bufio.Writer) {
-	serveAs(p, ctx, uri, "", bw)
-}
-
-// serveAs is serveWith for a request carrying cookie, if not empty.
+// serveAs runs the handler on ctx for uri, sent with cookie if not empty,
+// and writes the response to bw as the server would.
 func serveAs(p *Proxy, ctx *fasthttp.RequestCtx, uri, cookie string, bw *bufio.Writer) {
 	ctx.Request.Reset()
 	ctx.Response.Reset()
@@ -145,13 +142,19 @@ func benchHit(b *testing.B, cookie string) {
 	o := newBenchOrigin(b, 10)
 	p := newBenchProxy(b, o.addr, time.Second)
 	warmPageAs(b, p, "/page", cookie, 10)
+	serveParallel(b, p, "/page", cookie)
+}
+
+// serveParallel serves uri (as a visitor with cookie, if not empty) on
+// every P until the benchmark ends; every answer must be a 200.
+func serveParallel(b *testing.B, p *Proxy, uri, cookie string) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		var ctx fasthttp.RequestCtx
 		ctx.Init(&fasthttp.Request{}, benchRemote, nil)
 		bw := bufio.NewWriterSize(io.Discard, 32<<10)
 		for pb.Next() {
-			serveAs(p, &ctx, "/page", cookie, bw)
+			serveAs(p, &ctx, uri, cookie, bw)
 			if ctx.Response.StatusCode() != 200 {
 				b.Fatalf("status %d", ctx.Response.StatusCode())
 			}
@@ -179,15 +182,7 @@ func BenchmarkServeMiss(b *testing.B) {
 func BenchmarkServePassthrough(b *testing.B) {
 	o := newBenchOrigin(b, 0)
 	p := newBenchProxy(b, o.addr, 0)
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		var ctx fasthttp.RequestCtx
-		ctx.Init(&fasthttp.Request{}, benchRemote, nil)
-		bw := bufio.NewWriterSize(io.Discard, 32<<10)
-		for pb.Next() {
-			serveWith(p, &ctx, "/static", bw)
-		}
-	})
+	serveParallel(b, p, "/static", "")
 }
 
 func bytesReplaceAll(s, old, nw []byte) []byte {
