@@ -99,9 +99,26 @@ type Config struct {
 	// RefreshQueue bounds pending background refreshes; default 1024.
 	RefreshQueue int
 
+	// FetchQueue bounds the cold loads waiting for one of
+	// FetchConcurrency; beyond it they are shed. Default 4096.
+	FetchQueue int
+
 	// ScopeSecret keys the HMAC of user scopes. Default: random per
 	// process.
 	ScopeSecret []byte
+	// ScopeCookies, when set, are the only cookies that identify a user:
+	// the scope is the HMAC over Authorization and these cookies, and
+	// fragment fetches to the upstream carry only them (DESIGN rule 2).
+	// Empty: every cookie counts.
+	ScopeCookies []string
+
+	// TrustedProxies are client CIDRs (or single addresses) whose
+	// X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, Forwarded and
+	// X-Real-IP are kept (DESIGN rules 12 and 18).
+	TrustedProxies []string
+	// PreserveHost sends the client's Host to the upstream instead of the
+	// upstream's host; it requires PublicHosts.
+	PreserveHost bool
 
 	// AccessLog writes one line per request to Logger.
 	AccessLog bool
@@ -144,6 +161,7 @@ func (c *Config) setDefaults() {
 	defi(&c.FetchConcurrency, 256)
 	defi(&c.FetchPerHost, 64)
 	defi(&c.RefreshQueue, 1024)
+	defi(&c.FetchQueue, 4096)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -168,6 +186,9 @@ func (c *Config) validate() error {
 	}
 	if c.StaleTTL < 0 {
 		errs = append(errs, fmt.Errorf("proxy: StaleTTL must not be negative (got %s)", c.StaleTTL))
+	}
+	if c.PreserveHost && len(c.PublicHosts) == 0 {
+		errs = append(errs, errors.New("proxy: PreserveHost requires PublicHosts"))
 	}
 	return errors.Join(errs...)
 }
