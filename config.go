@@ -52,6 +52,7 @@ type config struct {
 	RefreshQueue     int
 	ScopeSecret      string
 	PublicHost       []string
+	ScopeCookie      []string
 	ShutdownTimeout  time.Duration
 	DrainDelay       time.Duration
 	AccessLog        bool
@@ -181,6 +182,7 @@ func (c *config) options() []*option {
 		{name: "refresh-queue", kind: kInt, def: "1024", help: "pending background refreshes; beyond it refreshes are shed and counted", target: &c.RefreshQueue},
 		{name: "scope-secret", kind: kString, help: "HMAC key of user scopes (default: random per process); set it when replicas must agree", target: &c.ScopeSecret},
 		{name: "public-host", kind: kList, help: "hosts fragcache serves; $(HTTP_HOST) comes from here (default: the upstream's host); repeatable", target: &c.PublicHost},
+		{name: "scope-cookie", kind: kList, help: "cookies that identify a user for scopes and are sent to fragments (default: every cookie); repeatable", target: &c.ScopeCookie},
 		{name: "shutdown-timeout", kind: kDuration, def: "15s", help: "SIGTERM: time for in-flight requests before exit", target: &c.ShutdownTimeout},
 		{name: "drain-delay", kind: kDuration, def: "5s", help: "SIGTERM: /readyz answers 503 this long before the listener closes", target: &c.DrainDelay},
 		{name: "access-log", kind: kBool, def: "true", help: "one JSON line per request with its fragment counts", target: &c.AccessLog},

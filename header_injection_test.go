@@ -572,9 +572,18 @@ func TestHeaderInjectionFragmentRequest(t *testing.T) {
 			wantLines: []string{
 				"Cookie: s=" + enc,
 				"Authorization: Bearer " + enc,
-				"Accept-Language: en" + enc,
 			},
 			guard: "nothing decodes a forwarded value",
+		},
+		tcase{
+			// Accept-Language reaches a fragment only normalised (DESIGN
+			// rule 16): a range that is not a language tag is dropped.
+			name:      "a language range with an encoded CRLF",
+			src:       "/f/lang",
+			headers:   "Accept-Language: en" + enc + ", de;q=0.5\r\n",
+			want:      "/f/lang",
+			wantLines: []string{"Accept-Language: de"},
+			guard:     "normalizeLang keeps language tags only",
 		},
 	)
 	pages := map[string]string{}

@@ -103,6 +103,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		FetchPerHost:     cfg.FetchPerHost,
 		RefreshQueue:     cfg.RefreshQueue,
 		ScopeSecret:      []byte(cfg.ScopeSecret),
+		ScopeCookies:     cfg.ScopeCookie,
 		AccessLog:        cfg.AccessLog,
 		Logger:           log,
 		Metrics:          m,

@@ -43,23 +43,57 @@ func (s *Store) backoff(n int) time.Duration {
 // and a map never holds more than twice its live keys plus minSweep.
 const minSweep = 1024
 
+// sideEntryBytes is what one record of the failure and uncacheable maps
+// costs beyond its key: the map slot, the record and the error it keeps.
+const sideEntryBytes = 160
+
+// sideBytes bounds each of the failure and uncacheable maps: keys are
+// chosen by visitors (a src built from a query value) and up to 8 KiB
+// long. A map over it first drops its expired records, then arbitrary
+// live ones until it is at three quarters of it: forgetting a record
+// costs one early retry of that key, never the cache. The two maps hold
+// at most 2 × sideBytes outside Config.MaxCost.
+func (s *Store) sideBytes() int64 { return max(1<<20, s.cfg.MaxCost/32) }
+
+func (s *Store) delFail(key string) {
+	if _, ok := s.fails[key]; ok {
+		delete(s.fails, key)
+		s.failBytes -= int64(len(key)) + sideEntryBytes
+	}
+}
+
+func (s *Store) delBypass(key string) {
+	if _, ok := s.bypass[key]; ok {
+		delete(s.bypass, key)
+		s.bypassBytes -= int64(len(key)) + sideEntryBytes
+	}
+}
+
 // rememberFailure records a failed load of key at now and returns the end
 // of its backoff. Guarded by s.mu.
 func (s *Store) rememberFailure(key string, err error, now int64) int64 {
 	f := s.fails[key]
 	if f == nil {
-		if len(s.fails) >= s.failSweep {
+		size := int64(len(key)) + sideEntryBytes
+		if len(s.fails) >= s.failSweep || s.failBytes+size > s.sideBytes() {
 			for k, v := range s.fails {
 				// Keep a key's count for BackoffMax after its backoff
 				// ended, so that the next failure doubles the wait.
 				if now >= v.until+int64(s.cfg.BackoffMax) {
-					delete(s.fails, k)
+					s.delFail(k)
 				}
+			}
+			for k := range s.fails {
+				if s.failBytes+size <= s.sideBytes()*3/4 {
+					break
+				}
+				s.delFail(k)
 			}
 			s.failSweep = max(minSweep, 2*len(s.fails))
 		}
 		f = &failure{}
 		s.fails[key] = f
+		s.failBytes += size
 	} else if now >= f.until+int64(s.cfg.BackoffMax) {
 		f.n = 0 // the key recovered long ago: start over
 	}
@@ -77,16 +111,28 @@ func (s *Store) rememberFailure(key string, err error, now int64) int64 {
 // rememberBypass records key as uncacheable until until. Guarded by s.mu.
 func (s *Store) rememberBypass(key string, until, now int64) {
 	if until <= now {
-		delete(s.bypass, key)
+		s.delBypass(key)
 		return
 	}
-	if _, ok := s.bypass[key]; !ok && len(s.bypass) >= s.bypassSweep {
+	if _, ok := s.bypass[key]; ok {
+		s.bypass[key] = until
+		return
+	}
+	size := int64(len(key)) + sideEntryBytes
+	if len(s.bypass) >= s.bypassSweep || s.bypassBytes+size > s.sideBytes() {
 		for k, v := range s.bypass {
 			if now >= v {
-				delete(s.bypass, k)
+				s.delBypass(k)
 			}
+		}
+		for k := range s.bypass {
+			if s.bypassBytes+size <= s.sideBytes()*3/4 {
+				break
+			}
+			s.delBypass(k)
 		}
 		s.bypassSweep = max(minSweep, 2*len(s.bypass))
 	}
 	s.bypass[key] = until
+	s.bypassBytes += size
 }

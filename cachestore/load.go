@@ -102,19 +102,19 @@ func (s *Store) finish(f *Flight, e Entry, err error, loaded bool) {
 			f.stale.refreshing.Store(false)
 		}
 	case e.NoStore:
-		delete(s.fails, f.key)
+		s.delFail(f.key)
 		s.rememberBypass(f.key, s.at(e.FreshUntil), now)
 		s.recent.del(f.key)
 		dels = append(dels, f.key)
 	default:
-		delete(s.fails, f.key)
-		delete(s.bypass, f.key)
+		s.delFail(f.key)
+		s.delBypass(f.key)
 		target := f.key
 		if e.StoreKey != "" && e.StoreKey != f.key {
 			// The looked-up key's older entry is superseded by the one
 			// stored under StoreKey.
 			target = e.StoreKey
-			delete(s.bypass, target)
+			s.delBypass(target)
 			s.recent.del(f.key)
 			dels = append(dels, f.key)
 		}

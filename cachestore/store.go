@@ -56,8 +56,8 @@ type Store struct {
 	closeOnce sync.Once
 	gets      getGuard // ristretto Gets of lookups in progress
 
-	// mu protects closed, flights, recent, fails, failSweep, bypass and
-	// bypassSweep. No ristretto call is made while holding it: ristretto's
+	// mu protects closed, flights, recent, fails, failSweep, failBytes,
+	// bypass, bypassSweep and bypassBytes. No ristretto call is made while holding it: ristretto's
 	// goroutine calls back into the store and takes it.
 	mu          sync.Mutex
 	closed      bool
@@ -67,6 +67,8 @@ type Store struct {
 	failSweep   int
 	bypass      map[string]int64 // uncacheable keys, until when
 	bypassSweep int
+	failBytes   int64 // the keys of fails and their records' cost
+	bypassBytes int64 // likewise for bypass
 }
 
 // New validates cfg, applies its defaults, and starts the store: ristretto
@@ -158,6 +160,36 @@ func (s *Store) Lookup(key string, detach func() any) Result {
 	r := s.lookupSlow(key, detach)
 	s.obs.Lookup(key, r.Status)
 	return r
+}
+
+// Peek answers like Lookup when the store holds a usable entry for key
+// (a stale one queues its refresh, with detach, as Lookup would), and
+// otherwise answers Miss with a nil Flight: it never starts or joins a
+// load. A caller that looks a value up under one of several keys peeks at
+// the first and looks up the last. A fresh hit allocates nothing.
+func (s *Store) Peek(key string, detach func() any) Result {
+	g := s.gets.enter(&s.closing)
+	if g == nil {
+		return Result{Status: Miss}
+	}
+	it, ok := s.cache.Get(key)
+	s.gets.leave(g)
+	now := s.now()
+	if !ok {
+		s.mu.Lock()
+		if !s.closed {
+			it = s.recent.get(key, now)
+		}
+		s.mu.Unlock()
+		ok = it != nil
+	}
+	if ok {
+		if r, ok := s.serve(key, it, now, detach); ok {
+			s.obs.Lookup(key, r.Status)
+			return r
+		}
+	}
+	return Result{Status: Miss}
 }
 
 // serve answers from an item found at now, queueing a refresh when the
@@ -258,7 +290,7 @@ func (s *Store) lookupSlow(key string, detach func() any) Result {
 		if now < until {
 			st = Bypass
 		} else {
-			delete(s.bypass, key)
+			s.delBypass(key)
 		}
 	}
 	if f := s.flights[key]; f != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -731,4 +732,46 @@ func TestCloseDuringLookups(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// TestSideMapsBoundedInBytes: the failure and uncacheable records are
+// keyed by values a visitor can choose (up to 8 KiB each); they stay
+// within their byte bound however many distinct keys fail.
+func TestSideMapsBoundedInBytes(t *testing.T) {
+	long := strings.Repeat("k", 8<<10)
+	s, err := New(Config{MaxCost: 8 << 20}, LoaderFunc(func(ctx context.Context, key string, _ any, _ bool) (Entry, error) {
+		if strings.HasPrefix(key, "nostore") {
+			return Entry{Value: 1, NoStore: true, FreshUntil: time.Now().Add(time.Minute)}, nil
+		}
+		return Entry{}, errors.New("down")
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 3000 {
+		for _, prefix := range []string{"fail", "nostore"} {
+			r := s.Lookup(fmt.Sprintf("%s%d%s", prefix, i, long), nil)
+			if r.Flight != nil {
+				<-r.Flight.Done()
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, b := range map[string]int64{"failure": s.failBytes, "uncacheable": s.bypassBytes} {
+		if b > s.sideBytes() {
+			t.Errorf("%s records hold %d bytes, want at most %d", name, b, s.sideBytes())
+		}
+		if b == 0 {
+			t.Errorf("no %s record kept", name)
+		}
+	}
+	var sum int64
+	for k := range s.fails {
+		sum += int64(len(k)) + sideEntryBytes
+	}
+	if sum != s.failBytes {
+		t.Errorf("failBytes %d, but the records sum to %d", s.failBytes, sum)
+	}
 }

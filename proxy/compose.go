@@ -58,22 +58,29 @@ type node struct {
 // composer composes one page. It is used by one handler goroutine and
 // returned to a pool afterwards.
 type composer struct {
-	p        *Proxy
-	ctx      *fasthttp.RequestCtx
-	vars     reqVars
-	start    time.Time
-	pageURI  string
-	scope    string
-	cookie   []byte // the request's Cookie lines joined, as sent; reused
-	langKey  string
-	count    int
-	degraded bool
-	private  bool
-	minFresh time.Time
-	nodes    []*node
-	work     []*slot
-	timer    *time.Timer
-	st       reqStats
+	p       *Proxy
+	ctx     *fasthttp.RequestCtx
+	vars    reqVars
+	start   time.Time
+	pageURI string
+	scope   string
+	cookie  []byte // the request's Cookie lines joined, as sent; reused
+	// fetchCookie is the Cookie header of this request's fragment fetches,
+	// computed once per page when a load starts.
+	fetchCookie    string
+	hasFetchCookie bool
+	lang           string // the normalised Accept-Language; set by lang()
+	langDone       bool
+	varyLang       bool // a fragment fetched with the language is on the page
+	count          int
+	degraded       bool
+	private        bool
+	tooLarge       bool // the output cap cut an include
+	minFresh       time.Time
+	nodes          []*node
+	work           []*slot
+	timer          *time.Timer
+	st             reqStats
 }
 
 var composerPool = sync.Pool{New: func() any { return new(composer) }}
@@ -148,6 +155,16 @@ func (p *Proxy) compose(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *r
 		c.await()
 		out = ctx.Response.SwapBody(nil)[:0]
 		out = tpl.Render(out, &root.e, c)
+		if int64(len(out)) > p.cfg.MaxPageSize {
+			// Variables, not includes, took it past the cap (includes
+			// are capped one by one in appendCapped).
+			p.m.ESIErrors[metrics.ErrTooLarge].Inc()
+			ctx.Response.SwapBody(out[:0])
+			ctx.Error("composed page too large", fasthttp.StatusBadGateway)
+			c.reset()
+			composerPool.Put(c)
+			return
+		}
 	} else {
 		out = append(ctx.Response.SwapBody(nil)[:0], raw...)
 	}
@@ -207,7 +224,7 @@ func (c *composer) init() {
 	h := &c.ctx.Request.Header
 	c.cookie = joinCookieLines(c.cookie[:0], h.PeekAll("Cookie"))
 	auth := h.Peek("Authorization")
-	if len(c.cookie) == 0 && len(auth) == 0 {
+	if !c.p.scopes.credentials(auth, c.cookie) {
 		c.scope = scopeAnon
 	} else {
 		c.scope = c.p.scopes.user(auth, c.cookie)
@@ -304,37 +321,39 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 	}
 	s.url = url
 	s.frag = rs.frag
-	var flags uint32
-	info := rs.info
-	if info == nil {
-		info = c.p.urls.info(url, false) // set after rs was resolved, if at all
-	}
-	if info != nil {
-		flags = info.flags.Load()
-	}
 	lang := ""
-	if rs.t.upstream && flags&urlVaryLang != 0 {
-		lang = c.lang()
+	if rs.t.upstream && (rs.rule == nil || !rs.rule.NoLanguage) {
+		c.varyLang = true
+		lang = c.langValue()
 	}
-	share := rs.rule != nil && rs.rule.Share
+	bare := !rs.t.upstream || rs.rule != nil && rs.rule.Share
+	plan := planLookup(c.scope, bare, c.p.urls.isShared(url))
+	sharedKey := rs.sharedKey
+	if lang != "" {
+		sharedKey = fragmentKey(scopeShared, url, lang)
+	}
 	var key string
 	switch {
-	case share || !rs.t.upstream || flags&urlShared != 0:
-		key = rs.sharedKey
-		if lang != "" {
-			key = fragmentKey(scopeShared, url, lang)
-		}
-	case c.scope == scopeAnon && lang == "":
+	case plan.flightScope == scopeShared:
+		key = sharedKey
+	case plan.flightScope == scopeAnon && lang == "":
 		key = rs.anonKey
 	default:
-		key = fragmentKey(c.scope, url, lang)
+		key = fragmentKey(plan.flightScope, url, lang)
 	}
 	wait := c.p.cfg.Wait
 	if inc.HasTimeout {
 		wait = min(max(inc.Timeout, 0), c.p.cfg.MaxWait)
 	}
 	s.deadline = c.start.Add(wait)
-	res := c.p.store.Lookup(key, func() any { return c.loadArg(rs, inc, share) })
+	detach := func() any { return c.loadArg(rs, inc, bare, lang) }
+	var res cachestore.Result
+	if plan.peekShared {
+		res = c.p.store.Peek(sharedKey, detach)
+	}
+	if res.Entry.Value == nil {
+		res = c.p.store.Lookup(key, detach)
+	}
 	fr := s.frag
 	switch res.Status {
 	case cachestore.Hit:
@@ -384,7 +403,7 @@ func (c *composer) requestURI() string {
 
 // loadArg builds the owned arguments of a load; it runs only when the
 // store starts one.
-func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, share bool) any {
+func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, bare bool, lang string) any {
 	a := &loadArg{
 		t:         rs.t,
 		frag:      rs.frag,
@@ -392,25 +411,27 @@ func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, share bool) a
 		ttlAttr:   inc.TTL,
 		hasTTL:    inc.HasTTL,
 		esiParsed: rs.t.upstream,
+		scope:     fetchScope(c.scope, bare),
+		lang:      lang,
 	}
-	if rs.t.upstream {
-		h := &c.ctx.Request.Header
-		if !share {
-			a.cookie = string(c.cookie)
-			a.auth = string(h.Peek("Authorization"))
-			a.ownScope = c.scope
+	if !bare && c.scope != scopeAnon {
+		if !c.hasFetchCookie {
+			c.fetchCookie = c.p.scopes.fetchCookie(c.cookie)
+			c.hasFetchCookie = true
 		}
-		a.lang = string(h.Peek("Accept-Language"))
-		a.langKey = c.lang()
+		a.cookie = c.fetchCookie
+		a.auth = string(c.ctx.Request.Header.Peek("Authorization"))
 	}
 	return a
 }
 
-func (c *composer) lang() string {
-	if c.langKey == "" {
-		c.langKey = normalizeLang(c.ctx.Request.Header.Peek("Accept-Language"))
+// langValue is the request's normalised Accept-Language (rule 16).
+func (c *composer) langValue() string {
+	if !c.langDone {
+		c.lang = normalizeLang(c.ctx.Request.Header.Peek("Accept-Language"))
+		c.langDone = true
 	}
-	return c.langKey
+	return c.lang
 }
 
 // setValue records a fragment's content and, when it holds ESI,
@@ -472,7 +493,7 @@ func (c *composer) await() {
 			continue
 		}
 		v := e.Value.(*fragValue)
-		if v.private && v.scope != c.scope || v.lang != "" && v.lang != c.lang() {
+		if !answerServable(v.serveScope, c.scope) {
 			c.lookupAgain(s)
 			continue
 		}
@@ -488,13 +509,11 @@ func (c *composer) failed(s *slot) {
 	}
 }
 
-// lookupAgain handles a flight that ended with an answer meant for
-// another request: another user's private answer (the lookup used a
-// shared key, a per-URL hint, and joined a fetch made with someone else's
-// credentials), or one that varies on Accept-Language fetched for another
-// language (the first fetch of a URL cannot know it varies). That answer
-// is never rendered for this request; s is looked up once more, now under
-// the key the answer's hints point to, within the same deadline.
+// lookupAgain handles a flight that ended with an answer this request may
+// not be served (answerServable): the lookup followed a per-URL hint to
+// the shared key and joined a fetch made with someone else's credentials,
+// whose answer was not shared after all. s is looked up once more, now
+// under its own scope (the hint is gone), within the same deadline.
 func (c *composer) lookupAgain(s *slot) {
 	if s.again {
 		s.state = stPending
@@ -532,13 +551,13 @@ func (c *composer) AppendInclude(dst []byte, e *fragment.Eval, inc *fragment.Inc
 	fr := s.frag
 	switch s.state {
 	case stValue:
-		return c.appendValue(dst, s), false
+		return c.appendCapped(dst, e, inc, s), false
 	case stFailed:
 		c.degraded = true
 		if s.alt != nil && s.alt.state == stValue {
 			fr.Fallbacks[metrics.FallbackAlt].Inc()
 			c.st.fallbacks++
-			return c.appendValue(dst, s.alt), false
+			return c.appendCapped(dst, e, inc, s.alt), false
 		}
 		if inc.Continue {
 			fr.Fallbacks[metrics.FallbackRemoved].Inc()
@@ -562,6 +581,28 @@ func (c *composer) AppendInclude(dst []byte, e *fragment.Eval, inc *fragment.Inc
 		c.st.placeholders++
 		return e.AppendPlaceholder(dst, inc), false
 	}
+}
+
+// appendCapped appends the content of s unless it would take the page
+// past --max-page-size (rule 21): then the include's placeholder, or
+// nothing when that does not fit either, and the page is not a shared
+// cache's to keep.
+func (c *composer) appendCapped(dst []byte, e *fragment.Eval, inc *fragment.Include, s *slot) []byte {
+	limit := int(c.p.cfg.MaxPageSize)
+	if s.child == nil && len(dst)+len(s.val.body) <= limit {
+		return append(dst, s.val.body...)
+	}
+	mark := len(dst)
+	if dst = c.appendValue(dst, s); len(dst) <= limit {
+		return dst
+	}
+	dst = dst[:mark]
+	c.p.m.ESIErrors[metrics.ErrTooLarge].Inc()
+	c.tooLarge = true
+	if ph := e.AppendPlaceholder(dst, inc); len(ph) <= limit {
+		return ph
+	}
+	return dst[:mark]
 }
 
 func (c *composer) appendValue(dst []byte, s *slot) []byte {
@@ -608,7 +649,10 @@ func (p *Proxy) writePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, bod
 	for _, k := range []string{"Surrogate-Control", "Etag", "Last-Modified", "Content-Encoding", "Content-Length"} {
 		h.Del(k)
 	}
-	if c.degraded || c.private {
+	if c.varyLang {
+		addVary(h, "Accept-Language")
+	}
+	if c.degraded || c.private || c.vars.personal || c.tooLarge {
 		h.Set("Cache-Control", "private, no-store")
 	} else if cc := resp.Header.Peek("Cache-Control"); len(cc) > 0 && !c.minFresh.IsZero() {
 		var buf [256]byte
@@ -657,6 +701,10 @@ func lowerMaxAge(dst, cc []byte, left time.Duration) []byte {
 type reqVars struct {
 	ctx *fasthttp.RequestCtx
 	p   *Proxy
+	// personal is set once a value that is not in the page's URL (a
+	// cookie, the user agent, the language, the referer) was read: it
+	// shaped the page, which then is no shared cache's to keep (rule 7).
+	personal bool
 }
 
 func (v *reqVars) Host() string {
@@ -669,11 +717,15 @@ func (v *reqVars) Host() string {
 	return v.p.publicHosts[0]
 }
 
-func (v *reqVars) Referer() string { return string(v.ctx.Request.Header.Referer()) }
+func (v *reqVars) Referer() string {
+	v.personal = true
+	return string(v.ctx.Request.Header.Referer())
+}
 
 func (v *reqVars) Cookie(name string) (string, bool) {
 	for _, allowed := range v.p.cfg.ESICookies {
 		if allowed == name {
+			v.personal = true
 			c := v.ctx.Request.Header.Cookie(name)
 			if c == nil {
 				return "", false
@@ -687,10 +739,14 @@ func (v *reqVars) Cookie(name string) (string, bool) {
 func (v *reqVars) RawQuery() string { return string(v.ctx.URI().QueryString()) }
 
 func (v *reqVars) AcceptLanguage() string {
+	v.personal = true
 	return string(v.ctx.Request.Header.Peek("Accept-Language"))
 }
 
-func (v *reqVars) UserAgent() string { return string(v.ctx.Request.Header.UserAgent()) }
+func (v *reqVars) UserAgent() string {
+	v.personal = true
+	return string(v.ctx.Request.Header.UserAgent())
+}
 
 // storeObserver feeds the store's events into the metrics that are not
 // per fragment; lookups, coalescing and fetch results are counted by the
@@ -707,3 +763,31 @@ func (o storeObserver) SetRejected()                                { o.m.CacheS
 func (o storeObserver) SetDropped()                                 { o.m.CacheSetsDropped.Inc() }
 func (o storeObserver) Evicted(int64)                               { o.m.CacheEvictions.Inc() }
 func (o storeObserver) CostChanged(total int64)                     { o.m.CacheCost.Set(float64(total)) }
+
+// addVary merges token into the response's Vary headers (one header
+// afterwards), unless they already name it or say `*`.
+func addVary(h *fasthttp.ResponseHeader, token string) {
+	var buf [128]byte
+	merged := buf[:0]
+	for k, v := range h.All() {
+		if !equalFold(k, "Vary") {
+			continue
+		}
+		for _, t := range strings.Split(string(v), ",") {
+			t = strings.TrimSpace(t)
+			if t == "*" || strings.EqualFold(t, token) {
+				return
+			}
+		}
+		if len(merged) > 0 {
+			merged = append(merged, ", "...)
+		}
+		merged = append(merged, v...)
+	}
+	if len(merged) > 0 {
+		merged = append(merged, ", "...)
+	}
+	merged = append(merged, token...)
+	h.Del("Vary")
+	h.SetBytesV("Vary", merged)
+}

@@ -32,6 +32,9 @@ type FragmentRule struct {
 	Share bool
 	// TTL, when positive, overrides every other freshness source.
 	TTL time.Duration
+	// NoLanguage fetches matching fragments without Accept-Language and
+	// keeps one copy for every language (YAML `language: false`).
+	NoLanguage bool
 }
 
 // Config configures a Proxy. Zero durations and sizes take the defaults

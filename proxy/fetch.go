@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -18,12 +19,13 @@ import (
 // fragValue is what the store keeps for one fragment. Immutable once
 // stored: body and tpl are shared by every request that renders it.
 type fragValue struct {
-	body    []byte
-	tpl     *fragment.Template // nil unless the fragment opted in to ESI
-	private bool               // stored under a user scope
-	scope   string             // the user scope of a private value
-	lang    string             // the normalised Accept-Language it varies on, or ""
-	fresh   time.Time          // end of freshness, for the page's max-age
+	body []byte
+	tpl  *fragment.Template // nil unless the fragment opted in to ESI
+	// serveScope is who may be served this value (see placeAnswer):
+	// scopeShared for everybody, else exactly that scope.
+	serveScope string
+	private    bool      // stored under (or fetched for) a user scope
+	fresh      time.Time // end of freshness, for the page's max-age
 	// unstored: the answer forbade keeping it (no-store, no-cache,
 	// private without credentials, Set-Cookie, Vary: *, no freshness). It
 	// reaches only the requests that waited for it, and no page that
@@ -40,9 +42,8 @@ type loadArg struct {
 	rule      *rule
 	cookie    string // credentials, only for the upstream and unshared rules
 	auth      string
-	ownScope  string // the user scope of cookie and auth; "" without them
-	lang      string // Accept-Language as sent, only for the upstream
-	langKey   string // normalised Accept-Language, for Vary
+	scope     string // the scope the fetch is made in (fetchScope)
+	lang      string // normalised Accept-Language, sent and keyed on; upstream only
 	ttlAttr   time.Duration
 	hasTTL    bool
 	esiParsed bool // execute ESI in the fragment's body
@@ -206,14 +207,32 @@ func (f *fetcher) load(ctx context.Context, key string, a *loadArg) (cachestore.
 		return cachestore.Entry{}, metrics.FetchDenied, &fetchError{result: metrics.FetchDenied, err: errBreakerOpen{wait}}
 	}
 	e, res, err := f.fetch(ctx, key, a, hc)
-	br.record(time.Now(), res == metrics.FetchConnectError || res == metrics.FetchTimeout ||
-		(res == metrics.FetchStatusError && isServerError(err)))
+	br.record(time.Now(), hostFailure(res, err))
 	return e, res, err
 }
 
-func isServerError(err error) bool {
-	var fe *fetchError
-	return errors.As(err, &fe) && fe.status >= 500
+// hostFailure reports whether a fetch's failure says the host is unwell
+// (DESIGN rule 9): it could not be reached (a refused or timed-out dial, a
+// TLS failure) or closed the connection before any byte of the answer.
+// An answer that is slow, cut short mid-body or a 5xx is the fragment's
+// own failure: it backs off per fragment (a visitor can make one URL fail
+// at will, and must not stop the healthy fragments of the same host).
+func hostFailure(res int, err error) bool {
+	if res != metrics.FetchConnectError && res != metrics.FetchTimeout {
+		return false
+	}
+	var op *net.OpError
+	var rec tls.RecordHeaderError
+	var cert *tls.CertificateVerificationError
+	switch {
+	case errors.Is(err, fasthttp.ErrDialTimeout), errors.Is(err, fasthttp.ErrConnectionClosed):
+		return true
+	case errors.As(err, &op) && op.Op == "dial":
+		return true
+	case errors.As(err, &rec), errors.As(err, &cert):
+		return true
+	}
+	return false
 }
 
 func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthttp.HostClient) (cachestore.Entry, int, error) {
@@ -327,47 +346,27 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 		e.Cost += int64(v.tpl.Size())
 	}
 
-	// Where the response may be stored is decided here, from the response
-	// and the credentials the fetch carried, never from the key the lookup
-	// happened to use (DESIGN.md, precise rule 2).
-	credentialed := a.cookie != "" || a.auth != ""
+	// Where the response may be stored, and who may be served it, is
+	// decided by placeAnswer from the response and the scope the fetch was
+	// made in, never from the key the lookup happened to use.
 	noStore := cd.noStore || cd.noCache || cd.surrogateNoStore || setCookie || vary.star || ttl <= 0
-	// A share rule or another host is always fetched without credentials
-	// and looked up under the shared key: Vary: Cookie says nothing there.
-	neverCredentialed := (a.rule != nil && a.rule.Share) || !a.t.upstream
-	shared := neverCredentialed ||
-		(cd.surrogateMaxAge >= 0 || cd.public || cd.sMaxAge >= 0) && !vary.user
-	lang := ""
-	if vary.lang && a.t.upstream {
-		lang = a.langKey
-	}
-	f.p.urls.setFlag(a.t.url, urlVaryLang, lang != "")
-	v.lang = lang
-	target := ""
-	switch {
-	case noStore:
-	case shared:
-		target = fragmentKey(scopeShared, a.t.url, lang)
-	case credentialed:
-		target = fragmentKey(a.ownScope, a.t.url, lang)
-		v.private, v.scope = true, a.ownScope
-	case cd.private:
-		noStore = true // nobody's private answer: served to the waiters only
-	default:
-		target = fragmentKey(scopeAnon, a.t.url, lang)
-	}
-	f.p.urls.setFlag(a.t.url, urlShared, shared && !noStore)
-	if noStore {
-		if credentialed {
-			v.private, v.scope = true, a.ownScope
-		}
+	pl := placeAnswer(answerFacts{
+		private:    cd.private,
+		sharedHint: cd.surrogateMaxAge >= 0 || cd.public || cd.sMaxAge >= 0,
+		varyUser:   vary.user,
+		unstorable: noStore,
+	}, a.rule != nil && a.rule.Share, a.scope)
+	v.serveScope = pl.serveScope
+	v.private = isUserScope(pl.serveScope)
+	f.p.urls.setShared(a.t.url, pl.storeScope == scopeShared)
+	if pl.storeScope == "" {
 		v.unstored = true
 		e.NoStore = true
 		e.FreshUntil = now.Add(cfg.FragmentTTL)
 		e.StaleUntil = e.FreshUntil
 		return e
 	}
-	if target != key {
+	if target := fragmentKey(pl.storeScope, a.t.url, a.lang); target != key {
 		e.StoreKey = target
 	}
 	return e

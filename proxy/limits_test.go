@@ -87,39 +87,54 @@ func TestNoUnlimitedDefaults(t *testing.T) {
 }
 
 // TestURLHintsBoundedInBytes: the per-URL hints are kept outside the
-// fragment cache and never dropped, and the URLs are attacker-chosen (an
-// include src with $(QUERY_STRING) and a fragment that answers public):
-// long URLs must not add up to hundreds of MiB kept for ever.
+// fragment cache, and the URLs are attacker-chosen (an include src with
+// $(QUERY_STRING) and a fragment that answers public): long URLs must not
+// add up to hundreds of MiB, and a hint set after the table filled up
+// must still be kept (the table forgets its oldest, it does not freeze).
 func TestURLHintsBoundedInBytes(t *testing.T) {
-	var u urlTable
+	u := newURLTable()
 	long := strings.Repeat("q", 8<<10)
 	for i := range 6_000 { // 48 MiB of URLs
-		u.setFlag(fmt.Sprintf("http://app:80/w?%d%s", i, long), urlShared, true)
+		u.setShared(fmt.Sprintf("http://app:80/w?%d%s", i, long), true)
 	}
 	var kept int64
-	u.infos.Range(func(k, _ any) bool {
-		kept += int64(len(k.(string)))
-		return true
-	})
-	if kept > maxURLBytes {
-		t.Errorf("the hints keep %d bytes of URLs, want at most %d", kept, maxURLBytes)
+	for _, g := range []*generation[struct{}]{u.shared.cur.Load(), u.shared.prev.Load()} {
+		g.m.Range(func(k, _ any) bool {
+			kept += int64(len(k.(string)))
+			return true
+		})
+	}
+	if kept > 2*maxSharedBytes {
+		t.Errorf("the hints keep %d bytes of URLs, want at most %d", kept, 2*maxSharedBytes)
 	}
 	if kept == 0 {
 		t.Error("no hint was kept at all")
+	}
+	u.setShared("http://app:80/new", true)
+	if !u.isShared("http://app:80/new") {
+		t.Error("a hint set after the table filled up is not kept")
+	}
+	if u.isShared(fmt.Sprintf("http://app:80/w?%d%s", 0, long)) {
+		t.Error("the oldest hint is still kept after 48 MiB of newer ones")
 	}
 }
 
 // TestResolvedSrcsStartOverWhenFull: srcs built from request variables
 // can fill the table of resolved srcs with ones never seen again; a src
-// seen after that must still be resolved once, not on every page.
+// seen after that must still be resolved once, not on every page, and one
+// in use survives the turnover.
 func TestResolvedSrcsStartOverWhenFull(t *testing.T) {
 	p := newTestProxy(t)
 	page := func() string { return "/" }
-	for i := range maxSrcs + 100 {
+	hot := p.resolveSrc("/widgets/hot", page)
+	for i := range 4*maxSrcs + 100 {
 		p.resolveSrc(fmt.Sprintf("/junk?%d", i), page)
+		if i%1000 == 0 && p.resolveSrc("/widgets/hot", page) != hot {
+			t.Fatal("a src in use is resolved again")
+		}
 	}
-	if n := p.urls.nSrc.Load(); n > maxSrcs {
-		t.Errorf("%d srcs kept, want at most %d", n, maxSrcs)
+	if n := p.urls.srcs.cur.Load().n.Load() + p.urls.srcs.prev.Load().n.Load(); n > 2*maxSrcs {
+		t.Errorf("%d srcs kept, want at most %d", n, 2*maxSrcs)
 	}
 	first := p.resolveSrc("/widgets/orders", page)
 	if again := p.resolveSrc("/widgets/orders", page); again != first {

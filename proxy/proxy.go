@@ -69,7 +69,8 @@ func New(cfg Config) (*Proxy, error) {
 		log:      cfg.Logger,
 		m:        cfg.Metrics,
 		reach:    r,
-		scopes:   newScoper(cfg.ScopeSecret),
+		scopes:   newScoper(cfg.ScopeSecret, cfg.ScopeCookies),
+		urls:     newURLTable(),
 		pageHost: r.base.Host,
 	}
 	p.publicHosts = cfg.PublicHosts

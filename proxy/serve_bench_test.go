@@ -191,7 +191,7 @@ func bytesReplaceAll(s, old, nw []byte) []byte {
 
 // BenchmarkScope is the per-page cost of a credentialed request's scope.
 func BenchmarkScope(b *testing.B) {
-	s := newScoper([]byte("secret"))
+	s := newScoper([]byte("secret"), nil)
 	auth, cookie := []byte("Bearer abc"), []byte("session=0123456789abcdef; lang=en")
 	b.ReportAllocs()
 	for b.Loop() {

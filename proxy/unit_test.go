@@ -230,7 +230,7 @@ func TestEncodingChoice(t *testing.T) {
 }
 
 func TestFragmentKeysDoNotCollide(t *testing.T) {
-	s := newScoper([]byte("k"))
+	s := newScoper([]byte("k"), nil)
 	a := s.user([]byte("Bearer x"), []byte("c=1"))
 	b := s.user([]byte("Bearer x"), []byte("c=2"))
 	c := s.user([]byte("Bearer xc=1"), nil)
@@ -242,7 +242,7 @@ func TestFragmentKeysDoNotCollide(t *testing.T) {
 	if s.user([]byte("x\x00"), []byte("y")) == s.user([]byte("x"), []byte("\x00y")) {
 		t.Error("moving a NUL between Authorization and Cookie gave the same scope")
 	}
-	if other := newScoper([]byte("k2")).user([]byte("Bearer x"), []byte("c=1")); other == a {
+	if other := newScoper([]byte("k2"), nil).user([]byte("Bearer x"), []byte("c=1")); other == a {
 		t.Error("a different secret gave the same scope")
 	}
 	if fragmentKey(scopeShared, "http://a/x", "") == fragmentKey(scopeAnon, "http://a/x", "") {

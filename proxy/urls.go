@@ -8,87 +8,124 @@ import (
 	"fragcache/metrics"
 )
 
-// urlInfo is what fragcache has learnt about one fragment URL from its
-// responses. The flags are hints for choosing the key to look up: a wrong
-// hint costs one fetch, never a leak, because the fetcher decides where a
-// response is stored from the response itself.
-type urlInfo struct {
-	flags atomic.Uint32
-}
-
-const (
-	urlShared   = 1 << iota // the last response was stored under the shared key
-	urlVaryLang             // the response varies on Accept-Language
-)
-
 // resolvedSrc is an include src resolved once: for srcs that do not
 // depend on the page's URL (absolute paths and absolute URLs), the target,
-// its rule and its keys are computed on first use and reused by every
-// request. Immutable but for info's flags.
+// its rule and its shared key are computed on first use and reused by
+// every request. Immutable.
 type resolvedSrc struct {
 	t         target
 	err       error
 	rule      *rule
 	frag      *metrics.Fragment
-	sharedKey string
-	anonKey   string
-	info      *urlInfo
+	sharedKey string // the shared key without a language
+	anonKey   string // the anonymous key without a language
 }
 
-// urlTable holds urlInfo by URL and resolvedSrc by src. Both maps are
-// bounded: past their limits nothing new is remembered and lookups take
-// the slow path (resolve per request, no hints). A URL gets an entry only
-// once one of its responses sets a flag. Safe for concurrent use.
+// urlTable remembers two things, both keyed by values a visitor can
+// choose and so both bounded and forgetful (a genMap each): which
+// fragment URLs were last stored under the shared key (a hint that lets
+// concurrent first requests of different users join one flight), and the
+// resolution of page-independent srcs. Filling either costs a lookup its
+// shortcut, never the cache: a URL without a hint is still found under
+// the shared key (planLookup peeks there first). Safe for concurrent use.
 type urlTable struct {
-	infos  sync.Map // string URL -> *urlInfo
-	srcs   sync.Map // string src -> *resolvedSrc
-	nInfo  atomic.Int64
-	nBytes atomic.Int64 // length of the URLs in infos
-	nSrc   atomic.Int64
+	shared *genMap[struct{}]
+	srcs   *genMap[*resolvedSrc]
 }
 
-// maxURLs and maxURLBytes bound the URLs with a hint (only URLs whose
-// responses set a flag are remembered), in number and in bytes: URLs may
-// be up to 8 KiB long and are never forgotten. maxSrcs bounds the srcs
-// resolved once.
+// Bounds of the two tables, per generation (so at most twice this is
+// held): URLs and srcs may be up to 8 KiB long.
 const (
-	maxURLs     = 100_000
-	maxSrcs     = 16_384
-	maxURLBytes = 32 << 20
+	maxSharedURLs  = 50_000
+	maxSharedBytes = 16 << 20
+	maxSrcs        = 8_192
+	maxSrcBytes    = 8 << 20
+	maxSrcLen      = 2048 // longer srcs are resolved per request
 )
 
-// info returns the urlInfo of url, creating it when create is true and
-// the table has room; it may return nil.
-func (u *urlTable) info(url string, create bool) *urlInfo {
-	if v, ok := u.infos.Load(url); ok {
-		return v.(*urlInfo)
+func newURLTable() urlTable {
+	return urlTable{
+		shared: newGenMap[struct{}](maxSharedURLs, maxSharedBytes),
+		srcs:   newGenMap[*resolvedSrc](maxSrcs, maxSrcBytes),
 	}
-	if !create || u.nInfo.Load() >= maxURLs || u.nBytes.Load()+int64(len(url)) > maxURLBytes {
-		return nil
-	}
-	v, loaded := u.infos.LoadOrStore(url, new(urlInfo))
-	if !loaded {
-		u.nInfo.Add(1)
-		u.nBytes.Add(int64(len(url)))
-	}
-	return v.(*urlInfo)
 }
 
-func (u *urlTable) setFlag(url string, flag uint32, on bool) {
-	in := u.info(url, on)
-	if in == nil {
-		return
+func (u *urlTable) isShared(url string) bool {
+	_, ok := u.shared.get(url)
+	return ok
+}
+
+func (u *urlTable) setShared(url string, on bool) {
+	if on {
+		u.shared.put(url, struct{}{}, len(url))
+	} else {
+		u.shared.del(url)
 	}
-	for {
-		old := in.flags.Load()
-		nw := old &^ flag
-		if on {
-			nw = old | flag
-		}
-		if nw == old || in.flags.CompareAndSwap(old, nw) {
-			return
-		}
+}
+
+// genMap is a map bounded in entries and bytes that forgets its least
+// recently used entries in bulk: it keeps two generations, puts go to the
+// current one, a get that finds an entry only in the previous one moves
+// it to the current one, and when the current one is full it becomes the
+// previous one and the old previous one is dropped. Reads take no lock.
+// Safe for concurrent use.
+type genMap[V any] struct {
+	maxN, maxBytes int64
+	mu             sync.Mutex // serialises rotation
+	cur, prev      atomic.Pointer[generation[V]]
+}
+
+type generation[V any] struct {
+	m        sync.Map // string -> V
+	n, bytes atomic.Int64
+}
+
+func newGenMap[V any](maxN, maxBytes int64) *genMap[V] {
+	g := &genMap[V]{maxN: maxN, maxBytes: maxBytes}
+	g.cur.Store(new(generation[V]))
+	g.prev.Store(new(generation[V]))
+	return g
+}
+
+func (g *genMap[V]) get(k string) (V, bool) {
+	if v, ok := g.cur.Load().m.Load(k); ok {
+		return v.(V), true
 	}
+	if v, ok := g.prev.Load().m.Load(k); ok {
+		g.put(k, v.(V), len(k))
+		return v.(V), true
+	}
+	var zero V
+	return zero, false
+}
+
+// put stores v under k, counting size bytes toward the bound. It returns
+// the value now under k in the current generation (an earlier put's, if
+// one raced this one).
+func (g *genMap[V]) put(k string, v V, size int) V {
+	cur := g.cur.Load()
+	if cur.n.Load() >= g.maxN || cur.bytes.Load()+int64(size) > g.maxBytes {
+		g.mu.Lock()
+		if g.cur.Load() == cur {
+			g.prev.Store(cur)
+			g.cur.Store(new(generation[V]))
+		}
+		g.mu.Unlock()
+		cur = g.cur.Load()
+	}
+	old, loaded := cur.m.LoadOrStore(k, v)
+	if !loaded {
+		cur.n.Add(1)
+		cur.bytes.Add(int64(size))
+	}
+	return old.(V)
+}
+
+func (g *genMap[V]) del(k string) {
+	// Counts are not lowered: a deleted entry's room comes back at the
+	// next rotation.
+	g.cur.Load().m.Delete(k)
+	g.prev.Load().m.Delete(k)
 }
 
 // pageIndependent reports whether src resolves the same on every page.
@@ -99,15 +136,17 @@ func pageIndependent(src string) bool {
 	return strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://")
 }
 
-// resolve returns the resolution of src on the page pageURI (computed by
-// pageURI() only when needed).
+// resolveSrc returns the resolution of src on the page pageURI (computed
+// by pageURI() only when needed).
 func (p *Proxy) resolveSrc(src string, pageURI func() string) *resolvedSrc {
-	if v, ok := p.urls.srcs.Load(src); ok {
-		return v.(*resolvedSrc)
+	indep := pageIndependent(src) && len(src) <= maxSrcLen
+	if indep {
+		if r, ok := p.urls.srcs.get(src); ok {
+			return r
+		}
 	}
-	indep := pageIndependent(src)
 	base := "/"
-	if !indep {
+	if !pageIndependent(src) {
 		base = pageURI()
 	}
 	r := &resolvedSrc{frag: p.m.Fragment(metrics.OtherFragment)}
@@ -119,20 +158,10 @@ func (p *Proxy) resolveSrc(src string, pageURI func() string) *resolvedSrc {
 		}
 		r.sharedKey = fragmentKey(scopeShared, r.t.url, "")
 		r.anonKey = fragmentKey(scopeAnon, r.t.url, "")
-		r.info = p.urls.info(r.t.url, false)
 	}
-	if indep && len(src) <= 2048 {
-		if p.urls.nSrc.Load() >= maxSrcs {
-			// Srcs built from request variables can fill the table with
-			// ones never seen again; start over rather than resolve every
-			// src on every page from then on.
-			p.urls.srcs.Clear()
-			p.urls.nSrc.Store(0)
-		}
-		if v, loaded := p.urls.srcs.LoadOrStore(src, r); loaded {
-			return v.(*resolvedSrc)
-		}
-		p.urls.nSrc.Add(1)
+	if indep {
+		// src, the URL and the key are about three copies of src.
+		return p.urls.srcs.put(src, r, 3*len(src)+256)
 	}
 	return r
 }
