@@ -150,3 +150,48 @@ func FuzzCacheDirectives(f *testing.F) {
 		}
 	})
 }
+
+// FuzzNormalizeLang: whatever a client sends as Accept-Language, what
+// reaches a fragment and its key is at most 64 bytes of language tags and
+// commas, at most three of them, and normalising it again changes nothing.
+func FuzzNormalizeLang(f *testing.F) {
+	for _, s := range []string{"", "en", "fr, en-GB;q=0.8", "de;q=0, *", "en\r\nX: y", "a,b,c,d,e", ";q=1", ",,,"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out := normalizeLang([]byte(in))
+		if len(out) > 64 || strings.Count(out, ",") > 2 {
+			t.Fatalf("normalizeLang(%q) = %q: too long", in, out)
+		}
+		for _, c := range []byte(out) {
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == ',' || c == '*') {
+				t.Fatalf("normalizeLang(%q) = %q holds %q", in, out, c)
+			}
+		}
+		if again := normalizeLang([]byte(out)); again != out {
+			t.Fatalf("normalizeLang(%q) = %q, but again %q", in, out, again)
+		}
+	})
+}
+
+// FuzzScopeCookies: with --scope-cookie, the Cookie header a fragment
+// fetch carries hashes to the same scope as the request's, and a request
+// with no scope cookie is anonymous.
+func FuzzScopeCookies(f *testing.F) {
+	for _, s := range []string{"sid=a", "_ga=1; sid=a", "sid=a; sid=b", "x", "=; ;sid=", "sid=a;;lang=en"} {
+		f.Add("", s)
+	}
+	s := newScoper([]byte("k"), []string{"sid", "lang"})
+	f.Fuzz(func(t *testing.T, auth, cookie string) {
+		fc := s.fetchCookie([]byte(cookie))
+		if s.credentials([]byte(auth), []byte(cookie)) != s.credentials([]byte(auth), []byte(fc)) {
+			t.Fatalf("cookie %q and its fetch form %q disagree on credentials", cookie, fc)
+		}
+		if !s.credentials([]byte(auth), []byte(cookie)) {
+			return
+		}
+		if a, b := s.user([]byte(auth), []byte(cookie)), s.user([]byte(auth), []byte(fc)); a != b {
+			t.Fatalf("cookie %q scope %s, its fetch form %q scope %s", cookie, a, fc, b)
+		}
+	})
+}
