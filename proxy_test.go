@@ -28,6 +28,13 @@ type instance struct {
 // test defaults, and stops it when the test ends.
 func startFragcache(t *testing.T, args ...string) *instance {
 	t.Helper()
+	return startFragcacheLog(t, nil, args...)
+}
+
+// startFragcacheLog is startFragcache with its log (standard error)
+// copied to log.
+func startFragcacheLog(t *testing.T, log io.Writer, args ...string) *instance {
+	t.Helper()
 	base := []string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--drain-delay", "0",
 		"--access-log=false", "--shutdown-timeout", "5s"}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -35,7 +42,11 @@ func startFragcache(t *testing.T, args ...string) *instance {
 	done := make(chan error, 1)
 	var stderr lockedBuffer
 	go func() {
-		done <- runWith(ctx, append(base, args...), func(string) string { return "" }, io.Discard, &stderr,
+		var errw io.Writer = &stderr
+		if log != nil {
+			errw = io.MultiWriter(&stderr, log)
+		}
+		done <- runWith(ctx, append(base, args...), func(string) string { return "" }, io.Discard, errw,
 			hooks{ready: func(f, a net.Addr) { addrs <- [2]net.Addr{f, a} }})
 	}()
 	var in instance

@@ -120,6 +120,7 @@ func (p *Proxy) compose(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *r
 	}()
 	raw, err := readLimited((*bufp)[:0], resp, p.cfg.MaxPageSize)
 	*bufp = raw[:0]
+	received := raw // as the upstream encoded it
 	if err == nil {
 		enc := resp.Header.ContentEncoding()
 		if len(enc) > 0 && !equalFold(enc, "identity") {
@@ -140,6 +141,14 @@ func (p *Proxy) compose(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *r
 	if perr != nil {
 		p.m.ESIErrors[metrics.ErrParse].Inc()
 	}
+	if !tpl.HasESI() {
+		// Nothing to compose: the answer goes out as a passthrough, every
+		// header (validators, length, encoding) as the upstream sent it
+		// (rule 7).
+		st.composed = false
+		p.writeUnchanged(ctx, resp, received)
+		return
+	}
 
 	c := composerPool.Get().(*composer)
 	c.p, c.ctx = p, ctx
@@ -147,7 +156,7 @@ func (p *Proxy) compose(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *r
 	c.start = time.Now()
 
 	var out []byte
-	if tpl.HasESI() {
+	{
 		c.init()
 		root := c.newNode()
 		root.tpl = tpl
@@ -165,11 +174,10 @@ func (p *Proxy) compose(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *r
 			composerPool.Put(c)
 			return
 		}
-	} else {
-		out = append(ctx.Response.SwapBody(nil)[:0], raw...)
 	}
 	p.writePage(ctx, resp, out, c)
 	*st = c.st
+	st.composed = true
 	st.includes = c.count
 	p.m.PageIncludes.Observe(float64(c.count))
 	if c.degraded {
@@ -659,6 +667,9 @@ func (p *Proxy) writePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, bod
 		h.SetBytesV("Cache-Control", lowerMaxAge(buf[:0], cc, time.Until(c.minFresh)))
 	}
 	if enc := resp.Header.ContentEncoding(); len(enc) > 0 && !equalFold(enc, "identity") {
+		// The page goes out in the encoding this client accepts: a cache
+		// in front must not hand it to one that accepts another.
+		addVary(h, "Accept-Encoding")
 		if out := pickEncoding(ctx.Request.Header.Peek("Accept-Encoding")); out != "" {
 			encoded := encodeBody(nil, body, out)
 			h.Set("Content-Encoding", out)
@@ -666,6 +677,18 @@ func (p *Proxy) writePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, bod
 		}
 	}
 	ctx.Response.SwapBody(body)
+}
+
+// writeUnchanged sends an opted-in answer that holds no ESI directive as
+// a passthrough would: status, headers and the body as received, but for
+// hop-by-hop headers and Surrogate-Control.
+func (p *Proxy) writeUnchanged(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, body []byte) {
+	h := &ctx.Response.Header
+	resp.Header.CopyTo(h)
+	stripHop(h)
+	dropBadReason(h)
+	h.Del("Surrogate-Control")
+	ctx.Response.SetBody(body)
 }
 
 // lowerMaxAge rewrites a Cache-Control value so that max-age and s-maxage

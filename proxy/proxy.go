@@ -283,14 +283,17 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, st *reqStats) {
 	defer fasthttp.ReleaseRequest(req)
 	p.buildUpstreamRequest(ctx, req)
 
-	t0 := time.Now()
-	if p.pageUp != nil {
-		p.pageUp.InFlight.Inc()
-	}
-	err := p.page.Do(req, resp)
-	if p.pageUp != nil {
-		p.pageUp.InFlight.Dec()
-		p.pageUp.Duration.Observe(time.Since(t0).Seconds())
+	err := p.doPage(req, resp)
+	if err == nil && resp.StatusCode() == fasthttp.StatusPartialContent && p.rangeOfComposedPage(ctx, req, resp) {
+		// A slice of a template is no page: ask for the whole of it and
+		// compose that (rule 8). An upstream that answers 206 again gets
+		// its answer passed through.
+		_ = resp.CloseBodyStream()
+		resp.Reset()
+		resp.Header.SetNoDefaultContentType(true)
+		req.Header.Del("Range")
+		req.Header.Del("If-Range")
+		err = p.doPage(req, resp)
 	}
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
@@ -305,6 +308,31 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, st *reqStats) {
 		return
 	}
 	p.passthrough(ctx, resp)
+}
+
+// doPage sends a page request to the upstream, measured.
+func (p *Proxy) doPage(req *fasthttp.Request, resp *fasthttp.Response) error {
+	t0 := time.Now()
+	if p.pageUp != nil {
+		p.pageUp.InFlight.Inc()
+	}
+	err := p.page.Do(req, resp)
+	if p.pageUp != nil {
+		p.pageUp.InFlight.Dec()
+		p.pageUp.Duration.Observe(time.Since(t0).Seconds())
+	}
+	return err
+}
+
+// rangeOfComposedPage reports whether a 206 answers a Range request for a
+// page that opted in, and the request can be sent again (it carries no
+// body): fragcache never composes a slice, and never sends a slice of a
+// template either.
+func (p *Proxy) rangeOfComposedPage(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fasthttp.Response) bool {
+	if ctx.IsHead() || len(ctx.Request.Header.Peek("Range")) == 0 || req.IsBodyStream() || len(req.Body()) > 0 {
+		return false
+	}
+	return isHTML(resp.Header.ContentType()) && (p.cfg.Trigger == TriggerHTML || hasESITrigger(&resp.Header))
 }
 
 // appendRemoteIP appends the client's address without allocating.
@@ -377,11 +405,13 @@ func (p *Proxy) upstreamError(ctx *fasthttp.RequestCtx, err error) {
 	p.log.Warn("upstream request failed", slog.String("path", string(ctx.Path())), slog.String("error", err.Error()))
 }
 
-// eligible reports whether an upstream response is composed: a GET whose
-// text/html answer opted in (or every text/html one with TriggerHTML),
-// with a status that carries a full body.
+// eligible reports whether an upstream response is composed: an answer
+// to any method but HEAD (a POST's thank-you page has includes too; its
+// fragments are GETs without the page's body) whose text/html opted in
+// (or every text/html one with TriggerHTML), with a status that carries a
+// full body (rule 8).
 func (p *Proxy) eligible(ctx *fasthttp.RequestCtx, resp *fasthttp.Response) bool {
-	return ctx.IsGet() && p.optedIn(resp)
+	return !ctx.IsHead() && p.optedIn(resp)
 }
 
 // optedIn reports whether a response would be composed for a GET.

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+var fixedTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// TestPostAnswerIsComposed: any method's opted-in answer is composed (a
+// POST's thank-you page has includes too); its fragments are GETs that
+// never carry the page's body, and no ESI tag reaches the client (rule 8).
+func TestPostAnswerIsComposed(t *testing.T) {
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/order": esiPage(`thanks [<esi:include src="/f">wait</esi:include>]`),
+		"/f": func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			io.WriteString(w, r.Method+" body="+string(b))
+		},
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s")
+	for _, m := range []string{"POST", "PUT", "DELETE"} {
+		req, _ := http.NewRequest(m, fc.front+"/order", strings.NewReader("card=4111"))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "thanks [GET body=]" {
+			t.Errorf("%s: %q, want the composed page with a GET fragment", m, b)
+		}
+	}
+}
+
+// TestRangeGetsWholeComposedPage: a Range request to an opted-in page gets
+// the whole composed page with 200, never a slice of the raw template.
+func TestRangeGetsWholeComposedPage(t *testing.T) {
+	tpl := `0123456789 [<esi:include src="/f">wait</esi:include>] tail`
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.Header().Set("Surrogate-Control", `content="ESI/1.0"`)
+			http.ServeContent(w, r, "p.html", fixedTime, strings.NewReader(tpl))
+		},
+		"/f": frag("F", 0, "max-age=60"),
+		"/stubborn": func(w http.ResponseWriter, r *http.Request) {
+			// Answers 206 whatever is asked.
+			w.Header().Set("Content-Type", "text/html")
+			w.Header().Set("Surrogate-Control", `content="ESI/1.0"`)
+			w.Header().Set("Content-Range", "bytes 0-3/10")
+			w.WriteHeader(206)
+			io.WriteString(w, "0123")
+		},
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s")
+	resp, b := get(t, fc.front+"/", "Range", "bytes=0-20")
+	if resp.StatusCode != 200 || b != "0123456789 [F] tail" {
+		t.Errorf("Range request: %d %q, want 200 and the whole composed page", resp.StatusCode, b)
+	}
+	if strings.Contains(b, "esi:") {
+		t.Errorf("an ESI tag reached the client: %q", b)
+	}
+	resp, b = get(t, fc.front+"/stubborn", "Range", "bytes=0-3")
+	if resp.StatusCode != 206 || b != "0123" {
+		t.Errorf("an upstream that answers 206 anyway: %d %q, want its 206 passed through", resp.StatusCode, b)
+	}
+}
+
+// TestComposedEncodingVaries: a composed page re-encoded for the client's
+// Accept-Encoding says Vary: Accept-Encoding, so a CDN in front never
+// hands gzip to a client that cannot decode it (rule 7).
+func TestComposedEncodingVaries(t *testing.T) {
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.Header().Set("Surrogate-Control", `content="ESI/1.0"`)
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Header().Set("Cache-Control", "public, max-age=60")
+			var buf bytes.Buffer
+			zw := gzip.NewWriter(&buf)
+			io.WriteString(zw, `[<esi:include src="/f">wait</esi:include>]`)
+			zw.Close()
+			w.Write(buf.Bytes())
+		},
+		"/f": frag("F", 0, "public, max-age=60"),
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s")
+	for _, ae := range []string{"gzip", "identity", ""} {
+		resp, _ := get(t, fc.front+"/", "Accept-Encoding", ae)
+		if v := resp.Header.Get("Vary"); !strings.Contains(v, "Accept-Encoding") {
+			t.Errorf("Accept-Encoding %q: Vary %q lacks Accept-Encoding (Content-Encoding %q)", ae, v, resp.Header.Get("Content-Encoding"))
+		}
+	}
+}
+
+// TestNoDirectivePageUntouched: an opted-in page (or, with --esi-trigger
+// html, any HTML page) with no ESI directive at all passes through with
+// its validators, length and encoding (rule 7).
+func TestNoDirectivePageUntouched(t *testing.T) {
+	const body = "<html><body>plain</body></html>"
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.Header().Set("Surrogate-Control", `content="ESI/1.0"`)
+			w.Header().Set("ETag", `"v1"`)
+			w.Header().Set("Last-Modified", "Mon, 02 Jan 2006 15:04:05 GMT")
+			w.Header().Set("Cache-Control", "public, max-age=600")
+			io.WriteString(w, body)
+		},
+	})
+	for _, trigger := range []string{"surrogate", "html"} {
+		fc := startFragcache(t, "--upstream", o.URL, "--esi-trigger", trigger)
+		resp, b := get(t, fc.front+"/")
+		if b != body {
+			t.Errorf("%s: body %q", trigger, b)
+		}
+		for k, want := range map[string]string{"Etag": `"v1"`, "Last-Modified": "Mon, 02 Jan 2006 15:04:05 GMT",
+			"Cache-Control": "public, max-age=600", "Content-Length": "31", "Surrogate-Control": ""} {
+			if got := resp.Header.Get(k); got != want {
+				t.Errorf("%s: %s %q, want %q", trigger, k, got, want)
+			}
+		}
+	}
+}
+
+// TestAccessLogHasFragmentCounts: the access log line of a composed page
+// carries its fragment counts, as README promises.
+func TestAccessLogHasFragmentCounts(t *testing.T) {
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/":  esiPage(`[<esi:include src="/f">wait</esi:include><esi:include src="/f"/>]`),
+		"/f": frag("F", 0, "max-age=60"),
+	})
+	var log lockedBuffer
+	fc := startFragcacheLog(t, &log, "--upstream", o.URL, "--wait", "2s", "--access-log=true")
+	get(t, fc.front+"/")
+	get(t, fc.front+"/")
+	var last map[string]any
+	for _, l := range strings.Split(log.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "request" {
+			last = m
+		}
+	}
+	if last == nil {
+		t.Fatalf("no access log line in:\n%s", log.String())
+	}
+	if last["includes"] != float64(2) || last["hits"] != float64(2) {
+		t.Errorf("access log line %v lacks includes=2 hits=2", last)
+	}
+}
