@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -153,5 +154,48 @@ func TestAccessLogHasFragmentCounts(t *testing.T) {
 	}
 	if last["includes"] != float64(2) || last["hits"] != float64(2) {
 		t.Errorf("access log line %v lacks includes=2 hits=2", last)
+	}
+}
+
+// TestThousandIncludesAllFetched: a page with 1 000 includes and
+// --max-includes 2000 is complete once its fetches end, whatever
+// --fetch-concurrency: loads beyond it wait in the fetch queue instead of
+// being shed (rule 9, rule 22).
+func TestThousandIncludesAllFetched(t *testing.T) {
+	var page strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&page, `<esi:include src="/f/%d">.</esi:include>`, i)
+	}
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/page": esiPage(page.String()),
+		"/f/":   frag("x", 20*time.Millisecond, "max-age=600"),
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "0s", "--max-includes", "2000")
+	if _, b := get(t, fc.front+"/page"); strings.Count(b, "x") == 1000 {
+		t.Fatal("the first view was complete: the test needs slow fragments")
+	}
+	if m := metricsText(t, fc); !strings.Contains(m, "fragcache_fetch_queue_length") {
+		t.Error("fragcache_fetch_queue_length is not exported")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n := 0
+		o.mu.Lock()
+		for p, c := range o.counts {
+			if strings.HasPrefix(p, "/f/") {
+				n += c
+			}
+		}
+		o.mu.Unlock()
+		if n == 1000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 1000 fragments fetched 20 s after the one view", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, b := get(t, fc.front+"/page"); strings.Count(b, "x") != 1000 {
+		t.Errorf("the second view has %d of 1000 fragments", strings.Count(b, "x"))
 	}
 }

@@ -11,6 +11,7 @@ const (
 	DefaultMaxCost        = 256 << 20 // 256 MiB
 	DefaultMaxLoads       = 256
 	DefaultRefreshQueue   = 1024
+	DefaultLoadQueue      = 4096
 	DefaultRefreshWorkers = 8
 	DefaultLoadTimeout    = 10 * time.Second
 	DefaultBackoffMin     = time.Second
@@ -24,9 +25,13 @@ type Config struct {
 	// store keeps. Default 256 MiB.
 	MaxCost int64
 	// MaxLoads bounds the loads running at once, misses and refreshes
-	// together. A miss beyond it is answered Shed; a refresh beyond it waits
-	// in the refresh queue. Default 256.
+	// together. A miss beyond it waits in the load queue (LoadQueue); a
+	// refresh beyond it waits in the refresh queue. Default 256.
 	MaxLoads int
+	// LoadQueue bounds the cold loads waiting for one of MaxLoads, taken
+	// round-robin by the group of LookupIn. A miss beyond it is answered
+	// Shed. Default 4096.
+	LoadQueue int
 	// RefreshQueue bounds the refreshes waiting for a worker. Beyond it a
 	// refresh is shed (the stale entry is served as Stale) and reported to
 	// the Observer. Default 1024.
@@ -60,6 +65,7 @@ var (
 	ErrNegativeMaxCost        = errors.New("cachestore: MaxCost is negative")
 	ErrNegativeMaxLoads       = errors.New("cachestore: MaxLoads is negative")
 	ErrNegativeRefreshQueue   = errors.New("cachestore: RefreshQueue is negative")
+	ErrNegativeLoadQueue      = errors.New("cachestore: LoadQueue is negative")
 	ErrNegativeRefreshWorkers = errors.New("cachestore: RefreshWorkers is negative")
 	ErrNegativeLoadTimeout    = errors.New("cachestore: LoadTimeout is negative")
 	ErrBadBackoff             = errors.New("cachestore: BackoffMin and BackoffMax must be positive with BackoffMin <= BackoffMax")
@@ -80,6 +86,11 @@ func (cfg Config) withDefaults() (Config, error) {
 		errs = append(errs, fmt.Errorf("%w: %d", ErrNegativeMaxLoads, cfg.MaxLoads))
 	} else if cfg.MaxLoads == 0 {
 		cfg.MaxLoads = DefaultMaxLoads
+	}
+	if cfg.LoadQueue < 0 {
+		errs = append(errs, fmt.Errorf("%w: %d", ErrNegativeLoadQueue, cfg.LoadQueue))
+	} else if cfg.LoadQueue == 0 {
+		cfg.LoadQueue = DefaultLoadQueue
 	}
 	if cfg.RefreshQueue < 0 {
 		errs = append(errs, fmt.Errorf("%w: %d", ErrNegativeRefreshQueue, cfg.RefreshQueue))

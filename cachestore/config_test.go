@@ -15,6 +15,7 @@ func TestConfigDefaults(t *testing.T) {
 	want := Config{
 		MaxCost:        DefaultMaxCost,
 		MaxLoads:       DefaultMaxLoads,
+		LoadQueue:      DefaultLoadQueue,
 		RefreshQueue:   DefaultRefreshQueue,
 		RefreshWorkers: DefaultRefreshWorkers,
 		LoadTimeout:    DefaultLoadTimeout,
@@ -33,8 +34,8 @@ func TestConfigErrors(t *testing.T) {
 		cfg  Config
 		want []error
 	}{
-		{"negative sizes", Config{MaxCost: -1, MaxLoads: -1, RefreshQueue: -1, RefreshWorkers: -1},
-			[]error{ErrNegativeMaxCost, ErrNegativeMaxLoads, ErrNegativeRefreshQueue, ErrNegativeRefreshWorkers}},
+		{"negative sizes", Config{MaxCost: -1, MaxLoads: -1, LoadQueue: -1, RefreshQueue: -1, RefreshWorkers: -1},
+			[]error{ErrNegativeMaxCost, ErrNegativeMaxLoads, ErrNegativeLoadQueue, ErrNegativeRefreshQueue, ErrNegativeRefreshWorkers}},
 		{"negative timeout", Config{LoadTimeout: -time.Second}, []error{ErrNegativeLoadTimeout}},
 		{"backoff min above max", Config{BackoffMin: time.Minute, BackoffMax: time.Second}, []error{ErrBadBackoff}},
 		{"negative backoff", Config{BackoffMin: -time.Second}, []error{ErrBadBackoff}},

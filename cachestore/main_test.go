@@ -27,6 +27,7 @@ type fakeLoader struct {
 	args     []any       // guarded by mu
 	ctxErrs  []error     // guarded by mu: ctx.Err() seen when each call returned
 	startsAt []time.Time // guarded by mu
+	keys     []string    // guarded by mu: the key of each call, in order
 }
 
 func (l *fakeLoader) Load(ctx context.Context, key string, arg any, refresh bool) (Entry, error) {
@@ -36,6 +37,7 @@ func (l *fakeLoader) Load(ctx context.Context, key string, arg any, refresh bool
 	}
 	l.mu.Lock()
 	l.args = append(l.args, arg)
+	l.keys = append(l.keys, key)
 	l.startsAt = append(l.startsAt, time.Now())
 	l.mu.Unlock()
 	if l.started != nil {
@@ -58,6 +60,25 @@ func (l *fakeLoader) Load(ctx context.Context, key string, arg any, refresh bool
 		return l.answer(ctx, key, arg, refresh)
 	}
 	return ttlEntry(key, 10*time.Second, time.Minute), nil
+}
+
+// order returns the keys loaded so far, in the order the loads started.
+func (l *fakeLoader) order() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.keys...)
+}
+
+// argOf returns the arg of the first load of key.
+func (l *fakeLoader) argOf(key string) any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, k := range l.keys {
+		if k == key {
+			return l.args[i]
+		}
+	}
+	return nil
 }
 
 func (l *fakeLoader) starts() []time.Time {
@@ -92,6 +113,8 @@ type countingObserver struct {
 	loadErrs    atomic.Int64
 	refreshShed atomic.Int64
 	queueLen    atomic.Int64
+	loadQueue   atomic.Int64
+	loadShed    atomic.Int64
 	rejected    atomic.Int64
 	dropped     atomic.Int64
 	evicted     atomic.Int64
@@ -108,6 +131,8 @@ func (o *countingObserver) LoadDone(_ string, _ bool, err error, _ time.Duration
 }
 func (o *countingObserver) RefreshShed(string)      { o.refreshShed.Add(1) }
 func (o *countingObserver) RefreshQueueLen(n int)   { o.queueLen.Store(int64(n)) }
+func (o *countingObserver) LoadQueueLen(n int)      { o.loadQueue.Store(int64(n)) }
+func (o *countingObserver) LoadShed(string)         { o.loadShed.Add(1) }
 func (o *countingObserver) SetRejected()            { o.rejected.Add(1) }
 func (o *countingObserver) SetDropped()             { o.dropped.Add(1) }
 func (o *countingObserver) Evicted(int64)           { o.evicted.Add(1) }

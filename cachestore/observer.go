@@ -25,6 +25,12 @@ type Observer interface {
 	// RefreshQueueLen reports the number of queued refreshes whenever it
 	// changes.
 	RefreshQueueLen(n int)
+	// LoadQueueLen reports the number of cold loads waiting for a load
+	// slot whenever it changes.
+	LoadQueueLen(n int)
+	// LoadShed is called when a miss starts no load because the load queue
+	// is full.
+	LoadShed(key string)
 	// SetRejected is called when ristretto's admission policy refused an
 	// entry. The entry is still served from the store's side table for a
 	// short while (see Store).
@@ -49,6 +55,8 @@ func (nopObserver) Coalesced(string)                            {}
 func (nopObserver) LoadDone(string, bool, error, time.Duration) {}
 func (nopObserver) RefreshShed(string)                          {}
 func (nopObserver) RefreshQueueLen(int)                         {}
+func (nopObserver) LoadQueueLen(int)                            {}
+func (nopObserver) LoadShed(string)                             {}
 func (nopObserver) SetRejected()                                {}
 func (nopObserver) SetDropped()                                 {}
 func (nopObserver) Evicted(int64)                               {}

@@ -67,8 +67,9 @@ type Store struct {
 	failSweep   int
 	bypass      map[string]int64 // uncacheable keys, until when
 	bypassSweep int
-	failBytes   int64 // the keys of fails and their records' cost
-	bypassBytes int64 // likewise for bypass
+	waiting     loadQueue // cold loads waiting for a load token
+	failBytes   int64     // the keys of fails and their records' cost
+	bypassBytes int64     // likewise for bypass
 }
 
 // New validates cfg, applies its defaults, and starts the store: ristretto
@@ -139,6 +140,13 @@ func (s *Store) at(t time.Time) int64 { return int64(t.Sub(s.epoch)) }
 //
 // Lookup is safe for concurrent use. A fresh hit allocates nothing.
 func (s *Store) Lookup(key string, detach func() any) Result {
+	return s.LookupIn(0, key, detach)
+}
+
+// LookupIn is Lookup for a lookup made on behalf of group (fragcache: one
+// page request): when every load slot is taken, cold loads wait in a
+// queue that serves groups in turn (Config.LoadQueue).
+func (s *Store) LookupIn(group uint64, key string, detach func() any) Result {
 	g := s.gets.enter(&s.closing)
 	if g == nil {
 		s.obs.Lookup(key, Shed)
@@ -157,7 +165,7 @@ func (s *Store) Lookup(key string, detach func() any) Result {
 			return r
 		}
 	}
-	r := s.lookupSlow(key, detach)
+	r := s.lookupSlow(group, key, detach)
 	s.obs.Lookup(key, r.Status)
 	return r
 }
@@ -273,7 +281,7 @@ func (s *Store) reserveRefresh() bool {
 }
 
 // lookupSlow answers a lookup that found nothing usable in ristretto.
-func (s *Store) lookupSlow(key string, detach func() any) Result {
+func (s *Store) lookupSlow(group uint64, key string, detach func() any) Result {
 	now := s.now()
 	s.mu.Lock()
 	if s.closed {
@@ -303,25 +311,64 @@ func (s *Store) lookupSlow(key string, detach func() any) Result {
 		s.mu.Unlock()
 		return Result{Status: Failed, Err: err}
 	}
+	f := newFlight(key, false, nil)
 	select {
 	case s.sem <- struct{}{}:
 	default:
+		if s.waiting.n >= s.cfg.LoadQueue {
+			s.mu.Unlock()
+			s.obs.LoadShed(key)
+			return Result{Status: Shed, Err: ErrShed}
+		}
+		// Every load slot is taken: wait in the queue, as a flight that
+		// others join. detach runs under mu here, as the load may be
+		// taken from the queue as soon as mu is released.
+		if detach != nil {
+			f.arg = detach()
+		}
+		s.flights[key] = f
+		s.waiting.push(group, f)
+		n := s.waiting.n
 		s.mu.Unlock()
-		return Result{Status: Shed, Err: ErrShed}
+		s.obs.LoadQueueLen(n)
+		return Result{Status: st, Flight: f}
 	}
-	f := newFlight(key, false, nil)
 	s.flights[key] = f
 	s.wg.Add(1)
 	s.mu.Unlock()
 	if detach != nil {
 		f.arg = detach()
 	}
-	go func() {
-		defer s.wg.Done()
-		defer func() { <-s.sem }()
-		s.load(f)
-	}()
+	go s.runLoads(f)
 	return Result{Status: st, Flight: f}
+}
+
+// runLoads runs f, then the queued loads, holding one load token, which
+// it gives back once the queue is empty.
+func (s *Store) runLoads(f *Flight) {
+	defer s.wg.Done()
+	for f != nil {
+		s.load(f)
+		f = s.nextLoad()
+	}
+}
+
+// nextLoad takes the next queued load for a goroutine that holds a load
+// token, or gives the token back when none waits. Taking and giving back
+// happen under mu, where lookups decide between a token and the queue, so
+// no load is left in the queue with nobody to run it.
+func (s *Store) nextLoad() *Flight {
+	s.mu.Lock()
+	f := s.waiting.pop()
+	n := s.waiting.n
+	if f == nil {
+		<-s.sem
+	}
+	s.mu.Unlock()
+	if f != nil {
+		s.obs.LoadQueueLen(n)
+	}
+	return f
 }
 
 // refreshWorker runs queued refreshes until Close.
@@ -341,7 +388,11 @@ func (s *Store) refreshWorker() {
 				return
 			}
 			s.load(f)
-			<-s.sem
+			// The token may go to a queued cold load instead.
+			if next := s.nextLoad(); next != nil {
+				s.wg.Add(1)
+				go s.runLoads(next)
+			}
 		}
 	}
 }

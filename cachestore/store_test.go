@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -338,19 +339,64 @@ func TestRefreshShedWhenQueueFull(t *testing.T) {
 func TestShedAtLoadLimit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
-		s := newStore(t, Config{MaxLoads: 1}, l)
+		obs := &countingObserver{}
+		s := newStore(t, Config{MaxLoads: 1, LoadQueue: 1, Observer: obs}, l)
 		a := s.Lookup("a", nil)
+		// Beyond the load limit a miss waits in the load queue.
+		q := s.Lookup("q", func() any { return "q's arg" })
+		if q.Status != Miss || q.Flight == nil {
+			t.Fatalf("lookup beyond the load limit = %+v, want a queued miss with a flight", q)
+		}
+		if j := s.Lookup("q", nil); j.Status != Miss || !j.Joined || j.Flight != q.Flight {
+			t.Fatalf("lookup of the queued key = %+v, want it joined", j)
+		}
+		// Beyond the queue it is shed.
 		var detached bool
 		r := s.Lookup("b", func() any { detached = true; return nil })
 		if r.Status != Shed || r.Flight != nil || !errors.Is(r.Err, ErrShed) || detached {
-			t.Fatalf("lookup beyond the load limit = %+v (detached %v), want shed, ErrShed, no flight, no detach", r, detached)
+			t.Fatalf("lookup beyond the load queue = %+v (detached %v), want shed, ErrShed, no flight, no detach", r, detached)
+		}
+		if n := obs.loadShed.Load(); n != 1 {
+			t.Errorf("LoadShed reported %d times, want 1", n)
 		}
 		if j := s.Lookup("a", nil); j.Status != Miss || !j.Joined {
 			t.Fatalf("lookup of the running key = %+v, want a joined miss", j)
 		}
 		close(l.gate)
 		a.Flight.Wait(context.Background())
+		if _, err := q.Flight.Wait(context.Background()); err != nil {
+			t.Fatalf("queued load: %v", err)
+		}
+		if got := l.argOf("q"); got != "q's arg" {
+			t.Errorf("queued load got arg %v", got)
+		}
 		load(t, s, "b")
+	})
+}
+
+// TestLoadQueueTakesGroupsInTurn: one group's thousand queued loads do not
+// delay another group's first load by more than one turn (rule 22).
+func TestLoadQueueTakesGroupsInTurn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := &fakeLoader{gate: make(chan struct{})}
+		s := newStore(t, Config{MaxLoads: 1}, l)
+		first := s.LookupIn(1, "big-0", nil)
+		for i := 1; i < 1000; i++ {
+			s.LookupIn(1, fmt.Sprintf("big-%d", i), nil)
+		}
+		other := s.LookupIn(2, "small", nil)
+		close(l.gate)
+		first.Flight.Wait(context.Background())
+		other.Flight.Wait(context.Background())
+		order := l.order()
+		pos := slices.Index(order, "small")
+		if pos < 0 || pos > 2 {
+			t.Fatalf("the other page's load ran as load %d of %d, want within the first three", pos+1, len(order))
+		}
+		synctest.Wait()
+		if n := len(l.order()); n != 1001 {
+			t.Errorf("%d loads ran, want all 1001", n)
+		}
 	})
 }
 

@@ -117,6 +117,8 @@ type Metrics struct {
 
 	RefreshQueueLength prometheus.Gauge
 	RefreshDropped     prometheus.Counter
+	FetchQueueLength   prometheus.Gauge
+	FetchShed          prometheus.Counter
 
 	CacheCost         prometheus.Gauge
 	CacheMaxCost      prometheus.Gauge
@@ -182,6 +184,8 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 
 	m.RefreshQueueLength = f.gauge("refresh_queue_length", "Background refreshes waiting for a worker.")
 	m.RefreshDropped = f.counter("refresh_dropped_total", "Background refreshes shed because the refresh queue was full.")
+	m.FetchQueueLength = f.gauge("fetch_queue_length", "Cold fragment loads waiting for one of --fetch-concurrency.")
+	m.FetchShed = f.counter("fetch_shed_total", "Cold fragment loads shed because the fetch queue was full.")
 
 	m.CacheCost = f.gauge("cache_cost_bytes", "Bytes of fragments held by the cache.")
 	m.CacheMaxCost = f.gauge("cache_max_cost_bytes", "The cache's budget in bytes (--cache-size).")

@@ -75,7 +75,8 @@ type composer struct {
 	count          int
 	degraded       bool
 	private        bool
-	tooLarge       bool // the output cap cut an include
+	tooLarge       bool   // the output cap cut an include
+	group          uint64 // this page request, for the store's fair load queue
 	minFresh       time.Time
 	nodes          []*node
 	work           []*slot
@@ -154,6 +155,7 @@ func (p *Proxy) compose(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *r
 	c.p, c.ctx = p, ctx
 	c.vars = reqVars{ctx: ctx, p: p}
 	c.start = time.Now()
+	c.group = p.pages.Add(1)
 
 	var out []byte
 	{
@@ -360,7 +362,7 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 		res = c.p.store.Peek(sharedKey, detach)
 	}
 	if res.Entry.Value == nil {
-		res = c.p.store.Lookup(key, detach)
+		res = c.p.store.LookupIn(c.group, key, detach)
 	}
 	fr := s.frag
 	switch res.Status {
@@ -782,6 +784,8 @@ func (o storeObserver) Coalesced(string)                            {}
 func (o storeObserver) LoadDone(string, bool, error, time.Duration) {}
 func (o storeObserver) RefreshShed(string)                          { o.m.RefreshDropped.Inc() }
 func (o storeObserver) RefreshQueueLen(n int)                       { o.m.RefreshQueueLength.Set(float64(n)) }
+func (o storeObserver) LoadQueueLen(n int)                          { o.m.FetchQueueLength.Set(float64(n)) }
+func (o storeObserver) LoadShed(string)                             { o.m.FetchShed.Inc() }
 func (o storeObserver) SetRejected()                                { o.m.CacheSetsRejected.Inc() }
 func (o storeObserver) SetDropped()                                 { o.m.CacheSetsDropped.Inc() }
 func (o storeObserver) Evicted(int64)                               { o.m.CacheEvictions.Inc() }

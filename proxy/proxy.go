@@ -40,6 +40,7 @@ type Proxy struct {
 	publicHosts []string
 	server      *fasthttp.Server
 	closed      atomic.Bool
+	pages       atomic.Uint64 // composed page requests so far: their load-queue group
 }
 
 // rule is a FragmentRule with its resolved metrics children.
@@ -121,6 +122,7 @@ func New(cfg Config) (*Proxy, error) {
 	st, err := cachestore.New(cachestore.Config{
 		MaxCost:      cfg.CacheSize,
 		MaxLoads:     cfg.FetchConcurrency,
+		LoadQueue:    cfg.FetchQueue,
 		RefreshQueue: cfg.RefreshQueue,
 		LoadTimeout:  cfg.FetchTimeout,
 		Observer:     storeObserver{p.m},
