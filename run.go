@@ -228,13 +228,14 @@ func displayAddr(a net.Addr) string {
 // healthcheck GETs /livez on the admin listener: for images without a
 // shell. Its address is the server's, with the same precedence:
 // --admin-listen, else FRAGCACHE_ADMIN_LISTEN, else admin_listen in the
-// YAML file named by FRAGCACHE_CONFIG, else :9188.
+// YAML file named by FRAGCACHE_CONFIG, else the server's default,
+// 127.0.0.1:9188.
 func healthcheck(args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("fragcache healthcheck", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	def := getenv("FRAGCACHE_ADMIN_LISTEN")
 	if def == "" {
-		def = ":9188"
+		def = "127.0.0.1:9188"
 		if file := getenv("FRAGCACHE_CONFIG"); file != "" {
 			c := &config{}
 			if errs := c.loadYAML(file, c.options()); len(errs) > 0 {

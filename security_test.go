@@ -409,3 +409,16 @@ func TestRefusedRequestMethodLabelBounded(t *testing.T) {
 		t.Errorf("refused requests not counted under method=\"other\":\n%s", grepLines(m, "fragcache_http_requests_total{code=\"400\""))
 	}
 }
+
+// TestAdminListensOnLoopbackByDefault: /metrics and pprof are not for the
+// public network, so without --admin-listen the admin listener binds
+// loopback only; the deploy kit sets :9188 where a scraper needs it.
+func TestAdminListensOnLoopbackByDefault(t *testing.T) {
+	cfg, err := loadConfig([]string{"--upstream", "http://app:8080"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AdminListen != "127.0.0.1:9188" {
+		t.Errorf("default --admin-listen %q, want 127.0.0.1:9188", cfg.AdminListen)
+	}
+}
