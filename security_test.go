@@ -422,3 +422,50 @@ func TestAdminListensOnLoopbackByDefault(t *testing.T) {
 		t.Errorf("default --admin-listen %q, want 127.0.0.1:9188", cfg.AdminListen)
 	}
 }
+
+// TestParseErrorLogsHoldNoCredentials: fasthttp's messages about a request
+// or an upstream answer it could not parse quote the raw head by default,
+// cookies and tokens included, and fragcache logs them. With
+// SecureErrorLogMessage on the server and the clients they say what failed
+// and how long the buffer was, never its contents.
+func TestParseErrorLogsHoldNoCredentials(t *testing.T) {
+	const clientSecret, upstreamSecret = "client-session-3f9a", "upstream-session-77c1"
+	rec := newHeadRecorder(t, func(head string) string {
+		if requestTarget(head) == "/bad-value" {
+			// A control byte in the credential itself: fasthttp quotes the
+			// value it refuses, whatever SecureErrorLogMessage says.
+			return "HTTP/1.1 200 OK\r\nSet-Cookie: session=" + upstreamSecret + "\x01\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+		}
+		// A NUL in a header name: fasthttp's client refuses the answer.
+		return "HTTP/1.1 200 OK\r\nSet-Cookie: session=" + upstreamSecret + "\r\nX-Bro\x00ken: v\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+	})
+	fc := startFragcache(t, "--upstream", "http://"+rec.addr)
+	addr := strings.TrimPrefix(fc.front, "http://")
+
+	// fasthttp's server refuses both requests: a NUL in a header name, a
+	// control byte in the Cookie value.
+	for _, bad := range []string{"X-Bro\x00ken: v\r\n", "Cookie: other=" + clientSecret + "\x01\r\n"} {
+		head, _ := rawRoundTrip(t, addr, "GET / HTTP/1.1\r\nHost: shop.test\r\nCookie: session="+clientSecret+
+			"\r\nAuthorization: Bearer "+clientSecret+"\r\n"+bad+"Connection: close\r\n\r\n")
+		if !strings.HasPrefix(head, "HTTP/1.1 400 ") {
+			t.Errorf("a request with %q: %q, want 400", bad, head)
+		}
+	}
+	for _, path := range []string{"/page", "/bad-value"} {
+		head, _ := rawRoundTrip(t, addr, "GET "+path+" HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+		if !strings.HasPrefix(head, "HTTP/1.1 502 ") {
+			t.Errorf("%s, an upstream answer fasthttp refuses: %q, want 502", path, head)
+		}
+	}
+	eventually(t, "the four failures are logged", func() bool {
+		l := fc.log.String()
+		return strings.Count(l, "error when serving connection") == 2 && strings.Count(l, "upstream request failed") == 2
+	})
+	l := fc.log.String()
+	t.Logf("the failures as logged:\n%s", grepLines(l, "error"))
+	for _, secret := range []string{clientSecret, upstreamSecret} {
+		if strings.Contains(l, secret) {
+			t.Errorf("the log holds the credential %q:\n%s", secret, l)
+		}
+	}
+}

@@ -120,6 +120,7 @@ func (f *fetcher) client(t *target) (*fasthttp.HostClient, *breaker, error) {
 		WriteBufferSize:           8 << 10,
 		MaxResponseBodySize:       int(cfg.MaxFragmentSize),
 		DialTimeout:               f.dial,
+		SecureErrorLogMessage:     true, // no response head in an error's text
 	}
 	f.clients[id] = hc
 	br := &breaker{}

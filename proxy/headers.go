@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -284,4 +285,46 @@ func containsFold(b []byte, s string) bool {
 		}
 	}
 	return false
+}
+
+// scrubHeaderValues removes from a message of fasthttp's the header
+// values it quotes. SecureErrorLogMessage keeps the raw head out of
+// fasthttp's parse errors, but "invalid header value %q" and "malformed
+// mime header line: %q" still quote the one line they refuse, and that
+// line may be a Cookie, an Authorization or a Set-Cookie.
+func scrubHeaderValues(msg string) string {
+	for _, prefix := range []string{"invalid header value ", "invalid header key ", "malformed mime header line: "} {
+		from := 0
+		for {
+			i := strings.Index(msg[from:], prefix)
+			if i < 0 {
+				break
+			}
+			start := from + i + len(prefix)
+			end := quotedEnd(msg, start)
+			if end < 0 {
+				break
+			}
+			msg = msg[:start] + `"<redacted>"` + msg[end:]
+			from = start + len(`"<redacted>"`)
+		}
+	}
+	return msg
+}
+
+// quotedEnd returns the index just past the Go-quoted string that starts
+// at msg[i], or -1 when none starts there.
+func quotedEnd(msg string, i int) int {
+	if i >= len(msg) || msg[i] != '"' {
+		return -1
+	}
+	for j := i + 1; j < len(msg); j++ {
+		switch msg[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return -1
 }

@@ -104,6 +104,9 @@ func New(cfg Config) (*Proxy, error) {
 		WriteTimeout:        cfg.UpstreamTimeout,
 		MaxResponseBodySize: 1 << 40,
 		StreamResponseBody:  true,
+		// Errors about an answer fasthttp cannot parse would quote the
+		// answer's head (a user's Set-Cookie) in upstreamError's log line.
+		SecureErrorLogMessage: true,
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
 			if timeout <= 0 || timeout > 10*time.Second {
 				timeout = 10 * time.Second
@@ -147,6 +150,9 @@ func New(cfg Config) (*Proxy, error) {
 		CloseOnShutdown:               true,
 		Concurrency:                   64 << 10,
 		Logger:                        fasthttpLogger{p.log},
+		// fasthttp's parse errors quote the raw request head, cookies
+		// and tokens included, and they reach the log.
+		SecureErrorLogMessage: true,
 	}
 	return p, nil
 }
@@ -373,7 +379,7 @@ func (p *Proxy) upstreamError(ctx *fasthttp.RequestCtx, err error) {
 	default:
 		ctx.Error("upstream unreachable", fasthttp.StatusBadGateway)
 	}
-	p.log.Warn("upstream request failed", slog.String("path", string(ctx.Path())), slog.String("error", err.Error()))
+	p.log.Warn("upstream request failed", slog.String("path", string(ctx.Path())), slog.String("error", scrubHeaderValues(err.Error())))
 }
 
 // eligible reports whether an upstream response is composed: a GET whose
@@ -529,5 +535,5 @@ func (c *idleConn) SetDeadline(time.Time) error      { return nil }
 type fasthttpLogger struct{ l *slog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.l.Warn(strings.TrimSpace(fmt.Sprintf(format, args...)), slog.String("component", "fasthttp"))
+	f.l.Warn(scrubHeaderValues(strings.TrimSpace(fmt.Sprintf(format, args...))), slog.String("component", "fasthttp"))
 }
