@@ -165,8 +165,11 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 
 	// Readiness goes first so load balancers stop sending; the listener
 	// stays open for the drain delay so requests still in their way are
-	// served.
+	// served, and every answer of the drain closes its connection, so that
+	// no keep-alive client is left holding one that the shutdown below
+	// closes under its next request.
 	ready.Store(false)
+	p.Drain()
 	if runErr == nil && cfg.DrainDelay > 0 {
 		time.Sleep(cfg.DrainDelay)
 	}

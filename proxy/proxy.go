@@ -40,6 +40,7 @@ type Proxy struct {
 	publicHosts []string
 	server      *fasthttp.Server
 	closed      atomic.Bool
+	draining    atomic.Bool // every answer closes its connection
 }
 
 // rule is a FragmentRule with its resolved metrics children.
@@ -162,6 +163,15 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	return p.server.Serve(ln)
 }
 
+// Drain makes every answer from now on say Connection: close, so that
+// keep-alive clients reconnect (to another replica, behind a load
+// balancer) instead of sending their next request on a connection that
+// Shutdown will close. Call it when the drain delay begins, then Shutdown
+// once it ends.
+func (p *Proxy) Drain() {
+	p.draining.Store(true)
+}
+
 // Shutdown stops accepting connections and waits, until ctx ends, for the
 // requests in flight to finish.
 func (p *Proxy) Shutdown(ctx context.Context) error {
@@ -207,6 +217,9 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	p.m.RequestsInFlight.Inc()
 	var st reqStats
 	p.serve(ctx, &st)
+	if p.draining.Load() {
+		ctx.SetConnectionClose()
+	}
 	p.m.RequestsInFlight.Dec()
 	code := ctx.Response.StatusCode()
 	p.m.Request(methodLabel(ctx.Method()), code).Inc()
