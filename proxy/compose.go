@@ -65,6 +65,7 @@ type composer struct {
 	pageURI  string
 	scope    string
 	cookie   []byte // the request's Cookie lines joined, as sent; reused
+	fwd      fragFwd
 	langKey  string
 	count    int
 	degraded bool
@@ -212,6 +213,7 @@ func (c *composer) init() {
 	} else {
 		c.scope = c.p.scopes.user(auth, c.cookie)
 	}
+	c.fwd = c.p.fragmentForwarding(c.ctx)
 }
 
 // joinCookieLines appends a request's Cookie lines to dst as one value,
@@ -320,14 +322,9 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 	var key string
 	switch {
 	case share || !rs.t.upstream || flags&urlShared != 0:
-		key = rs.sharedKey
-		if lang != "" {
-			key = fragmentKey(scopeShared, url, lang)
-		}
-	case c.scope == scopeAnon && lang == "":
-		key = rs.anonKey
+		key = rs.key(scopeShared, &c.fwd, lang)
 	default:
-		key = fragmentKey(c.scope, url, lang)
+		key = rs.key(c.scope, &c.fwd, lang)
 	}
 	wait := c.p.cfg.Wait
 	if inc.HasTimeout {
@@ -387,6 +384,7 @@ func (c *composer) requestURI() string {
 func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, share bool) any {
 	a := &loadArg{
 		t:         rs.t,
+		keyURL:    fragmentKeyURL(&rs.t, &c.fwd),
 		frag:      rs.frag,
 		rule:      rs.rule,
 		ttlAttr:   inc.TTL,
@@ -402,6 +400,7 @@ func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, share bool) a
 		}
 		a.lang = string(h.Peek("Accept-Language"))
 		a.langKey = c.lang()
+		a.proto, a.host = c.fwd.proto, c.fwd.host
 	}
 	return a
 }
@@ -660,13 +659,7 @@ type reqVars struct {
 }
 
 func (v *reqVars) Host() string {
-	h := v.ctx.Request.Header.Host()
-	for _, ph := range v.p.publicHosts {
-		if equalFold(h, ph) {
-			return ph
-		}
-	}
-	return v.p.publicHosts[0]
+	return v.p.publicHost(&v.ctx.Request.Header, v.p.trustedPeer(v.ctx))
 }
 
 func (v *reqVars) Referer() string { return string(v.ctx.Request.Header.Referer()) }

@@ -36,6 +36,7 @@ type fragValue struct {
 // only when a load starts.
 type loadArg struct {
 	t         target
+	keyURL    string // the URL part of the fragment's keys (fragmentKeyURL)
 	frag      *metrics.Fragment
 	rule      *rule
 	cookie    string // credentials, only for the upstream and unshared rules
@@ -43,6 +44,8 @@ type loadArg struct {
 	ownScope  string // the user scope of cookie and auth; "" without them
 	lang      string // Accept-Language as sent, only for the upstream
 	langKey   string // normalised Accept-Language, for Vary
+	proto     string // X-Forwarded-Proto, only for the upstream
+	host      string // the Host with PreserveHost, only for the upstream; "" = t.hostHdr
 	ttlAttr   time.Duration
 	hasTTL    bool
 	esiParsed bool // execute ESI in the fragment's body
@@ -231,8 +234,18 @@ func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthtt
 	req.Header.SetMethod(fasthttp.MethodGet)
 	req.SetRequestURI(a.t.uri)
 	req.URI().DisablePathNormalizing = true
-	req.Header.SetHost(a.t.hostHdr)
+	// A HostClient refuses a request whose scheme is not its own, and an
+	// origin-form target parses as http.
+	req.URI().SetScheme(a.t.scheme)
+	if a.host != "" {
+		req.Header.SetHost(a.host)
+	} else {
+		req.Header.SetHost(a.t.hostHdr)
+	}
 	req.UseHostHeader = true
+	if a.proto != "" {
+		req.Header.Set("X-Forwarded-Proto", a.proto)
+	}
 	req.Header.Set("User-Agent", "fragcache/"+cfg.Version)
 	req.Header.Set("Accept-Encoding", "gzip, deflate, br")
 	if a.cookie != "" {
@@ -348,14 +361,14 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 	switch {
 	case noStore:
 	case shared:
-		target = fragmentKey(scopeShared, a.t.url, lang)
+		target = fragmentKey(scopeShared, a.keyURL, lang)
 	case credentialed:
-		target = fragmentKey(a.ownScope, a.t.url, lang)
+		target = fragmentKey(a.ownScope, a.keyURL, lang)
 		v.private, v.scope = true, a.ownScope
 	case cd.private:
 		noStore = true // nobody's private answer: served to the waiters only
 	default:
-		target = fragmentKey(scopeAnon, a.t.url, lang)
+		target = fragmentKey(scopeAnon, a.keyURL, lang)
 	}
 	f.p.urls.setFlag(a.t.url, urlShared, shared && !noStore)
 	if noStore {

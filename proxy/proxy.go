@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -36,6 +37,7 @@ type Proxy struct {
 	page     *fasthttp.HostClient
 	pageUp   *metrics.Upstream
 	pageHost string // the Host header sent to the upstream
+	trusted  []netip.Prefix
 
 	publicHosts []string
 	server      *fasthttp.Server
@@ -65,6 +67,10 @@ func New(cfg Config) (*Proxy, error) {
 			return nil, fmt.Errorf("proxy: scope secret: %w", err)
 		}
 	}
+	trusted, err := parseTrusted(cfg.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
 	p := &Proxy{
 		cfg:      cfg,
 		log:      cfg.Logger,
@@ -72,6 +78,7 @@ func New(cfg Config) (*Proxy, error) {
 		reach:    r,
 		scopes:   newScoper(cfg.ScopeSecret),
 		pageHost: r.base.Host,
+		trusted:  trusted,
 	}
 	p.publicHosts = cfg.PublicHosts
 	if len(p.publicHosts) == 0 {
@@ -86,8 +93,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.pageUp = p.m.Upstream(r.entries[0].name)
 	p.page = &fasthttp.HostClient{
-		Addr:                          net.JoinHostPort(r.base.Hostname(), portOf(r.base)),
-		Name:                          "fragcache",
+		Addr: net.JoinHostPort(r.base.Hostname(), portOf(r.base)),
+		// No Name: fasthttp sends it as the User-Agent of a request that
+		// came without one, and a page request carries only the client's.
 		IsTLS:                         r.base.Scheme == "https",
 		NoDefaultUserAgentHeader:      true,
 		DisableHeaderNamesNormalizing: false,
@@ -293,6 +301,16 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, st *reqStats) {
 		ctx.SetConnectionClose()
 		return
 	}
+	if ctx.IsConnect() || ctx.IsTrace() {
+		// No tunnels, and no echo of the request (its cookies) to a
+		// script that can read the answer (DESIGN rule 12).
+		ctx.Error("method not allowed", fasthttp.StatusMethodNotAllowed)
+		ctx.Response.Header.Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		if ctx.IsConnect() {
+			ctx.SetConnectionClose() // what follows a CONNECT is not HTTP
+		}
+		return
+	}
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	// An answer without a Content-Type keeps none: fasthttp would report
@@ -342,29 +360,31 @@ func hasCRLF(b []byte) bool {
 	return false
 }
 
-// buildUpstreamRequest copies the client's request for the upstream:
-// hop-by-hop headers dropped, Host rewritten, X-Forwarded-* set, the body
-// streamed.
+// buildUpstreamRequest copies the client's request for the upstream
+// (DESIGN rule 12): hop-by-hop, rewrite and underscore headers dropped,
+// HTTP/1.1 whatever the client spoke, the request-target in origin form
+// byte for byte, Host the upstream's (or the public host with
+// PreserveHost), X-Forwarded-* set by the trust rules, nothing added that
+// the client did not send, the body streamed.
 func (p *Proxy) buildUpstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request) {
-	ctx.Request.Header.CopyTo(&req.Header)
+	in := &ctx.Request.Header
+	in.CopyTo(&req.Header)
 	stripHop(&req.Header)
-	req.Header.SetHost(p.pageHost)
-	req.UseHostHeader = true
-	req.SetRequestURIBytes(ctx.Request.Header.RequestURI())
-	req.URI().DisablePathNormalizing = true
+	req.Header.SetProtocol("HTTP/1.1")
+	// fasthttp writes a Content-Type of its own for a body sent without one.
+	req.Header.SetNoDefaultContentType(true)
+	dropRequestHeaders(in, &req.Header)
 
-	var xff [256]byte
-	b := xff[:0]
-	if prior := ctx.Request.Header.Peek("X-Forwarded-For"); len(prior) > 0 {
-		b = append(append(b, prior...), ", "...)
-	}
-	req.Header.SetBytesV("X-Forwarded-For", appendRemoteIP(b, ctx))
-	if ctx.IsTLS() {
-		req.Header.Set("X-Forwarded-Proto", "https")
+	trusted := p.trustedPeer(ctx)
+	public := p.publicHost(in, trusted)
+	if p.cfg.PreserveHost {
+		req.Header.SetHost(public)
 	} else {
-		req.Header.Set("X-Forwarded-Proto", "http")
+		req.Header.SetHost(p.pageHost)
 	}
-	req.Header.SetBytesV("X-Forwarded-Host", ctx.Request.Header.Host())
+	req.UseHostHeader = true
+	setRequestTarget(req, in.RequestURI(), p.reach.base.Scheme)
+	p.setForwarded(ctx, &req.Header, trusted, public)
 
 	if ae := ctx.Request.Header.Peek("Accept-Encoding"); len(ae) > 0 {
 		var buf [64]byte
