@@ -737,3 +737,33 @@ func TestForwardedHeadersCannotSplitFragments(t *testing.T) {
 		t.Errorf("31 visitors caused %d fetches of the fragment, want 1", n)
 	}
 }
+
+// TestAllowHostNameNeverDialsLoopback: an --allow-host name is checked at
+// dial time on the address it resolves to (DESIGN rule 19): `localhost`,
+// which resolves to 127.0.0.1 (and ::1), is never dialled, whatever port
+// it is allowed on, and the refusal counts result=denied; the same
+// listener written as an IP literal is dialled as written.
+func TestAllowHostNameNeverDialsLoopback(t *testing.T) {
+	canary, conns := canaryServer(t)
+	_, canaryPort, _ := net.SplitHostPort(strings.TrimPrefix(canary.URL, "http://"))
+	literal := newOrigin(t, map[string]http.HandlerFunc{"/y": frag("LITERAL", 0, "max-age=60")})
+	literalHost := strings.TrimPrefix(literal.URL, "http://")
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/page": esiPage(`[<esi:include src="http://localhost:` + canaryPort + `/x">denied</esi:include>]` +
+			`[<esi:include src="http://localhost/x">denied</esi:include>]` +
+			`[<esi:include src="http://` + literalHost + `/y">p</esi:include>]`),
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s", "--max-wait", "2s",
+		"--allow-host", "localhost:"+canaryPort, "--allow-host", "localhost", "--allow-host", literalHost)
+	_, body := get(t, fc.front+"/page")
+	if body != "[denied][denied][LITERAL]" {
+		t.Errorf("page %q, want [denied][denied][LITERAL]", body)
+	}
+	if n := conns.Load(); n != 0 {
+		t.Errorf("the listener behind localhost got %d connections, want 0", n)
+	}
+	m := metricsText(t, fc)
+	if !strings.Contains(m, `fragcache_fragment_fetches_total{fragment="other",result="denied",trigger="foreground"} 2`) {
+		t.Errorf("the refused dials are not counted as denied:\n%s", grepLines(m, "fragcache_fragment_fetches_total{"))
+	}
+}

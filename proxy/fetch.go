@@ -140,7 +140,7 @@ func (f *fetcher) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	if timeout <= 0 || timeout > f.p.cfg.FetchTimeout {
 		timeout = f.p.cfg.FetchTimeout
 	}
-	c, err := fasthttp.DialTimeout(addr, timeout)
+	c, err := f.p.reach.dial(addr, timeout) // DESIGN rule 19
 	if err != nil {
 		return nil, err
 	}
@@ -272,6 +272,8 @@ func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthtt
 		res := metrics.FetchConnectError
 		var netErr net.Error
 		switch {
+		case errors.Is(err, errDialDenied):
+			res = metrics.FetchDenied
 		case errors.Is(err, fasthttp.ErrBodyTooLarge):
 			res = metrics.FetchTooLarge
 		case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout),

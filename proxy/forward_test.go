@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -496,4 +497,82 @@ func TestScrubHeaderValues(t *testing.T) {
 			t.Errorf("scrubHeaderValues(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
+}
+
+func TestNeverDialled(t *testing.T) {
+	for _, s := range []string{"127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1", "169.254.169.254", "::ffff:169.254.169.254",
+		"169.254.0.1", "fe80::1", "0.0.0.0", "::", "::ffff:0.0.0.0", "0.1.2.3", "fd00:ec2::254", "100.100.100.200"} {
+		if !neverDialled(netip.MustParseAddr(s)) {
+			t.Errorf("%s may be dialled, want refused", s)
+		}
+	}
+	for _, s := range []string{"10.1.2.3", "172.16.0.1", "192.168.1.1", "fc00::1", "fd12::1", "100.64.0.1", "8.8.8.8", "2001:db8::1",
+		"::ffff:10.0.0.1"} {
+		if neverDialled(netip.MustParseAddr(s)) {
+			t.Errorf("%s refused, want dialled", s)
+		}
+	}
+}
+
+// TestAllowHostResolvedAtEveryDial: an --allow-host name is resolved at
+// each dial and checked on the answer, so a name whose DNS answer turns
+// to loopback or to the metadata address (DNS rebinding) is refused then,
+// without a connection; an entry written as an IP literal is dialled as
+// written, without a lookup.
+func TestAllowHostResolvedAtEveryDial(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var accepted sync.WaitGroup
+	accepted.Add(1)
+	go func() {
+		defer accepted.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	r, err := newReach("http://app.internal:8080", []string{"cdn.internal", "127.0.0.1:" + port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answers := [][]netip.Addr{
+		{netip.MustParseAddr("127.0.0.1")},
+		{netip.MustParseAddr("::ffff:169.254.169.254"), netip.MustParseAddr("fe80::1")},
+		{netip.MustParseAddr("0.0.0.0")},
+	}
+	var lookups []string
+	r.lookup = func(_ context.Context, host string) ([]netip.Addr, error) {
+		lookups = append(lookups, host)
+		return answers[len(lookups)-1], nil
+	}
+	for i := range answers {
+		c, err := r.dial("cdn.internal:"+port, time.Second)
+		if !errors.Is(err, errDialDenied) {
+			if c != nil {
+				c.Close()
+			}
+			t.Errorf("dial %d of cdn.internal resolving to %v: %v, want errDialDenied", i, answers[i], err)
+		}
+	}
+	if len(lookups) != len(answers) {
+		t.Errorf("%d dials made %d lookups (%q), want one each", len(answers), len(lookups), lookups)
+	}
+	// The literal entry: dialled as written, no lookup.
+	c, err := r.dial("127.0.0.1:"+port, time.Second)
+	if err != nil {
+		t.Fatalf("dial of the literal 127.0.0.1:%s: %v", port, err)
+	}
+	c.Close()
+	if len(lookups) != len(answers) {
+		t.Errorf("the literal entry was looked up: %q", lookups)
+	}
+	ln.Close()
+	accepted.Wait()
 }
