@@ -499,12 +499,9 @@ func TestForwardingHygiene(t *testing.T) {
 	req := func(line, headers string) string {
 		return line + "\r\nHost: shop.test\r\n" + headers + "Connection: close\r\n\r\n"
 	}
-	var dropped []string
-	for _, h := range []string{"Forwarded", "X-Real-IP", "True-Client-IP", "X-Client-IP", "X-Cluster-Client-IP",
+	dropped := []string{"Forwarded", "X-Real-IP", "True-Client-IP", "X-Client-IP", "X-Cluster-Client-IP",
 		"X-Forwarded-Port", "X-Forwarded-Scheme", "X-Forwarded-Ssl", "X-Forwarded-Prefix", "X-Forwarded-Server",
-		"X-Url-Scheme", "Front-End-Https", "X-Host", "X-Original-Host"} {
-		dropped = append(dropped, h)
-	}
+		"X-Url-Scheme", "Front-End-Https", "X-Host", "X-Original-Host"}
 	var forwarding strings.Builder
 	for _, h := range dropped {
 		forwarding.WriteString(h + ": https://evil.test/;for=203.0.113.9\r\n")
