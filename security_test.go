@@ -556,6 +556,11 @@ func TestForwardingHygiene(t *testing.T) {
 			absent:      []string{"Authorization"},
 		},
 		{
+			name:        "a #fragment cut off, as before",
+			raw:         req("GET /p?q=1#/../admin HTTP/1.1", ""),
+			requestLine: "GET /p?q=1 HTTP/1.1",
+		},
+		{
 			name:   "no User-Agent the client did not send",
 			raw:    req("GET /h HTTP/1.1", ""),
 			absent: []string{"User-Agent"},

@@ -562,9 +562,13 @@ func originForm(target []byte) []byte {
 // as //host/x?u=http://y as a host and a shorter path. Path and query are
 // therefore set from the bytes, the userinfo cleared, and the scheme set to
 // the upstream's (a HostClient refuses a request whose scheme is not its
-// own).
+// own). A #fragment, which no client should send, is cut off, as
+// fasthttp's parse did.
 func setRequestTarget(req *fasthttp.Request, target []byte, scheme string) {
 	target = originForm(target)
+	if i := bytes.IndexByte(target, '#'); i >= 0 {
+		target = target[:i]
+	}
 	req.SetRequestURIBytes(target)
 	u := req.URI()
 	u.DisablePathNormalizing = true
