@@ -159,7 +159,7 @@ func (c *config) options() []*option {
 	return []*option{
 		{name: "listen", kind: kString, def: ":8080", help: "front listener", target: &c.Listen},
 		{name: "upstream", kind: kString, help: "the legacy app's base URL, scheme://host[:port] (required unless --demo)", target: &c.Upstream},
-		{name: "admin-listen", kind: kString, def: ":9188", help: "admin listener: /metrics, /livez, /readyz, /healthz, /debug/pprof with --pprof", target: &c.AdminListen},
+		{name: "admin-listen", kind: kString, def: "127.0.0.1:9188", help: "admin listener: /metrics, /livez, /readyz, /healthz, /debug/pprof with --pprof; loopback unless set (the deploy kit sets :9188)", target: &c.AdminListen},
 		{name: "wait", kind: kDuration, def: "50ms", help: "longest a page waits for fragments that are not in the cache; 0 = never", target: &c.Wait},
 		{name: "fragment-ttl", kind: kDuration, def: "60s", help: "freshness when the fragment response sets none", target: &c.FragmentTTL},
 		{name: "stale-ttl", kind: kDuration, def: "10m", help: "how long a stale copy may still be served while refreshing", target: &c.StaleTTL},

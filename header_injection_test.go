@@ -236,9 +236,10 @@ func refused(head string) bool {
 // that cannot tell a value from an attack refuses. Percent-encoded forms are
 // data: the request-target is forwarded byte for byte (fragcache never
 // decodes it), and header values are forwarded as sent, except the ones
-// fragcache writes itself: Host is the upstream's, X-Forwarded-Proto is the
-// connection's scheme, and Accept-Encoding keeps only codings fragcache
-// can decode, so a hostile token is dropped.
+// fragcache writes itself: Host is the upstream's, X-Forwarded-For the
+// client's address, X-Forwarded-Proto the connection's scheme,
+// X-Forwarded-Host the client's Host, and Accept-Encoding keeps only
+// codings fragcache can decode, so a hostile token is dropped.
 func TestHeaderInjectionPageRequest(t *testing.T) {
 	rec := newHeadRecorder(t, func(string) string {
 		return rawResponse("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n", "page")
@@ -343,8 +344,10 @@ func TestHeaderInjectionPageRequest(t *testing.T) {
 				"Cookie: s="+enc+"\r\nAuthorization: Bearer "+enc+"\r\nAccept-Language: en"+enc+"\r\n"+
 				"Referer: http://a/"+enc+"\r\nX-Custom: "+enc+"\r\n"),
 			wantLines: []string{
-				// Appended to, and the client's part kept as sent.
-				"X-Forwarded-For: 192.0.2.1" + enc + ", 127.0.0.1",
+				// Replaced: the client is no trusted proxy (a trusted
+				// proxy's list is appended to, as sent: see
+				// proxy.TestTrustedProxyHeadersKept).
+				"X-Forwarded-For: 127.0.0.1",
 				// The Host the client sent; the client's own
 				// X-Forwarded-Host is overwritten.
 				"X-Forwarded-Host: shop.test",

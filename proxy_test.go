@@ -22,6 +22,7 @@ import (
 type instance struct {
 	front, admin string
 	stop         func()
+	log          *lockedBuffer // what fragcache wrote to stderr
 }
 
 // startFragcache runs fragcache on loopback ports with args added to the
@@ -49,7 +50,7 @@ func startFragcacheLog(t *testing.T, log io.Writer, args ...string) *instance {
 		done <- runWith(ctx, append(base, args...), func(string) string { return "" }, io.Discard, errw,
 			hooks{ready: func(f, a net.Addr) { addrs <- [2]net.Addr{f, a} }})
 	}()
-	var in instance
+	in := instance{log: &stderr}
 	select {
 	case a := <-addrs:
 		in.front, in.admin = "http://"+a[0].String(), "http://"+a[1].String()

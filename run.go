@@ -166,8 +166,11 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 
 	// Readiness goes first so load balancers stop sending; the listener
 	// stays open for the drain delay so requests still in their way are
-	// served.
+	// served, and every answer of the drain closes its connection, so that
+	// no keep-alive client is left holding one that the shutdown below
+	// closes under its next request.
 	ready.Store(false)
+	p.Drain()
 	if runErr == nil && cfg.DrainDelay > 0 {
 		time.Sleep(cfg.DrainDelay)
 	}
@@ -229,13 +232,14 @@ func displayAddr(a net.Addr) string {
 // healthcheck GETs /livez on the admin listener: for images without a
 // shell. Its address is the server's, with the same precedence:
 // --admin-listen, else FRAGCACHE_ADMIN_LISTEN, else admin_listen in the
-// YAML file named by FRAGCACHE_CONFIG, else :9188.
+// YAML file named by FRAGCACHE_CONFIG, else the server's default,
+// 127.0.0.1:9188.
 func healthcheck(args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("fragcache healthcheck", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	def := getenv("FRAGCACHE_ADMIN_LISTEN")
 	if def == "" {
-		def = ":9188"
+		def = "127.0.0.1:9188"
 		if file := getenv("FRAGCACHE_CONFIG"); file != "" {
 			c := &config{}
 			if errs := c.loadYAML(file, c.options()); len(errs) > 0 {

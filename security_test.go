@@ -409,3 +409,363 @@ func TestRefusedRequestMethodLabelBounded(t *testing.T) {
 		t.Errorf("refused requests not counted under method=\"other\":\n%s", grepLines(m, "fragcache_http_requests_total{code=\"400\""))
 	}
 }
+
+// TestAdminListensOnLoopbackByDefault: /metrics and pprof are not for the
+// public network, so without --admin-listen the admin listener binds
+// loopback only; the deploy kit sets :9188 where a scraper needs it.
+func TestAdminListensOnLoopbackByDefault(t *testing.T) {
+	cfg, err := loadConfig([]string{"--upstream", "http://app:8080"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AdminListen != "127.0.0.1:9188" {
+		t.Errorf("default --admin-listen %q, want 127.0.0.1:9188", cfg.AdminListen)
+	}
+}
+
+// TestParseErrorLogsHoldNoCredentials: fasthttp's messages about a request
+// or an upstream answer it could not parse quote the raw head by default,
+// cookies and tokens included, and fragcache logs them. With
+// SecureErrorLogMessage on the server and the clients they say what failed
+// and how long the buffer was, never its contents.
+func TestParseErrorLogsHoldNoCredentials(t *testing.T) {
+	const clientSecret, upstreamSecret = "client-session-3f9a", "upstream-session-77c1"
+	rec := newHeadRecorder(t, func(head string) string {
+		if requestTarget(head) == "/bad-value" {
+			// A control byte in the credential itself: fasthttp quotes the
+			// value it refuses, whatever SecureErrorLogMessage says.
+			return "HTTP/1.1 200 OK\r\nSet-Cookie: session=" + upstreamSecret + "\x01\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+		}
+		// A NUL in a header name: fasthttp's client refuses the answer.
+		return "HTTP/1.1 200 OK\r\nSet-Cookie: session=" + upstreamSecret + "\r\nX-Bro\x00ken: v\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+	})
+	fc := startFragcache(t, "--upstream", "http://"+rec.addr)
+	addr := strings.TrimPrefix(fc.front, "http://")
+
+	// fasthttp's server refuses both requests: a NUL in a header name, a
+	// control byte in the Cookie value.
+	for _, bad := range []string{"X-Bro\x00ken: v\r\n", "Cookie: other=" + clientSecret + "\x01\r\n"} {
+		head, _ := rawRoundTrip(t, addr, "GET / HTTP/1.1\r\nHost: shop.test\r\nCookie: session="+clientSecret+
+			"\r\nAuthorization: Bearer "+clientSecret+"\r\n"+bad+"Connection: close\r\n\r\n")
+		if !strings.HasPrefix(head, "HTTP/1.1 400 ") {
+			t.Errorf("a request with %q: %q, want 400", bad, head)
+		}
+	}
+	for _, path := range []string{"/page", "/bad-value"} {
+		head, _ := rawRoundTrip(t, addr, "GET "+path+" HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+		if !strings.HasPrefix(head, "HTTP/1.1 502 ") {
+			t.Errorf("%s, an upstream answer fasthttp refuses: %q, want 502", path, head)
+		}
+	}
+	eventually(t, "the four failures are logged", func() bool {
+		l := fc.log.String()
+		return strings.Count(l, "error when serving connection") == 2 && strings.Count(l, "upstream request failed") == 2
+	})
+	l := fc.log.String()
+	t.Logf("the failures as logged:\n%s", grepLines(l, "error"))
+	for _, secret := range []string{clientSecret, upstreamSecret} {
+		if strings.Contains(l, secret) {
+			t.Errorf("the log holds the credential %q:\n%s", secret, l)
+		}
+	}
+}
+
+// headerLines returns the header lines of a raw head whose name is name
+// (case-insensitively).
+func headerLines(head, name string) []string {
+	var out []string
+	for _, l := range strings.Split(head, "\r\n")[1:] {
+		if k, _, ok := strings.Cut(l, ":"); ok && strings.EqualFold(strings.TrimSpace(k), name) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestForwardingHygiene checks the page request the upstream receives
+// from a client that is no trusted proxy (DESIGN rule 12), byte for byte:
+// X-Forwarded-For, -Proto and -Host are fragcache's own, replacing every
+// line the client sent; the client's other forwarding headers, the URL and
+// method rewrites and header names with an underscore are dropped; the
+// request goes out as HTTP/1.1 in origin form, and userinfo never becomes
+// an Authorization. Each of these lets a visitor choose what the app
+// believes about the client address, scheme, host, URL or method.
+func TestForwardingHygiene(t *testing.T) {
+	rec := newHeadRecorder(t, func(string) string {
+		return rawResponse("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n", "page")
+	})
+	fc := startFragcache(t, "--upstream", "http://"+rec.addr)
+	addr := strings.TrimPrefix(fc.front, "http://")
+	req := func(line, headers string) string {
+		return line + "\r\nHost: shop.test\r\n" + headers + "Connection: close\r\n\r\n"
+	}
+	dropped := []string{"Forwarded", "X-Real-IP", "True-Client-IP", "X-Client-IP", "X-Cluster-Client-IP",
+		"X-Forwarded-Port", "X-Forwarded-Scheme", "X-Forwarded-Ssl", "X-Forwarded-Prefix", "X-Forwarded-Server",
+		"X-Url-Scheme", "Front-End-Https", "X-Host", "X-Original-Host"}
+	var forwarding strings.Builder
+	for _, h := range dropped {
+		forwarding.WriteString(h + ": https://evil.test/;for=203.0.113.9\r\n")
+	}
+	tests := []struct {
+		name, raw   string
+		requestLine string   // the upstream's request line; "" = GET /h HTTP/1.1
+		want        []string // header lines the upstream must get, each exactly once by name
+		absent      []string // header names it must not get
+	}{
+		{
+			name: "X-Forwarded-For, -Proto and -Host replaced, every line of them",
+			raw: req("GET /h HTTP/1.1", "X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-For: 198.51.100.1\r\n"+
+				"X-Forwarded-Proto: https\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.test\r\nX-Forwarded-Host: evil.test\r\n"),
+			want: []string{"X-Forwarded-For: 127.0.0.1", "X-Forwarded-Proto: http", "X-Forwarded-Host: shop.test"},
+		},
+		{
+			name:   "the client's other forwarding headers dropped",
+			raw:    req("GET /h HTTP/1.1", forwarding.String()),
+			want:   []string{"X-Forwarded-For: 127.0.0.1"},
+			absent: dropped,
+		},
+		{
+			name: "URL and method rewrites dropped",
+			raw: req("GET /h HTTP/1.1", "X-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\nX-HTTP-Method-Override: DELETE\r\n"+
+				"X-HTTP-Method: DELETE\r\nX-Method-Override: DELETE\r\n"),
+			absent: []string{"X-Original-URL", "X-Rewrite-URL", "X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"},
+		},
+		{
+			// CGI, PHP, Rack and WSGI read X_Forwarded_For as X-Forwarded-For.
+			name:   "header names with an underscore dropped",
+			raw:    req("GET /h HTTP/1.1", "X_Forwarded_For: 203.0.113.9\r\nX_Real_IP: 203.0.113.9\r\nCustom_Header: v\r\nX-Custom: kept\r\n"),
+			want:   []string{"X-Custom: kept", "X-Forwarded-For: 127.0.0.1"},
+			absent: []string{"X_Forwarded_For", "X_Real_IP", "Custom_Header"},
+		},
+		{
+			name:        "HTTP/1.0 goes out as HTTP/1.1",
+			raw:         "GET /old HTTP/1.0\r\nHost: shop.test\r\n\r\n",
+			requestLine: "GET /old HTTP/1.1",
+		},
+		{
+			name:        "absolute form: origin form upstream, the userinfo nowhere",
+			raw:         req("GET http://user:secret@shop.test/p?q=1 HTTP/1.1", ""),
+			requestLine: "GET /p?q=1 HTTP/1.1",
+			absent:      []string{"Authorization"},
+		},
+		{
+			// fasthttp reads such a path as a host and a shorter path.
+			name:        "a path that looks like an authority, byte for byte",
+			raw:         req("GET //user:secret@evil.test/x?u=http://y HTTP/1.1", ""),
+			requestLine: "GET //user:secret@evil.test/x?u=http://y HTTP/1.1",
+			absent:      []string{"Authorization"},
+		},
+		{
+			name:        "a #fragment cut off, as before",
+			raw:         req("GET /p?q=1#/../admin HTTP/1.1", ""),
+			requestLine: "GET /p?q=1 HTTP/1.1",
+		},
+		{
+			name:   "no User-Agent the client did not send",
+			raw:    req("GET /h HTTP/1.1", ""),
+			absent: []string{"User-Agent"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := rec.count()
+			head, _ := rawRoundTrip(t, addr, tc.raw)
+			if !strings.HasPrefix(head, "HTTP/1.1 200 ") {
+				t.Fatalf("request %q: got %q, want 200", tc.raw, head)
+			}
+			got := rec.since(before)
+			if len(got) != 1 {
+				t.Fatalf("request %q: the upstream got %d requests, want 1", tc.raw, len(got))
+			}
+			up := got[0]
+			wantLine := tc.requestLine
+			if wantLine == "" {
+				wantLine = "GET /h HTTP/1.1"
+			}
+			if line, _, _ := strings.Cut(up, "\r\n"); line != wantLine {
+				t.Errorf("request %q: upstream request line %q, want %q", tc.raw, line, wantLine)
+			}
+			for _, w := range tc.want {
+				name, _, _ := strings.Cut(w, ":")
+				if lines := headerLines(up, name); len(lines) != 1 || lines[0] != w {
+					t.Errorf("request %q: upstream %s lines %q, want exactly %q\n%q", tc.raw, name, lines, w, up)
+				}
+			}
+			for _, name := range tc.absent {
+				if lines := headerLines(up, name); len(lines) != 0 {
+					t.Errorf("request %q: the upstream got %q, want no %s\n%q", tc.raw, lines, name, up)
+				}
+			}
+		})
+	}
+
+	// CONNECT would open a tunnel; TRACE echoes the request (its cookies)
+	// to a script that can read the answer.
+	for _, raw := range []string{
+		"CONNECT shop.test:443 HTTP/1.1\r\nHost: shop.test:443\r\n\r\n",
+		"TRACE / HTTP/1.1\r\nHost: shop.test\r\nCookie: s=secret\r\nConnection: close\r\n\r\n",
+	} {
+		before := rec.count()
+		head, body := rawRoundTrip(t, addr, raw)
+		if !strings.HasPrefix(head, "HTTP/1.1 405 ") || len(headerLines(head, "Allow")) != 1 {
+			t.Errorf("%q: got %q, want 405 with Allow", raw, head)
+		}
+		if strings.Contains(body, "secret") {
+			t.Errorf("%q: the answer echoes the request: %q", raw, body)
+		}
+		if n := rec.count() - before; n != 0 {
+			t.Errorf("%q reached the upstream %d times", raw, n)
+		}
+	}
+}
+
+// TestNothingAddedToAPageRequest: the upstream gets no User-Agent and no
+// Content-Type the client did not send (fasthttp adds both by default),
+// and the ones it sent as they were.
+func TestNothingAddedToAPageRequest(t *testing.T) {
+	o := newOrigin(t, map[string]http.HandlerFunc{"/form": func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintf(w, "body=%s", b)
+	}})
+	fc := startFragcache(t, "--upstream", o.URL)
+	addr := strings.TrimPrefix(fc.front, "http://")
+	_, body := rawRoundTrip(t, addr, "POST /form HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+	if body != "body=abc" {
+		t.Fatalf("POST answered %q, want body=abc", body)
+	}
+	rawRoundTrip(t, addr, "POST /form HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: legacy-client/1\r\n"+
+		"Content-Type: application/x-custom\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+	reqs := o.requests("/form")
+	if len(reqs) != 2 {
+		t.Fatalf("the upstream got %d requests, want 2", len(reqs))
+	}
+	if ua, ct := reqs[0].Header.Values("User-Agent"), reqs[0].Header.Values("Content-Type"); len(ua) != 0 || len(ct) != 0 {
+		t.Errorf("a request without User-Agent and Content-Type reached the upstream with User-Agent %q, Content-Type %q", ua, ct)
+	}
+	if ua, ct := reqs[1].Header.Get("User-Agent"), reqs[1].Header.Get("Content-Type"); ua != "legacy-client/1" || ct != "application/x-custom" {
+		t.Errorf("the client's own User-Agent %q and Content-Type %q were not kept", ua, ct)
+	}
+}
+
+// TestUnlistedHostServedAsFirstPublicHost: with --public-host set, a
+// request for a Host that is not listed is served as one for the first
+// listed host; the upstream never sees the client's value as
+// X-Forwarded-Host, and $(HTTP_HOST) names the same host (DESIGN rules 11
+// and 12). A listed Host is kept, in its configured spelling. The upstream
+// always gets its own Host.
+func TestUnlistedHostServedAsFirstPublicHost(t *testing.T) {
+	rec := newHeadRecorder(t, func(head string) string {
+		if requestTarget(head) == "/page" {
+			return rawResponse("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nSurrogate-Control: content=\"ESI/1.0\"\r\n",
+				`<esi:include src="/f/$(HTTP_HOST)"/>`)
+		}
+		return rawResponse("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nCache-Control: max-age=60\r\n", requestTarget(head))
+	})
+	fc := startFragcache(t, "--upstream", "http://"+rec.addr, "--public-host", "public.test",
+		"--public-host", "www.public.test", "--wait", "5s", "--max-wait", "5s")
+	addr := strings.TrimPrefix(fc.front, "http://")
+	tests := []struct{ host, xfh, want string }{
+		{"evil.test", "", "public.test"},
+		{"evil.test", "www.public.test", "public.test"}, // not a trusted proxy: its X-Forwarded-Host counts for nothing
+		{"WWW.Public.Test", "evil.test", "www.public.test"},
+		{"public.test:8080", "", "public.test"}, // not listed with that port
+	}
+	for _, tc := range tests {
+		t.Run(tc.host+" "+tc.xfh, func(t *testing.T) {
+			xfh := ""
+			if tc.xfh != "" {
+				xfh = "X-Forwarded-Host: " + tc.xfh + "\r\n"
+			}
+			before := rec.count()
+			head, body := rawRoundTrip(t, addr, "GET /page HTTP/1.1\r\nHost: "+tc.host+"\r\n"+xfh+"Connection: close\r\n\r\n")
+			if !strings.HasPrefix(head, "HTTP/1.1 200 ") || body != "/f/"+tc.want {
+				t.Errorf("Host %q: got %q %q, want 200 and $(HTTP_HOST) = %s", tc.host, head, body, tc.want)
+			}
+			for _, up := range rec.since(before) {
+				if requestTarget(up) != "/page" {
+					continue
+				}
+				if got := headerLines(up, "X-Forwarded-Host"); len(got) != 1 || got[0] != "X-Forwarded-Host: "+tc.want {
+					t.Errorf("Host %q: the upstream got X-Forwarded-Host %q, want %s", tc.host, got, tc.want)
+				}
+				if got := headerLines(up, "Host"); len(got) != 1 || got[0] != "Host: "+rec.addr {
+					t.Errorf("Host %q: the upstream got Host %q, want its own", tc.host, got)
+				}
+			}
+		})
+	}
+}
+
+// TestForwardedHeadersCannotSplitFragments: what a visitor sends in the
+// forwarding headers and the Host can neither plant a fragment for other
+// visitors nor split the cache into new keys, and so switch caching off.
+// The fragment's fetch carries X-Forwarded-Proto (DESIGN rule 18) as
+// fragcache decided it, never the client's, and none of the other
+// forwarding headers; 30 visitors with 30 different hostile sets of
+// headers share one fetch and one copy.
+func TestForwardedHeadersCannotSplitFragments(t *testing.T) {
+	rec := newHeadRecorder(t, func(head string) string {
+		if requestTarget(head) == "/page" {
+			return rawResponse("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nSurrogate-Control: content=\"ESI/1.0\"\r\n",
+				`[<esi:include src="/f/links"/>]`)
+		}
+		// An app that builds absolute links from whatever it is told.
+		v := func(name string) string { return strings.Join(headerLines(head, name), "|") }
+		return rawResponse("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nCache-Control: public, max-age=60\r\n",
+			v("X-Forwarded-Proto")+";"+v("X-Forwarded-Host")+";"+v("Forwarded")+";"+v("X-Forwarded-Scheme"))
+	})
+	fc := startFragcache(t, "--upstream", "http://"+rec.addr, "--public-host", "public.test", "--wait", "5s", "--max-wait", "5s")
+	addr := strings.TrimPrefix(fc.front, "http://")
+	const want = "[X-Forwarded-Proto: http;;;]"
+	for i := range 30 {
+		raw := fmt.Sprintf("GET /page HTTP/1.1\r\nHost: evil%d.test\r\nX-Forwarded-Proto: https%d\r\nX-Forwarded-Host: evil%d.test\r\n"+
+			"Forwarded: proto=https;host=evil%d.test\r\nX-Forwarded-Scheme: https\r\nX-Forwarded-Ssl: on\r\nX_Forwarded_Proto: https\r\n"+
+			"Connection: close\r\n\r\n", i, i, i, i)
+		if head, body := rawRoundTrip(t, addr, raw); !strings.HasPrefix(head, "HTTP/1.1 200 ") || body != want {
+			t.Fatalf("visitor %d: %q %q, want 200 and %q", i, head, body, want)
+		}
+	}
+	if _, body := rawRoundTrip(t, addr, "GET /page HTTP/1.1\r\nHost: public.test\r\nConnection: close\r\n\r\n"); body != want {
+		t.Errorf("a plain visitor after them: %q, want %q", body, want)
+	}
+	n := 0
+	for _, h := range rec.since(0) {
+		if requestTarget(h) == "/f/links" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("31 visitors caused %d fetches of the fragment, want 1", n)
+	}
+}
+
+// TestAllowHostNameNeverDialsLoopback: an --allow-host name is checked at
+// dial time on the address it resolves to (DESIGN rule 19): `localhost`,
+// which resolves to 127.0.0.1 (and ::1), is never dialled, whatever port
+// it is allowed on, and the refusal counts result=denied; the same
+// listener written as an IP literal is dialled as written.
+func TestAllowHostNameNeverDialsLoopback(t *testing.T) {
+	canary, conns := canaryServer(t)
+	_, canaryPort, _ := net.SplitHostPort(strings.TrimPrefix(canary.URL, "http://"))
+	literal := newOrigin(t, map[string]http.HandlerFunc{"/y": frag("LITERAL", 0, "max-age=60")})
+	literalHost := strings.TrimPrefix(literal.URL, "http://")
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/page": esiPage(`[<esi:include src="http://localhost:` + canaryPort + `/x">denied</esi:include>]` +
+			`[<esi:include src="http://localhost/x">denied</esi:include>]` +
+			`[<esi:include src="http://` + literalHost + `/y">p</esi:include>]`),
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s", "--max-wait", "2s",
+		"--allow-host", "localhost:"+canaryPort, "--allow-host", "localhost", "--allow-host", literalHost)
+	_, body := get(t, fc.front+"/page")
+	if body != "[denied][denied][LITERAL]" {
+		t.Errorf("page %q, want [denied][denied][LITERAL]", body)
+	}
+	if n := conns.Load(); n != 0 {
+		t.Errorf("the listener behind localhost got %d connections, want 0", n)
+	}
+	m := metricsText(t, fc)
+	if !strings.Contains(m, `fragcache_fragment_fetches_total{fragment="other",result="denied",trigger="foreground"} 2`) {
+		t.Errorf("the refused dials are not counted as denied:\n%s", grepLines(m, "fragcache_fragment_fetches_total{"))
+	}
+}

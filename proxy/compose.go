@@ -65,6 +65,7 @@ type composer struct {
 	pageURI string
 	scope   string
 	cookie  []byte // the request's Cookie lines joined, as sent; reused
+	fwd     fragFwd
 	// fetchCookie is the Cookie header of this request's fragment fetches,
 	// computed once per page when a load starts.
 	fetchCookie    string
@@ -239,6 +240,7 @@ func (c *composer) init() {
 	} else {
 		c.scope = c.p.scopes.user(auth, c.cookie)
 	}
+	c.fwd = c.p.fragmentForwarding(c.ctx)
 }
 
 // joinCookieLines appends a request's Cookie lines to dst as one value,
@@ -338,18 +340,13 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 	}
 	bare := !rs.t.upstream || rs.rule != nil && rs.rule.Share
 	plan := planLookup(c.scope, bare, c.p.urls.isShared(url))
-	sharedKey := rs.sharedKey
-	if lang != "" {
-		sharedKey = fragmentKey(scopeShared, url, lang)
-	}
+	sharedKey := rs.key(scopeShared, &c.fwd, lang)
 	var key string
 	switch {
 	case plan.flightScope == scopeShared:
 		key = sharedKey
-	case plan.flightScope == scopeAnon && lang == "":
-		key = rs.anonKey
 	default:
-		key = fragmentKey(plan.flightScope, url, lang)
+		key = rs.key(plan.flightScope, &c.fwd, lang)
 	}
 	wait := c.p.cfg.Wait
 	if inc.HasTimeout {
@@ -416,6 +413,7 @@ func (c *composer) requestURI() string {
 func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, bare bool, lang string) any {
 	a := &loadArg{
 		t:         rs.t,
+		keyURL:    fragmentKeyURL(&rs.t, &c.fwd),
 		frag:      rs.frag,
 		rule:      rs.rule,
 		ttlAttr:   inc.TTL,
@@ -423,6 +421,9 @@ func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, bare bool, la
 		esiParsed: rs.t.upstream,
 		scope:     fetchScope(c.scope, bare),
 		lang:      lang,
+	}
+	if rs.t.upstream {
+		a.proto, a.host = c.fwd.proto, c.fwd.host
 	}
 	if !bare && c.scope != scopeAnon {
 		if !c.hasFetchCookie {
@@ -733,13 +734,7 @@ type reqVars struct {
 }
 
 func (v *reqVars) Host() string {
-	h := v.ctx.Request.Header.Host()
-	for _, ph := range v.p.publicHosts {
-		if equalFold(h, ph) {
-			return ph
-		}
-	}
-	return v.p.publicHosts[0]
+	return v.p.publicHost(&v.ctx.Request.Header, v.p.trustedPeer(v.ctx))
 }
 
 func (v *reqVars) Referer() string {

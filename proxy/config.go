@@ -190,6 +190,9 @@ func (c *Config) validate() error {
 	if c.StaleTTL < 0 {
 		errs = append(errs, fmt.Errorf("proxy: StaleTTL must not be negative (got %s)", c.StaleTTL))
 	}
+	if _, err := parseTrusted(c.TrustedProxies); err != nil {
+		errs = append(errs, fmt.Errorf("proxy: TrustedProxies: %w", err))
+	}
 	if c.PreserveHost && len(c.PublicHosts) == 0 {
 		errs = append(errs, errors.New("proxy: PreserveHost requires PublicHosts"))
 	}

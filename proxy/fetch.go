@@ -38,12 +38,15 @@ type fragValue struct {
 // only when a load starts.
 type loadArg struct {
 	t         target
+	keyURL    string // the URL part of the fragment's keys (fragmentKeyURL)
 	frag      *metrics.Fragment
 	rule      *rule
 	cookie    string // credentials, only for the upstream and unshared rules
 	auth      string
 	scope     string // the scope the fetch is made in (fetchScope)
 	lang      string // normalised Accept-Language, sent and keyed on; upstream only
+	proto     string // X-Forwarded-Proto, only for the upstream
+	host      string // the Host with PreserveHost, only for the upstream; "" = t.hostHdr
 	ttlAttr   time.Duration
 	hasTTL    bool
 	esiParsed bool // execute ESI in the fragment's body
@@ -121,6 +124,7 @@ func (f *fetcher) client(t *target) (*fasthttp.HostClient, *breaker, error) {
 		WriteBufferSize:           8 << 10,
 		MaxResponseBodySize:       int(cfg.MaxFragmentSize),
 		DialTimeout:               f.dial,
+		SecureErrorLogMessage:     true, // no response head in an error's text
 	}
 	f.clients[id] = hc
 	br := &breaker{}
@@ -137,7 +141,7 @@ func (f *fetcher) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	if timeout <= 0 || timeout > f.p.cfg.FetchTimeout {
 		timeout = f.p.cfg.FetchTimeout
 	}
-	c, err := fasthttp.DialTimeout(addr, timeout)
+	c, err := f.p.reach.dial(addr, timeout) // DESIGN rule 19
 	if err != nil {
 		return nil, err
 	}
@@ -249,8 +253,18 @@ func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthtt
 	req.Header.SetMethod(fasthttp.MethodGet)
 	req.SetRequestURI(a.t.uri)
 	req.URI().DisablePathNormalizing = true
-	req.Header.SetHost(a.t.hostHdr)
+	// A HostClient refuses a request whose scheme is not its own, and an
+	// origin-form target parses as http.
+	req.URI().SetScheme(a.t.scheme)
+	if a.host != "" {
+		req.Header.SetHost(a.host)
+	} else {
+		req.Header.SetHost(a.t.hostHdr)
+	}
 	req.UseHostHeader = true
+	if a.proto != "" {
+		req.Header.Set("X-Forwarded-Proto", a.proto)
+	}
 	req.Header.Set("User-Agent", "fragcache/"+cfg.Version)
 	req.Header.Set("Accept-Encoding", "gzip, deflate, br")
 	if a.cookie != "" {
@@ -277,6 +291,8 @@ func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthtt
 		res := metrics.FetchConnectError
 		var netErr net.Error
 		switch {
+		case errors.Is(err, errDialDenied):
+			res = metrics.FetchDenied
 		case errors.Is(err, fasthttp.ErrBodyTooLarge):
 			res = metrics.FetchTooLarge
 		case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout),
@@ -366,7 +382,7 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 		e.StaleUntil = e.FreshUntil
 		return e
 	}
-	if target := fragmentKey(pl.storeScope, a.t.url, a.lang); target != key {
+	if target := fragmentKey(pl.storeScope, a.keyURL, a.lang); target != key {
 		e.StoreKey = target
 	}
 	return e

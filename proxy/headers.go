@@ -2,7 +2,11 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -84,7 +88,7 @@ func dropBadReason(h *fasthttp.ResponseHeader) {
 // line ends; a proxy that forwards such a request lets two parsers disagree
 // on where it ends (request smuggling), so fragcache refuses them.
 func smuggling(raw []byte) string {
-	cl, te := 0, 0
+	cl, te, under := 0, 0, 0
 	var firstCL []byte
 	for i := 0; i < len(raw); {
 		j := bytes.IndexByte(raw[i:], '\n')
@@ -111,6 +115,13 @@ func smuggling(raw []byte) string {
 		if bytes.ContainsAny(name, " \t") {
 			return "white space in a header name"
 		}
+		if bytes.IndexByte(name, '_') >= 0 {
+			// Each is dropped (dropRequestHeaders) at the cost of a pass
+			// over the header: thousands would cost seconds.
+			if under++; under > maxUnderscoreNames {
+				return "too many header names with an underscore"
+			}
+		}
 		val := bytes.TrimSpace(line[c+1:])
 		switch {
 		case equalFold(name, "content-length"):
@@ -134,6 +145,10 @@ func smuggling(raw []byte) string {
 	}
 	return ""
 }
+
+// maxUnderscoreNames is the most header lines with an underscore in their
+// name a request may carry; they are dropped, and no client sends many.
+const maxUnderscoreNames = 32
 
 // cacheDirectives is what fragcache reads of a fragment response's
 // Cache-Control and Surrogate-Control headers.
@@ -284,4 +299,336 @@ func containsFold(b []byte, s string) bool {
 		}
 	}
 	return false
+}
+
+// scrubHeaderValues removes from a message of fasthttp's the header
+// values it quotes. SecureErrorLogMessage keeps the raw head out of
+// fasthttp's parse errors, but "invalid header value %q" and "malformed
+// mime header line: %q" still quote the one line they refuse, and that
+// line may be a Cookie, an Authorization or a Set-Cookie.
+func scrubHeaderValues(msg string) string {
+	for _, prefix := range []string{"invalid header value ", "invalid header key ", "malformed mime header line: "} {
+		from := 0
+		for {
+			i := strings.Index(msg[from:], prefix)
+			if i < 0 {
+				break
+			}
+			start := from + i + len(prefix)
+			end := quotedEnd(msg, start)
+			if end < 0 {
+				break
+			}
+			msg = msg[:start] + `"<redacted>"` + msg[end:]
+			from = start + len(`"<redacted>"`)
+		}
+	}
+	return msg
+}
+
+// quotedEnd returns the index just past the Go-quoted string that starts
+// at msg[i], or -1 when none starts there.
+func quotedEnd(msg string, i int) int {
+	if i >= len(msg) || msg[i] != '"' {
+		return -1
+	}
+	for j := i + 1; j < len(msg); j++ {
+		switch msg[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return -1
+}
+
+// rewriteHeaders are request headers fragcache never forwards: they let a
+// client change the URL or the method the app acts on behind its front
+// controller (X-Original-URL and X-Rewrite-URL in IIS, Symfony and Zend;
+// the method overrides of Rails, Laravel, Spring, ASP.NET), past whatever
+// looked at the request line on the way in. DESIGN rule 12.
+var rewriteHeaders = []string{
+	"X-Original-Url",
+	"X-Rewrite-Url",
+	"X-Http-Method-Override",
+	"X-Http-Method",
+	"X-Method-Override",
+}
+
+// forwardingHeaders say where a request came from and which URL it was
+// for, as a proxy in front of the app saw it; frameworks build the client's
+// address, scheme and host from them. A client's own are dropped unless
+// the client is a trusted proxy (DESIGN rules 12 and 18): otherwise a
+// visitor chooses the address the app logs and rate-limits, and the scheme
+// and host it builds links and redirects with. X-Forwarded-For, -Proto and
+// -Host are not listed: fragcache writes those itself.
+var forwardingHeaders = []string{
+	"Forwarded",
+	"X-Real-Ip",
+	"True-Client-Ip",
+	"X-Client-Ip",
+	"X-Cluster-Client-Ip",
+	"X-Forwarded-Port",
+	"X-Forwarded-Scheme",
+	"X-Forwarded-Ssl",
+	"X-Forwarded-Prefix",
+	"X-Forwarded-Server",
+	"X-Url-Scheme",
+	"Front-End-Https",
+	"X-Host",
+	"X-Original-Host",
+}
+
+// parseTrusted reads Config.TrustedProxies: CIDRs or single addresses.
+func parseTrusted(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if strings.Contains(s, "%") {
+			return nil, fmt.Errorf("trusted proxy %q: zones are not supported", s)
+		}
+		var p netip.Prefix
+		var err error
+		if strings.Contains(s, "/") {
+			p, err = netip.ParsePrefix(s)
+		} else {
+			var a netip.Addr
+			if a, err = netip.ParseAddr(s); err == nil {
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+		}
+		switch {
+		case err != nil || !p.IsValid():
+			return nil, fmt.Errorf("trusted proxy %q is not an address or a CIDR", s)
+		case p.Addr().Is4In6():
+			// Peers are compared unmapped: such a prefix would never match.
+			return nil, fmt.Errorf("trusted proxy %q: write IPv4 addresses in dotted form", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// trustedPeer reports whether the request's TCP peer is a trusted proxy.
+// Only the peer address counts, never a header (DESIGN rule 18).
+func (p *Proxy) trustedPeer(ctx *fasthttp.RequestCtx) bool {
+	if len(p.trusted) == 0 {
+		return false
+	}
+	ta, ok := ctx.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	a := ta.AddrPort().Addr().Unmap()
+	for _, pr := range p.trusted {
+		if pr.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// firstItem is the first element of a comma-separated header value,
+// trimmed: the one the proxy nearest the client wrote.
+func firstItem(v []byte) []byte {
+	if i := bytes.IndexByte(v, ','); i >= 0 {
+		v = v[:i]
+	}
+	return bytes.TrimSpace(v)
+}
+
+// publicHost is the host a request is served as (DESIGN rules 11 and 12):
+// its Host, or a trusted proxy's X-Forwarded-Host, when PublicHosts lists
+// it (in the configured spelling), else the first listed host. It is never
+// a value only the client chose.
+func (p *Proxy) publicHost(h *fasthttp.RequestHeader, trusted bool) string {
+	cand := h.Host()
+	if trusted {
+		if xfh := firstItem(h.Peek("X-Forwarded-Host")); len(xfh) > 0 {
+			cand = xfh
+		}
+	}
+	for _, ph := range p.publicHosts {
+		if equalFold(cand, ph) {
+			return ph
+		}
+	}
+	return p.publicHosts[0]
+}
+
+// scheme is the scheme of the client's connection to fragcache.
+func scheme(ctx *fasthttp.RequestCtx) string {
+	if ctx.IsTLS() {
+		return "https"
+	}
+	return "http"
+}
+
+// setForwarded writes the X-Forwarded-* headers of a page request to the
+// upstream and drops the forwarding headers of a client that is not a
+// trusted proxy (DESIGN rules 12 and 18). in is the client's request, out
+// the copy for the upstream. Every header written replaces all the lines
+// of its name: a second X-Forwarded-For line would survive a plain Set.
+func (p *Proxy) setForwarded(ctx *fasthttp.RequestCtx, out *fasthttp.RequestHeader, trusted bool, public string) {
+	in := &ctx.Request.Header
+	if !trusted {
+		for _, k := range forwardingHeaders {
+			out.Del(k)
+		}
+	}
+
+	// X-Forwarded-For: a trusted proxy's list, appended to; else only the
+	// peer.
+	var buf [256]byte
+	b := buf[:0]
+	if trusted {
+		for _, v := range in.PeekAll("X-Forwarded-For") {
+			if v = bytes.TrimSpace(v); len(v) > 0 {
+				b = append(append(b, v...), ", "...)
+			}
+		}
+	}
+	out.Del("X-Forwarded-For")
+	out.SetBytesV("X-Forwarded-For", appendRemoteIP(b, ctx))
+
+	// X-Forwarded-Proto: a trusted proxy knows the scheme the client used
+	// (a TLS load balancer in front); else it is the connection's.
+	if !trusted || len(in.Peek("X-Forwarded-Proto")) == 0 {
+		out.Del("X-Forwarded-Proto")
+		out.Set("X-Forwarded-Proto", scheme(ctx))
+	}
+
+	// X-Forwarded-Host: with PublicHosts, always a listed host; else a
+	// trusted proxy's as sent, or the Host the client sent.
+	switch {
+	case len(p.cfg.PublicHosts) > 0:
+		out.Del("X-Forwarded-Host")
+		out.Set("X-Forwarded-Host", public)
+	case trusted && len(in.Peek("X-Forwarded-Host")) > 0:
+	case len(in.Host()) > 0:
+		out.Del("X-Forwarded-Host")
+		out.SetBytesV("X-Forwarded-Host", in.Host())
+	default:
+		out.Del("X-Forwarded-Host")
+	}
+}
+
+// dropRequestHeaders removes from out, the upstream's copy of in, the
+// headers no request may carry on: the URL and method rewrites, and every
+// header whose name holds an underscore. CGI and the frameworks built on
+// it (PHP, Rack, WSGI) read X_Forwarded_For as X-Forwarded-For, so such a
+// name slips a forwarding header past any check that compares names.
+// Names are read from in, which is not modified, so no name aliases
+// memory a deletion moves.
+func dropRequestHeaders(in, out *fasthttp.RequestHeader) {
+	for _, k := range rewriteHeaders {
+		out.Del(k)
+	}
+	for k := range in.All() {
+		if bytes.IndexByte(k, '_') >= 0 {
+			out.DelBytes(k)
+		}
+	}
+}
+
+// originForm returns the path and query of a request-target: an
+// absolute-form target (http://user:pass@host/p?q) loses its scheme and
+// authority, so its userinfo goes nowhere; an origin-form one is returned
+// as it is.
+func originForm(target []byte) []byte {
+	if len(target) == 0 || target[0] == '/' || target[0] == '*' {
+		return target
+	}
+	i := bytes.Index(target, []byte("://"))
+	if i <= 0 {
+		return target
+	}
+	rest := target[i+3:]
+	if j := bytes.IndexAny(rest, "/?"); j >= 0 {
+		if rest[j] == '?' {
+			// http://host?q: the path is "/", the query stays.
+			return append([]byte("/"), rest[j:]...)
+		}
+		return rest[j:]
+	}
+	return []byte("/")
+}
+
+// setRequestTarget sets the request-target of an upstream request: the
+// client's path and query, byte for byte. fasthttp parses the target it is
+// given and writes it back from the parse: it turns the userinfo of an
+// absolute-form target into an Authorization header, and reads a path such
+// as //host/x?u=http://y as a host and a shorter path. Path and query are
+// therefore set from the bytes, the userinfo cleared, and the scheme set to
+// the upstream's (a HostClient refuses a request whose scheme is not its
+// own). A #fragment, which no client should send, is cut off, as
+// fasthttp's parse did.
+func setRequestTarget(req *fasthttp.Request, target []byte, scheme string) {
+	target = originForm(target)
+	if i := bytes.IndexByte(target, '#'); i >= 0 {
+		target = target[:i]
+	}
+	req.SetRequestURIBytes(target)
+	u := req.URI()
+	u.DisablePathNormalizing = true
+	path, query, _ := bytes.Cut(target, []byte("?"))
+	u.SetPathBytes(path)
+	u.SetQueryStringBytes(query)
+	u.SetUsernameBytes(nil)
+	u.SetPasswordBytes(nil)
+	u.SetScheme(scheme)
+}
+
+// fragFwd is what a page request passes on to its fragment fetches from
+// the upstream (DESIGN rule 18): the scheme the client used, as
+// X-Forwarded-Proto, and with PreserveHost the public host, as Host. The
+// app may answer differently for each (an https redirect, absolute links,
+// a virtual host), so both are part of the fragments' keys. Each takes
+// few values, whatever the client sends: http or https, and a host that
+// PublicHosts lists. Fetches to other hosts carry neither.
+type fragFwd struct {
+	proto string // "http" or "https"
+	host  string // the Host of fetches from the upstream; "" = the upstream's
+	// variant indexes the keys resolvedSrc precomputes: the scheme (0
+	// http, 1 https) for the upstream's host or the first public host;
+	// -1 for the other public hosts, whose keys are built per request.
+	variant int
+}
+
+// fragmentForwarding computes a page request's fragFwd. A trusted proxy's
+// X-Forwarded-Proto gives the scheme when its first element is http or
+// https; any other value, and any value from another client, leaves the
+// connection's.
+func (p *Proxy) fragmentForwarding(ctx *fasthttp.RequestCtx) fragFwd {
+	trusted := p.trustedPeer(ctx)
+	f := fragFwd{proto: scheme(ctx)}
+	if trusted {
+		switch v := firstItem(ctx.Request.Header.Peek("X-Forwarded-Proto")); {
+		case equalFold(v, "https"):
+			f.proto = "https"
+		case equalFold(v, "http"):
+			f.proto = "http"
+		}
+	}
+	if f.proto == "https" {
+		f.variant = 1
+	}
+	if p.cfg.PreserveHost {
+		f.host = p.publicHost(&ctx.Request.Header, trusted)
+		if f.host != p.publicHosts[0] {
+			f.variant = -1
+		}
+	}
+	return f
+}
+
+// forwardVariants are the fragFwd of the precomputed keys, by variant, for
+// the upstream's host (the first public host with PreserveHost).
+func (p *Proxy) forwardVariants() [2]fragFwd {
+	v := [2]fragFwd{{proto: "http", variant: 0}, {proto: "https", variant: 1}}
+	if p.cfg.PreserveHost {
+		v[0].host, v[1].host = p.publicHosts[0], p.publicHosts[0]
+	}
+	return v
 }

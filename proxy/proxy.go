@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -36,11 +37,13 @@ type Proxy struct {
 	page     *fasthttp.HostClient
 	pageUp   *metrics.Upstream
 	pageHost string // the Host header sent to the upstream
+	trusted  []netip.Prefix
 
 	publicHosts []string
 	server      *fasthttp.Server
 	closed      atomic.Bool
 	pages       atomic.Uint64 // composed page requests so far: their load-queue group
+	draining    atomic.Bool   // every answer closes its connection
 }
 
 // rule is a FragmentRule with its resolved metrics children.
@@ -65,6 +68,10 @@ func New(cfg Config) (*Proxy, error) {
 			return nil, fmt.Errorf("proxy: scope secret: %w", err)
 		}
 	}
+	trusted, err := parseTrusted(cfg.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
 	p := &Proxy{
 		cfg:      cfg,
 		log:      cfg.Logger,
@@ -73,6 +80,7 @@ func New(cfg Config) (*Proxy, error) {
 		scopes:   newScoper(cfg.ScopeSecret, cfg.ScopeCookies),
 		urls:     newURLTable(),
 		pageHost: r.base.Host,
+		trusted:  trusted,
 	}
 	p.publicHosts = cfg.PublicHosts
 	if len(p.publicHosts) == 0 {
@@ -87,8 +95,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.pageUp = p.m.Upstream(r.entries[0].name)
 	p.page = &fasthttp.HostClient{
-		Addr:                          net.JoinHostPort(r.base.Hostname(), portOf(r.base)),
-		Name:                          "fragcache",
+		Addr: net.JoinHostPort(r.base.Hostname(), portOf(r.base)),
+		// No Name: fasthttp sends it as the User-Agent of a request that
+		// came without one, and a page request carries only the client's.
 		IsTLS:                         r.base.Scheme == "https",
 		NoDefaultUserAgentHeader:      true,
 		DisableHeaderNamesNormalizing: false,
@@ -106,6 +115,9 @@ func New(cfg Config) (*Proxy, error) {
 		WriteTimeout:        cfg.UpstreamTimeout,
 		MaxResponseBodySize: 1 << 40,
 		StreamResponseBody:  true,
+		// Errors about an answer fasthttp cannot parse would quote the
+		// answer's head (a user's Set-Cookie) in upstreamError's log line.
+		SecureErrorLogMessage: true,
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
 			if timeout <= 0 || timeout > 10*time.Second {
 				timeout = 10 * time.Second
@@ -150,6 +162,9 @@ func New(cfg Config) (*Proxy, error) {
 		CloseOnShutdown:               true,
 		Concurrency:                   64 << 10,
 		Logger:                        fasthttpLogger{p.log},
+		// fasthttp's parse errors quote the raw request head, cookies
+		// and tokens included, and they reach the log.
+		SecureErrorLogMessage: true,
 	}
 	return p, nil
 }
@@ -157,6 +172,15 @@ func New(cfg Config) (*Proxy, error) {
 // Serve accepts connections on ln until Shutdown.
 func (p *Proxy) Serve(ln net.Listener) error {
 	return p.server.Serve(ln)
+}
+
+// Drain makes every answer from now on say Connection: close, so that
+// keep-alive clients reconnect (to another replica, behind a load
+// balancer) instead of sending their next request on a connection that
+// Shutdown will close. Call it when the drain delay begins, then Shutdown
+// once it ends.
+func (p *Proxy) Drain() {
+	p.draining.Store(true)
 }
 
 // Shutdown stops accepting connections and waits, until ctx ends, for the
@@ -204,6 +228,9 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	p.m.RequestsInFlight.Inc()
 	var st reqStats
 	p.serve(ctx, &st)
+	if p.draining.Load() {
+		ctx.SetConnectionClose()
+	}
 	p.m.RequestsInFlight.Dec()
 	code := ctx.Response.StatusCode()
 	p.m.Request(methodLabel(ctx.Method()), code).Inc()
@@ -275,6 +302,16 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, st *reqStats) {
 	if hasCRLF(ctx.Request.Header.RequestURI()) {
 		ctx.Error("bad request", fasthttp.StatusBadRequest)
 		ctx.SetConnectionClose()
+		return
+	}
+	if ctx.IsConnect() || ctx.IsTrace() {
+		// No tunnels, and no echo of the request (its cookies) to a
+		// script that can read the answer (DESIGN rule 12).
+		ctx.Error("method not allowed", fasthttp.StatusMethodNotAllowed)
+		ctx.Response.Header.Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		if ctx.IsConnect() {
+			ctx.SetConnectionClose() // what follows a CONNECT is not HTTP
+		}
 		return
 	}
 	req := fasthttp.AcquireRequest()
@@ -354,29 +391,31 @@ func hasCRLF(b []byte) bool {
 	return false
 }
 
-// buildUpstreamRequest copies the client's request for the upstream:
-// hop-by-hop headers dropped, Host rewritten, X-Forwarded-* set, the body
-// streamed.
+// buildUpstreamRequest copies the client's request for the upstream
+// (DESIGN rule 12): hop-by-hop, rewrite and underscore headers dropped,
+// HTTP/1.1 whatever the client spoke, the request-target in origin form
+// byte for byte, Host the upstream's (or the public host with
+// PreserveHost), X-Forwarded-* set by the trust rules, nothing added that
+// the client did not send, the body streamed.
 func (p *Proxy) buildUpstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request) {
-	ctx.Request.Header.CopyTo(&req.Header)
+	in := &ctx.Request.Header
+	in.CopyTo(&req.Header)
 	stripHop(&req.Header)
-	req.Header.SetHost(p.pageHost)
-	req.UseHostHeader = true
-	req.SetRequestURIBytes(ctx.Request.Header.RequestURI())
-	req.URI().DisablePathNormalizing = true
+	req.Header.SetProtocol("HTTP/1.1")
+	// fasthttp writes a Content-Type of its own for a body sent without one.
+	req.Header.SetNoDefaultContentType(true)
+	dropRequestHeaders(in, &req.Header)
 
-	var xff [256]byte
-	b := xff[:0]
-	if prior := ctx.Request.Header.Peek("X-Forwarded-For"); len(prior) > 0 {
-		b = append(append(b, prior...), ", "...)
-	}
-	req.Header.SetBytesV("X-Forwarded-For", appendRemoteIP(b, ctx))
-	if ctx.IsTLS() {
-		req.Header.Set("X-Forwarded-Proto", "https")
+	trusted := p.trustedPeer(ctx)
+	public := p.publicHost(in, trusted)
+	if p.cfg.PreserveHost {
+		req.Header.SetHost(public)
 	} else {
-		req.Header.Set("X-Forwarded-Proto", "http")
+		req.Header.SetHost(p.pageHost)
 	}
-	req.Header.SetBytesV("X-Forwarded-Host", ctx.Request.Header.Host())
+	req.UseHostHeader = true
+	setRequestTarget(req, in.RequestURI(), p.reach.base.Scheme)
+	p.setForwarded(ctx, &req.Header, trusted, public)
 
 	if ae := ctx.Request.Header.Peek("Accept-Encoding"); len(ae) > 0 {
 		var buf [64]byte
@@ -404,7 +443,7 @@ func (p *Proxy) upstreamError(ctx *fasthttp.RequestCtx, err error) {
 	default:
 		ctx.Error("upstream unreachable", fasthttp.StatusBadGateway)
 	}
-	p.log.Warn("upstream request failed", slog.String("path", string(ctx.Path())), slog.String("error", err.Error()))
+	p.log.Warn("upstream request failed", slog.String("path", string(ctx.Path())), slog.String("error", scrubHeaderValues(err.Error())))
 }
 
 // eligible reports whether an upstream response is composed: an answer
@@ -562,5 +601,5 @@ func (c *idleConn) SetDeadline(time.Time) error      { return nil }
 type fasthttpLogger struct{ l *slog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.l.Warn(strings.TrimSpace(fmt.Sprintf(format, args...)), slog.String("component", "fasthttp"))
+	f.l.Warn(scrubHeaderValues(strings.TrimSpace(fmt.Sprintf(format, args...))), slog.String("component", "fasthttp"))
 }

@@ -1,11 +1,17 @@
 package proxy
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // errNotAllowed is the failure of an include whose URL points anywhere but
@@ -20,11 +26,15 @@ type hostEntry struct {
 	upstream bool
 }
 
-// reach decides which URLs fragment fetches may go to. It is immutable
-// after construction and safe for concurrent use.
+// reach decides which URLs fragment fetches may go to, and which
+// addresses they may dial. It is immutable after construction and safe for
+// concurrent use.
 type reach struct {
-	base    *url.URL // the upstream, scheme://host[:port]
-	entries []hostEntry
+	base         *url.URL // the upstream, scheme://host[:port]
+	upstreamAddr string   // host:port of the upstream, as targets spell it
+	entries      []hostEntry
+	// lookup resolves an --allow-host name at dial time; tests replace it.
+	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 func newReach(upstream string, allow []string) (*reach, error) {
@@ -36,7 +46,13 @@ func newReach(upstream string, allow []string) (*reach, error) {
 		return nil, errors.New("upstream must be http(s)://host[:port]")
 	}
 	u.Path, u.RawPath, u.RawQuery, u.Fragment = "", "", "", ""
-	r := &reach{base: u}
+	r := &reach{
+		base:         u,
+		upstreamAddr: net.JoinHostPort(strings.ToLower(u.Hostname()), portOf(u)),
+		lookup: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		},
+	}
 	r.entries = append(r.entries, hostEntry{
 		name:     upstreamLabel(u),
 		host:     strings.ToLower(u.Hostname()),
@@ -149,4 +165,82 @@ func (r *reach) resolve(pageURI, src string) (target, error) {
 		}, nil
 	}
 	return target{}, errNotAllowed
+}
+
+// errDialDenied fails the dial of an --allow-host name whose addresses are
+// all ones fragcache never dials (DESIGN rule 19); the fetch counts
+// result=denied.
+var errDialDenied = errors.New("fragment host resolves only to addresses fragcache never dials")
+
+// dial connects a fragment fetch to addr (host:port of a target). The
+// upstream and hosts written as IP literals are dialled as written. An
+// --allow-host name is resolved here, at every dial, and only the
+// addresses neverDialled lets through are dialled, IPv4 first; the name is
+// never resolved a second time on the way, so a DNS answer that changes
+// between the check and the connection (DNS rebinding) cannot slip past.
+func (r *reach) dial(addr string, timeout time.Duration) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || addr == r.upstreamAddr {
+		return fasthttp.DialTimeout(addr, timeout)
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return fasthttp.DialTimeout(addr, timeout)
+	}
+	pn, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: bad port", addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	ips, err := r.lookup(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	var v4, v6 []netip.Addr
+	for _, ip := range ips {
+		switch {
+		case neverDialled(ip):
+		case ip.Unmap().Is4():
+			v4 = append(v4, ip.Unmap())
+		default:
+			v6 = append(v6, ip)
+		}
+	}
+	if len(v4)+len(v6) == 0 {
+		return nil, fmt.Errorf("%w: %s is %v", errDialDenied, host, ips)
+	}
+	var d net.Dialer
+	for _, ip := range append(v4, v6...) {
+		c, derr := d.DialContext(ctx, "tcp", netip.AddrPortFrom(ip, uint16(pn)).String())
+		if derr == nil {
+			return c, nil
+		}
+		err = derr
+	}
+	return nil, err
+}
+
+// Metadata services outside the ranges neverDialled refuses anyway.
+var (
+	awsMetadataV6     = netip.MustParseAddr("fd00:ec2::254")
+	alibabaMetadataV4 = netip.MustParseAddr("100.100.100.200")
+)
+
+// neverDialled reports whether an address an --allow-host name resolved
+// to must not be dialled (DESIGN rule 19): loopback, link-local
+// (169.254.0.0/16, where cloud metadata lives, and fe80::/10),
+// unspecified, the rest of 0.0.0.0/8 (Linux connects 0.x.y.z to the local
+// host), each in its IPv4-mapped form too, and the two well-known metadata
+// addresses that sit in ranges legacy apps use (AWS's fd00:ec2::254 in
+// fc00::/7, Alibaba's 100.100.100.200 in 100.64.0.0/10). Private ranges
+// are dialled: legacy apps live there.
+func neverDialled(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	switch {
+	case ip.IsLoopback(), ip.IsLinkLocalUnicast(), ip.IsUnspecified(),
+		ip.Is4() && ip.As4()[0] == 0,
+		ip == awsMetadataV6, ip == alibabaMetadataV4:
+		return true
+	}
+	return false
 }

@@ -179,6 +179,47 @@ func fragmentKey(scope, url, lang string) string {
 	return b.String()
 }
 
+// fragmentKeyURL is the URL part of a fragment's key: the URL fetched,
+// and for a fetch from the upstream, after a NUL each, the
+// X-Forwarded-Proto it carries and, with PreserveHost, the Host it
+// carries (DESIGN rule 18). A key is therefore scope NUL url NUL proto
+// [NUL host] [NUL lang] for the upstream's fragments and scope NUL url
+// [NUL lang] for other hosts'; whether the host part is there is fixed
+// for the process, and no part holds a NUL, so no two inputs share a key.
+func fragmentKeyURL(t *target, f *fragFwd) string {
+	if !t.upstream {
+		return t.url
+	}
+	if f.host == "" {
+		return t.url + "\x00" + f.proto
+	}
+	return t.url + "\x00" + f.proto + "\x00" + f.host
+}
+
+// fragmentKeyOf is fragmentKey(scope, fragmentKeyURL(t, f), lang) built
+// with one allocation, for the lookups of every credentialed page.
+func fragmentKeyOf(scope string, t *target, f *fragFwd, lang string) string {
+	if !t.upstream {
+		return fragmentKey(scope, t.url, lang)
+	}
+	var b strings.Builder
+	b.Grow(len(scope) + len(t.url) + len(f.proto) + len(f.host) + len(lang) + 4)
+	b.WriteString(scope)
+	b.WriteByte(0)
+	b.WriteString(t.url)
+	b.WriteByte(0)
+	b.WriteString(f.proto)
+	if f.host != "" {
+		b.WriteByte(0)
+		b.WriteString(f.host)
+	}
+	if lang != "" {
+		b.WriteByte(0)
+		b.WriteString(lang)
+	}
+	return b.String()
+}
+
 // normalizeLang is an Accept-Language value as fragcache forwards it to
 // fragments and keys them on (DESIGN.md, precise rule 16): ranges split on
 // commas, trimmed and lower-cased; only `*` and `[a-z]{1,8}(-[a-z0-9]{1,8})*`

@@ -13,12 +13,28 @@ import (
 // its rule and its shared key are computed on first use and reused by
 // every request. Immutable.
 type resolvedSrc struct {
-	t         target
-	err       error
-	rule      *rule
-	frag      *metrics.Fragment
-	sharedKey string // the shared key without a language
-	anonKey   string // the anonymous key without a language
+	t    target
+	err  error
+	rule *rule
+	frag *metrics.Fragment
+	// sharedKeys and anonKeys are the keys of the shared and anonymous
+	// scopes, without language, by fragFwd.variant.
+	sharedKeys [2]string
+	anonKeys   [2]string
+}
+
+// key is the key of this src in scope for a request that forwards f, with
+// the normalised language lang or "": a precomputed one where it can.
+func (r *resolvedSrc) key(scope string, f *fragFwd, lang string) string {
+	if lang == "" && f.variant >= 0 {
+		switch scope {
+		case scopeShared:
+			return r.sharedKeys[f.variant]
+		case scopeAnon:
+			return r.anonKeys[f.variant]
+		}
+	}
+	return fragmentKeyOf(scope, &r.t, f, lang)
 }
 
 // urlTable remembers two things, both keyed by values a visitor can
@@ -156,8 +172,11 @@ func (p *Proxy) resolveSrc(src string, pageURI func() string) *resolvedSrc {
 		if r.rule != nil {
 			r.frag = r.rule.m
 		}
-		r.sharedKey = fragmentKey(scopeShared, r.t.url, "")
-		r.anonKey = fragmentKey(scopeAnon, r.t.url, "")
+		for i, f := range p.forwardVariants() {
+			u := fragmentKeyURL(&r.t, &f)
+			r.sharedKeys[i] = fragmentKey(scopeShared, u, "")
+			r.anonKeys[i] = fragmentKey(scopeAnon, u, "")
+		}
 	}
 	if indep {
 		// src, the URL and the key are about three copies of src.
