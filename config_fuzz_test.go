@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -25,7 +24,7 @@ func FuzzLoadConfig(f *testing.F) {
 		if err := os.WriteFile(path, yaml, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := loadConfig([]string{"--config", path}, func(string) string { return "" }, io.Discard)
+		cfg, err := loadConfig([]string{"--config", path}, func(string) string { return "" }, nil)
 		if err == nil && cfg == nil {
 			t.Fatal("no config and no error")
 		}

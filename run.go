@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -19,9 +20,14 @@ import (
 	"fragcache/proxy"
 )
 
-// hooks lets the end-to-end tests learn the listeners' addresses.
+// hooks is what run gets from the process besides its arguments, and the
+// end-to-end tests' seams.
 type hooks struct {
+	// ready learns the listeners' addresses once both serve.
 	ready func(front, admin net.Addr)
+	// environ lists the environment as KEY=value, for the warnings about
+	// FRAGCACHE_* variables that match no setting; nil: no warnings.
+	environ func() []string
 }
 
 // run is the whole program: it reads the configuration from args and
@@ -40,17 +46,28 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 			return runDemoOnly(ctx, args[1:], stdout, stderr)
 		}
 	}
-	cfg, err := loadConfig(args, getenv, stderr)
+	var environ []string
+	if hk.environ != nil {
+		environ = hk.environ()
+	}
+	cfg, err := loadConfig(args, getenv, environ)
+	if errors.Is(err, errHelp) {
+		printUsage(stderr, newConfig().opts)
+		return err
+	}
 	if err != nil {
 		return err
 	}
-	if cfg.Version {
+	if cfg.ShowVersion {
 		fmt.Fprintln(stdout, "fragcache", version)
 		return nil
 	}
 	log := newLogger(cfg.LogFormat, stderr)
+	for _, w := range cfg.warnings {
+		log.Warn(w)
+	}
 
-	upstream := cfg.Upstream
+	pc := cfg.Proxy
 	var demo *demoApp
 	if cfg.Demo {
 		demo, err = startDemo("127.0.0.1:0", log)
@@ -58,56 +75,23 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 			return fmt.Errorf("demo: %w", err)
 		}
 		defer demo.Close()
-		upstream = demo.URL()
-		cfg.ESICookie = append(cfg.ESICookie, "demo_user")
+		pc.Upstream = demo.URL()
+		pc.ESICookies = append(slices.Clone(pc.ESICookies), "demo_user")
 	}
 
 	reg := prometheus.NewRegistry()
-	rules := make([]proxy.FragmentRule, 0, len(cfg.Fragments))
-	names := make([]string, 0, len(cfg.Fragments))
-	for _, r := range cfg.Fragments {
-		rules = append(rules, proxy.FragmentRule{Name: r.Name, Match: r.Match, Share: r.Share, TTL: r.TTL})
+	var names []string
+	for _, r := range pc.Fragments {
 		if r.Name != "" {
 			names = append(names, r.Name)
 		}
 	}
-	upstreams := append([]string{hostOf(upstream)}, cfg.AllowHost...)
+	upstreams := append([]string{hostOf(pc.Upstream)}, pc.AllowHosts...)
 	m := metrics.New(reg, metrics.Options{Version: version, Fragments: names, Upstreams: upstreams})
 	m.Prewarm()
 
-	trigger := proxy.TriggerSurrogate
-	if cfg.ESITrigger == "html" {
-		trigger = proxy.TriggerHTML
-	}
-	p, err := proxy.New(proxy.Config{
-		Upstream:         upstream,
-		AllowHosts:       cfg.AllowHost,
-		PublicHosts:      cfg.PublicHost,
-		ESICookies:       cfg.ESICookie,
-		Trigger:          trigger,
-		Fragments:        rules,
-		Wait:             cfg.Wait,
-		MaxWait:          cfg.MaxWait,
-		FragmentTTL:      cfg.FragmentTTL,
-		StaleTTL:         cfg.StaleTTL,
-		FetchTimeout:     cfg.FetchTimeout,
-		UpstreamTimeout:  cfg.UpstreamTimeout,
-		ReadTimeout:      cfg.ReadTimeout,
-		CacheSize:        cfg.CacheSize,
-		MaxPageSize:      cfg.MaxPageSize,
-		MaxFragmentSize:  cfg.MaxFragmentSize,
-		MaxHeaderBytes:   int(cfg.MaxHeaderBytes),
-		MaxDepth:         cfg.MaxDepth,
-		MaxIncludes:      cfg.MaxIncludes,
-		FetchConcurrency: cfg.FetchConcurrency,
-		FetchPerHost:     cfg.FetchPerHost,
-		RefreshQueue:     cfg.RefreshQueue,
-		ScopeSecret:      []byte(cfg.ScopeSecret),
-		AccessLog:        cfg.AccessLog,
-		Logger:           log,
-		Metrics:          m,
-		Version:          version,
-	})
+	pc.Logger, pc.Metrics, pc.Version = log, m, version
+	p, err := proxy.New(pc)
 	if err != nil {
 		return err
 	}
@@ -146,7 +130,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		}
 	}()
 	log.Info("listening", slog.String("front", ln.Addr().String()), slog.String("admin", aln.Addr().String()),
-		slog.String("upstream", upstream), slog.String("version", version))
+		slog.String("upstream", pc.Upstream), slog.String("version", version))
 	if demo != nil {
 		fmt.Fprintf(stdout, "fragcache demo: open http://%s/ (reload to see slow fragments fill in); metrics on http://%s/metrics\n",
 			displayAddr(ln.Addr()), displayAddr(aln.Addr()))
@@ -234,16 +218,13 @@ func healthcheck(args []string, getenv func(string) string, stdout io.Writer) er
 	fs.SetOutput(io.Discard)
 	def := getenv("FRAGCACHE_ADMIN_LISTEN")
 	if def == "" {
-		def = ":9188"
+		c := newConfig()
 		if file := getenv("FRAGCACHE_CONFIG"); file != "" {
-			c := &config{}
-			if errs := c.loadYAML(file, c.options()); len(errs) > 0 {
+			if errs := c.loadYAML(file); len(errs) > 0 {
 				return fmt.Errorf("%w: healthcheck:\n%w", errUsage, errors.Join(errs...))
 			}
-			if c.AdminListen != "" {
-				def = c.AdminListen
-			}
 		}
+		def = c.AdminListen
 	}
 	addr := fs.String("admin-listen", def, "admin listener to check")
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the answer")
