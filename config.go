@@ -1,12 +1,14 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,7 +23,7 @@ import (
 // config is every setting of the command line: the proxy's, mapped onto
 // proxy.Config, whose defaults (proxy.DefaultConfig) and validation
 // (proxy.Config.Validate) are the only ones, and main's own (listeners,
-// logging, shutdown, the demo), defaulted in newConfig and checked in
+// TLS, logging, shutdown, the demo), defaulted in newConfig and checked in
 // check. It is filled once by loadConfig and read-only afterwards.
 type config struct {
 	// Proxy holds the proxy's settings; run adds the wiring (Logger,
@@ -30,6 +32,8 @@ type config struct {
 
 	Listen          string
 	AdminListen     string
+	TLSCert         string
+	TLSKey          string
 	ShutdownTimeout time.Duration
 	DrainDelay      time.Duration
 	Pprof           bool
@@ -38,6 +42,9 @@ type config struct {
 	Demo            bool
 	ShowVersion     bool
 
+	// cert is the front listener's certificate, read from TLSCert and
+	// TLSKey by check; nil without TLS.
+	cert *tls.Certificate
 	// warnings are problems that do not stop fragcache; run logs them.
 	warnings []string
 
@@ -113,7 +120,7 @@ func (c *config) options() []*option {
 		{name: "drain-delay", help: "SIGTERM: /readyz answers 503 this long before the listener closes", val: durVal{&c.DrainDelay}},
 		{name: "access-log", help: "one log line per request with its fragment counts", val: boolVal{&p.AccessLog}, field: "AccessLog"},
 		{name: "pprof", help: "/debug/pprof on the admin listener", val: boolVal{&c.Pprof}},
-		{name: "config", help: "the YAML file (unknown keys are an error, with their line)",
+		{name: "config", help: "the YAML file (unknown keys are an error, with their line); re-read on SIGHUP",
 			val: strVal{&c.ConfigFile}, noYAML: true},
 		{name: "log-format", help: "json or text", val: choiceVal{&c.LogFormat, []string{"json", "text"}}},
 		{name: "version", help: "print the version (also in fragcache_build_info)", val: boolVal{&c.ShowVersion}, flagOnly: true},
@@ -125,6 +132,9 @@ func (c *config) options() []*option {
 			val: listVal{&p.TrustedProxies}, field: "TrustedProxies"},
 		{name: "preserve-host", help: "send the client's Host to the upstream instead of the upstream's host; needs --public-host",
 			val: boolVal{&p.PreserveHost}, field: "PreserveHost"},
+		{name: "tls-cert", help: "PEM certificate chain: serve the front listener over TLS; reloaded on SIGHUP",
+			val: strVal{&c.TLSCert}, live: true},
+		{name: "tls-key", help: "PEM private key of --tls-cert; reloaded on SIGHUP", val: strVal{&c.TLSKey}, live: true},
 	}
 }
 
@@ -140,6 +150,7 @@ type option struct {
 	flagOnly bool // --demo, --version: no env, no YAML key
 	noYAML   bool // --config: flag and env only
 	secret   bool // never shown: <redacted> in errors, no default in --help
+	live     bool // applied by SIGHUP; every other change needs a restart
 
 	from   valueSource // where the value came from
 	failed bool   // a value given for it did not parse
@@ -566,7 +577,8 @@ func unknownEnv(environ []string, opts []*option) []string {
 func printUsage(w io.Writer, opts []*option) {
 	fmt.Fprintf(w, "Usage: fragcache [flags]\n       fragcache demo --listen ADDR\n       fragcache healthcheck [--admin-listen ADDR] [--timeout 2s]\n\n")
 	fmt.Fprintf(w, "Every flag is also an env var FRAGCACHE_<NAME> and a snake_case key of the --config YAML file;\n")
-	fmt.Fprintf(w, "precedence: flag > env > file > default.\n\n")
+	fmt.Fprintf(w, "precedence: flag > env > file > default. SIGHUP re-reads the file and the TLS certificate;\n")
+	fmt.Fprintf(w, "other changes are logged and take effect on restart.\n\n")
 	for _, o := range opts {
 		env := o.env()
 		if o.flagOnly {
@@ -703,7 +715,7 @@ func (c *config) loadRules(file string, n *yaml.Node) []error {
 
 // check validates the assembled configuration: main's own settings here,
 // the proxy's by proxy.Config.Validate, whose errors are given the source
-// of the value they are about.
+// of the value they are about. It loads the TLS certificate.
 func (c *config) check() []error {
 	var errs []error
 	bad := func(o *option, format string, a ...any) {
@@ -731,6 +743,20 @@ func (c *config) check() []error {
 	if c.DrainDelay < 0 {
 		bad(c.opt("drain-delay"), "must not be negative (got %s)", c.DrainDelay)
 	}
+	switch cert, key := c.opt("tls-cert"), c.opt("tls-key"); {
+	case c.TLSCert == "" && c.TLSKey == "":
+	case c.TLSCert == "":
+		bad(key, "needs --tls-cert as well")
+	case c.TLSKey == "":
+		bad(cert, "needs --tls-key as well")
+	default:
+		crt, err := loadCertificate(c.TLSCert, c.TLSKey)
+		if err != nil {
+			bad(cert, "%v", err)
+		}
+		c.cert = crt
+	}
+
 	// The proxy's rules are the proxy's. An upstream that is missing was
 	// reported above (or is the demo's, known only when it runs).
 	pc := c.Proxy
@@ -802,6 +828,31 @@ func unjoin(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+// loadCertificate reads a PEM certificate chain and its key.
+func loadCertificate(certFile, keyFile string) (*tls.Certificate, error) {
+	crt, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &crt, nil
+}
+
+// changed lists the settings whose values differ between c and next, by
+// their YAML key (flag name for flag-only settings), "fragments" for the
+// rules. Secrets are compared, never shown.
+func (c *config) changed(next *config) []string {
+	var keys []string
+	for i, o := range c.opts {
+		if o.val.String() != next.opts[i].val.String() {
+			keys = append(keys, o.yamlKey())
+		}
+	}
+	if !slices.Equal(c.Proxy.Fragments, next.Proxy.Fragments) {
+		keys = append(keys, "fragments")
+	}
+	return keys
 }
 
 // nearest returns the candidate closest to s, compared without case, when

@@ -389,7 +389,8 @@ func TestSecretsStayOut(t *testing.T) {
 }
 
 // README's configuration table and --help agree: every flag once, its
-// environment variable, YAML key, default and meaning.
+// environment variable, YAML key, default, meaning and what SIGHUP does
+// with it.
 func TestReadmeFlagTableMatchesHelp(t *testing.T) {
 	readme, err := os.ReadFile("README.md")
 	if err != nil {
@@ -408,8 +409,8 @@ func TestReadmeFlagTableMatchesHelp(t *testing.T) {
 		for i := range cells {
 			cells[i] = strings.ReplaceAll(strings.TrimSpace(cells[i]), "`", "")
 		}
-		if len(cells) != 5 {
-			t.Errorf("README row has %d cells, want 5: %s", len(cells), line)
+		if len(cells) != 6 {
+			t.Errorf("README row has %d cells, want 6: %s", len(cells), line)
 			continue
 		}
 		if _, dup := rows[cells[0]]; dup {
@@ -432,8 +433,12 @@ func TestReadmeFlagTableMatchesHelp(t *testing.T) {
 		if o.noYAML {
 			key = ""
 		}
-		want := []string{flag, env, key, o.defaultText(), o.help}
-		for j, name := range []string{"flag", "environment", "YAML key", "default", "meaning"} {
+		reload := "needs a restart"
+		if o.live {
+			reload = "applied"
+		}
+		want := []string{flag, env, key, o.defaultText(), reload, o.help}
+		for j, name := range []string{"flag", "environment", "YAML key", "default", "SIGHUP", "meaning"} {
 			if cells[j] != want[j] {
 				t.Errorf("%s: README's %s is %q, --help's %q", flag, name, cells[j], want[j])
 			}

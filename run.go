@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,9 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +32,12 @@ type hooks struct {
 	// environ lists the environment as KEY=value, for the warnings about
 	// FRAGCACHE_* variables that match no setting; nil: no warnings.
 	environ func() []string
+	// reload delivers the reload requests; nil: run subscribes to the
+	// process's SIGHUP itself.
+	reload <-chan os.Signal
+	// reloaded learns how each reload went: nil, or why the running
+	// configuration was kept.
+	reloaded func(error)
 }
 
 // run is the whole program: it reads the configuration from args and
@@ -62,6 +72,14 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintln(stdout, "fragcache", version)
 		return nil
 	}
+	// From here on SIGHUP reloads instead of ending the process.
+	reloads := hk.reload
+	if reloads == nil {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		reloads = hup
+	}
 	log := newLogger(cfg.LogFormat, stderr)
 	for _, w := range cfg.warnings {
 		log.Warn(w)
@@ -89,6 +107,8 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	upstreams := append([]string{hostOf(pc.Upstream)}, pc.AllowHosts...)
 	m := metrics.New(reg, metrics.Options{Version: version, Fragments: names, Upstreams: upstreams})
 	m.Prewarm()
+	m.ConfigReloadSuccessful.Set(1)
+	m.ConfigReloadTime.Set(float64(time.Now().UnixNano()) / 1e9)
 
 	pc.Logger, pc.Metrics, pc.Version = log, m, version
 	p, err := proxy.New(pc)
@@ -108,6 +128,22 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		return fmt.Errorf("admin listen: %w", err)
 	}
 
+	// The front listener speaks TLS itself with --tls-cert: fasthttp sees
+	// *tls.Conn connections, so the handler's ctx.IsTLS() is true.
+	front := ln
+	scheme := "http"
+	var certs *certificate
+	if cfg.cert != nil {
+		certs = newCertificate(cfg.cert)
+		front = tls.NewListener(ln, &tls.Config{
+			GetCertificate: certs.get,
+			MinVersion:     tls.VersionTLS12,
+			NextProtos:     []string{"http/1.1"},
+		})
+		scheme = "https"
+		log.Info("front certificate loaded", certs.attrs()...)
+	}
+
 	var ready atomic.Bool
 	ready.Store(true)
 	admin := &http.Server{
@@ -122,29 +158,40 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	frontDone := make(chan struct{})
 	go func() {
 		defer close(frontDone)
-		serveErr <- p.Serve(ln)
+		serveErr <- p.Serve(front)
 	}()
 	go func() {
 		if err := admin.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
 			serveErr <- fmt.Errorf("admin: %w", err)
 		}
 	}()
-	log.Info("listening", slog.String("front", ln.Addr().String()), slog.String("admin", aln.Addr().String()),
-		slog.String("upstream", pc.Upstream), slog.String("version", version))
+	log.Info("listening", slog.String("front", ln.Addr().String()), slog.String("scheme", scheme),
+		slog.String("admin", aln.Addr().String()), slog.String("upstream", pc.Upstream), slog.String("version", version))
 	if demo != nil {
-		fmt.Fprintf(stdout, "fragcache demo: open http://%s/ (reload to see slow fragments fill in); metrics on http://%s/metrics\n",
-			displayAddr(ln.Addr()), displayAddr(aln.Addr()))
+		fmt.Fprintf(stdout, "fragcache demo: open %s://%s/ (reload to see slow fragments fill in); metrics on http://%s/metrics\n",
+			scheme, displayAddr(ln.Addr()), displayAddr(aln.Addr()))
 	}
 	if hk.ready != nil {
 		hk.ready(ln.Addr(), aln.Addr())
 	}
 
 	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", slog.Duration("drain_delay", cfg.DrainDelay))
-	case runErr = <-serveErr:
-		log.Error("listener failed", slog.String("error", runErr.Error()))
+	rl := reloader{args: args, getenv: getenv, running: cfg, certs: certs, log: log, m: m}
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down", slog.Duration("drain_delay", cfg.DrainDelay))
+			break wait
+		case runErr = <-serveErr:
+			log.Error("listener failed", slog.String("error", runErr.Error()))
+			break wait
+		case <-reloads:
+			err := rl.reload()
+			if hk.reloaded != nil {
+				hk.reloaded(err)
+			}
+		}
 	}
 
 	// Readiness goes first so load balancers stop sending; the listener
@@ -180,6 +227,78 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	log.Info("stopped")
 	return errors.Join(errs...)
+}
+
+// reloader re-reads the configuration on SIGHUP. It applies what can
+// change while running (the front certificate) and names every other
+// change, which takes effect on restart: the running proxy has no way to
+// take new settings yet.
+type reloader struct {
+	args    []string
+	getenv  func(string) string
+	running *config
+	certs   *certificate // nil without TLS
+	log     *slog.Logger
+	m       *metrics.Metrics
+}
+
+// reload loads flags, environment and file again, with the same
+// precedence. A configuration that fails to load, or a certificate that
+// does not, keeps the running one (and certificate) and is logged with
+// what is wrong, file and line included.
+func (r *reloader) reload() error {
+	next, err := loadConfig(r.args, r.getenv, nil)
+	if err != nil {
+		r.m.ConfigReloadSuccessful.Set(0)
+		r.log.Error("config reload failed; the running configuration is kept", slog.String("error", err.Error()))
+		return err
+	}
+	var restart []string
+	for _, key := range r.running.changed(next) {
+		if key == "tls_cert" || key == "tls_key" {
+			if r.certs != nil && next.cert != nil {
+				continue // applied below
+			}
+		}
+		restart = append(restart, key)
+	}
+	if r.certs != nil && next.cert != nil {
+		r.certs.swap(next.cert)
+		r.log.Info("front certificate reloaded", r.certs.attrs()...)
+	}
+	r.m.ConfigReloadSuccessful.Set(1)
+	r.m.ConfigReloadTime.Set(float64(time.Now().UnixNano()) / 1e9)
+	if len(restart) > 0 {
+		r.log.Warn("config reloaded; these changed settings need a restart and take effect then",
+			slog.String("needs_restart", strings.Join(restart, ",")), slog.String("file", next.ConfigFile))
+	} else {
+		r.log.Info("config reloaded", slog.String("file", next.ConfigFile))
+	}
+	return nil
+}
+
+// certificate is the front listener's certificate, swapped whole on
+// reload while handshakes read it.
+type certificate struct{ cur atomic.Pointer[tls.Certificate] }
+
+func newCertificate(c *tls.Certificate) *certificate {
+	var cs certificate
+	cs.cur.Store(c)
+	return &cs
+}
+
+func (c *certificate) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.cur.Load(), nil }
+
+func (c *certificate) swap(n *tls.Certificate) { c.cur.Store(n) }
+
+// attrs describe the current certificate for the log.
+func (c *certificate) attrs() []any {
+	leaf := c.cur.Load().Leaf
+	if leaf == nil {
+		return nil
+	}
+	return []any{slog.String("subject", leaf.Subject.String()), slog.Time("not_after", leaf.NotAfter),
+		slog.String("serial", leaf.SerialNumber.Text(16))}
 }
 
 func newLogger(format string, w io.Writer) *slog.Logger {
