@@ -15,6 +15,8 @@ func FuzzLoadConfig(f *testing.F) {
 		"upstream: http://app\ncache_size: 256MiB\nallow_host: [cdn.example, 'api:8443']\n",
 		"upstream: [1, 2]\nwait: -1s\nmax_depth: 1e99\n", "fragments: {a: b}\n", "bogus: 1\n", "- a\n- b\n", "&a [*a]\n",
 		"upstream: http://app\nfragments:\n  - {name: '', match: ''}\n",
+		"upstream: http://app\nallow_host: [ok, 'http://x', [1]]\ntrusted_proxy: 10.0.0.1/8\nfragments:\n  - {name: other, match: x, mach: y}\n",
+		"upstream: http://app\npreserve_host: on\nscope_cookie: 'a b, c'\nfetch_queue: 0\ntls_cert: /nonexistent\n",
 	} {
 		f.Add([]byte(s))
 	}
