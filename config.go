@@ -153,7 +153,7 @@ type option struct {
 	live     bool // applied by SIGHUP; every other change needs a restart
 
 	from   valueSource // where the value came from
-	failed bool   // a value given for it did not parse
+	failed bool        // a value given for it did not parse
 }
 
 func (o *option) env() string {

@@ -279,7 +279,9 @@ func (r *reloader) reload() error {
 
 // certificate is the front listener's certificate, swapped whole on
 // reload while handshakes read it.
-type certificate struct{ cur atomic.Pointer[tls.Certificate] }
+type certificate struct {
+	cur atomic.Pointer[tls.Certificate]
+}
 
 func newCertificate(c *tls.Certificate) *certificate {
 	var cs certificate

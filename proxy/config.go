@@ -139,7 +139,6 @@ type Config struct {
 	Version string
 }
 
-
 // DefaultConfig returns the settings fragcache runs with when nothing is
 // configured: every default of every field, in this one place. New gives
 // a zero field the value DefaultConfig has, except for the fields whose
@@ -273,14 +272,13 @@ func (c *Config) Validate() error {
 	}
 
 	for _, d := range []struct {
-		field    string
-		v        time.Duration
-		zeroOK   bool
-		minLabel string
+		field  string
+		v      time.Duration
+		zeroOK bool
 	}{
-		{"Wait", c.Wait, true, ""}, {"MaxWait", c.MaxWait, true, ""}, {"StaleTTL", c.StaleTTL, true, ""},
-		{"FragmentTTL", c.FragmentTTL, false, ""}, {"FetchTimeout", c.FetchTimeout, false, ""},
-		{"UpstreamTimeout", c.UpstreamTimeout, false, ""}, {"ReadTimeout", c.ReadTimeout, false, ""},
+		{"Wait", c.Wait, true}, {"MaxWait", c.MaxWait, true}, {"StaleTTL", c.StaleTTL, true},
+		{"FragmentTTL", c.FragmentTTL, false}, {"FetchTimeout", c.FetchTimeout, false},
+		{"UpstreamTimeout", c.UpstreamTimeout, false}, {"ReadTimeout", c.ReadTimeout, false},
 	} {
 		switch {
 		case d.zeroOK && d.v < 0:
