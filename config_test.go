@@ -326,7 +326,7 @@ func TestUnknownEnvironmentWarnings(t *testing.T) {
 		"FRAGCACHE_UPSTREM=http://secret-value", "FRAGCACHE_DEMO=1", "FRAGCACHE_WAIT=1s", "FRAGCACHE_CONFIG=",
 		"FRAGCACHE_REDIS_PASSWORD=secret-value", "FRAGCACHE_PURGE_TOKEN=secret-value", "FRAGCACHE_DEBUG_TOKEN=secret-value",
 		"FRAGCACHE_REQUIRE_EXTERNAL=1", "FRAGCACHE_SOAK=1", "FRAGCACHE_SOAK_CACHE_MIB=64", "FRAGCACHE_BIN=/x",
-		"FRAGCACHE_GOTOOLCHAIN=go1.26.10", "HOME=/root", "FRAGCACHEX=1",
+		"FRAGCACHE_GOTOOLCHAIN=go1.26.10", "LANG=C.UTF-8", "FRAGCACHEX=1",
 	}
 	c, err := loadConfig([]string{"--upstream", "http://a:1"}, envOf(nil), environ)
 	if err != nil {
