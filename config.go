@@ -1,91 +1,159 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
 	"go.yaml.in/yaml/v3"
+
+	"fragcache/proxy"
 )
 
-// fragmentRule is one entry of the YAML fragments list.
-type fragmentRule struct {
-	Name  string
-	Match string
-	Share bool
-	TTL   time.Duration
-}
-
-// config is every setting of the command line, validated. It is filled
-// once by loadConfig and read-only afterwards.
+// config is every setting of the command line: the proxy's, mapped onto
+// proxy.Config, whose defaults (proxy.DefaultConfig) and validation
+// (proxy.Config.Validate) are the only ones, and main's own (listeners,
+// TLS, logging, shutdown, the demo), defaulted in newConfig and checked in
+// check. It is filled once by loadConfig and read-only afterwards.
 type config struct {
-	Listen           string
-	Upstream         string
-	AdminListen      string
-	Wait             time.Duration
-	FragmentTTL      time.Duration
-	StaleTTL         time.Duration
-	FetchTimeout     time.Duration
-	CacheSize        int64
-	AllowHost        []string
-	ESICookie        []string
-	MaxDepth         int
-	MaxIncludes      int
-	ESITrigger       string
-	Demo             bool
-	MaxWait          time.Duration
-	UpstreamTimeout  time.Duration
-	ReadTimeout      time.Duration
-	MaxPageSize      int64
-	MaxFragmentSize  int64
-	MaxHeaderBytes   int64
-	FetchConcurrency int
-	FetchPerHost     int
-	RefreshQueue     int
-	ScopeSecret      string
-	PublicHost       []string
-	ScopeCookie      []string
-	ShutdownTimeout  time.Duration
-	DrainDelay       time.Duration
-	AccessLog        bool
-	Pprof            bool
-	ConfigFile       string
-	LogFormat        string
-	Version          bool
+	// Proxy holds the proxy's settings; run adds the wiring (Logger,
+	// Metrics, Version, and the demo's Upstream).
+	Proxy proxy.Config
 
-	Fragments []fragmentRule
+	Listen          string
+	AdminListen     string
+	TLSCert         string
+	TLSKey          string
+	ShutdownTimeout time.Duration
+	DrainDelay      time.Duration
+	Pprof           bool
+	LogFormat       string
+	ConfigFile      string
+	Demo            bool
+	ShowVersion     bool
+
+	// cert is the front listener's certificate, read from TLSCert and
+	// TLSKey by check; nil without TLS.
+	cert *tls.Certificate
+	// warnings are problems that do not stop fragcache; run logs them.
+	warnings []string
+
+	opts      []*option
+	ruleLines []int // the file's line of each fragment rule
 }
 
-type optKind int
+// newConfig returns the configuration before any flag, variable or file:
+// the proxy's defaults and main's own.
+func newConfig() *config {
+	c := &config{
+		Proxy:           proxy.DefaultConfig(),
+		Listen:          ":8080",
+		AdminListen:     "127.0.0.1:9188",
+		ShutdownTimeout: 15 * time.Second,
+		DrainDelay:      5 * time.Second,
+		LogFormat:       "json",
+	}
+	c.opts = c.options()
+	return c
+}
 
-const (
-	kString optKind = iota
-	kDuration
-	kSize
-	kInt
-	kBool
-	kList
-)
+// options is the table of every setting: flag name, help line, where the
+// value goes and, for proxy settings, the proxy.Config field whose
+// validation errors it answers for. The default shown by --help is the
+// target's value in newConfig unless def says it in words.
+func (c *config) options() []*option {
+	p := &c.Proxy
+	return []*option{
+		{name: "listen", help: "front listener", val: strVal{&c.Listen}},
+		{name: "upstream", help: "the legacy app, scheme://host[:port]", def: "required unless --demo",
+			val: strVal{&p.Upstream}, field: "Upstream"},
+		{name: "admin-listen", help: "/metrics, /livez, /readyz, /healthz; /debug/pprof with --pprof (the deploy kit sets :9188)", val: strVal{&c.AdminListen}},
+		{name: "wait", help: "longest a page waits for fragments not in the cache; 0 = never",
+			val: durVal{&p.Wait}, field: "Wait"},
+		{name: "fragment-ttl", help: "freshness when the fragment response sets none",
+			val: durVal{&p.FragmentTTL}, field: "FragmentTTL"},
+		{name: "stale-ttl", help: "how long a stale copy may be served while refreshing",
+			val: durVal{&p.StaleTTL}, field: "StaleTTL"},
+		{name: "fetch-timeout", help: "limit for one background fetch", val: durVal{&p.FetchTimeout}, field: "FetchTimeout"},
+		{name: "cache-size", help: "fragment cache budget", val: sizeVal[int64]{&p.CacheSize}, field: "CacheSize"},
+		{name: "allow-host", help: "extra hosts fragment URLs may reach: host (any port) or host:port; repeatable",
+			val: listVal{&p.AllowHosts}, field: "AllowHosts"},
+		{name: "esi-cookie", help: "cookie names $(HTTP_COOKIE{name}) may expand; repeatable",
+			val: listVal{&p.ESICookies}, field: "ESICookies"},
+		{name: "max-depth", help: "nesting limit of fragments that include fragments", val: intVal{&p.MaxDepth}, field: "MaxDepth"},
+		{name: "max-includes", help: "includes processed per page; the rest get their placeholder",
+			val: intVal{&p.MaxIncludes}, field: "MaxIncludes"},
+		{name: "esi-trigger", help: `surrogate: only responses with Surrogate-Control: content="ESI/1.0"; html: every text/html response`,
+			val: triggerVal{&p.Trigger}, field: "Trigger"},
+		{name: "demo", help: "run the embedded slow demo app and proxy it", val: boolVal{&c.Demo}, flagOnly: true},
+		{name: "max-wait", help: "cap on an include's timeout attribute", val: durVal{&p.MaxWait}, field: "MaxWait"},
+		{name: "upstream-timeout", help: "page request: time to response headers (then 504) and longest pause while streaming",
+			val: durVal{&p.UpstreamTimeout}, field: "UpstreamTimeout"},
+		{name: "read-timeout", help: "time a client has to send a whole request; slower clients (slowloris) are cut",
+			val: durVal{&p.ReadTimeout}, field: "ReadTimeout"},
+		{name: "max-page-size", help: "decoded size cap of an opted-in page (over it: 502) and of the composed output",
+			val: sizeVal[int64]{&p.MaxPageSize}, field: "MaxPageSize"},
+		{name: "max-fragment-size", help: "decoded size cap of a fragment; over it the fetch fails",
+			val: sizeVal[int64]{&p.MaxFragmentSize}, field: "MaxFragmentSize"},
+		{name: "max-header-bytes", help: "request and upstream response header buffers (431 beyond)",
+			val: sizeVal[int]{&p.MaxHeaderBytes}, field: "MaxHeaderBytes"},
+		{name: "fetch-concurrency", help: "fragment loads at once; beyond it loads wait in the fetch queue",
+			val: intVal{&p.FetchConcurrency}, field: "FetchConcurrency"},
+		{name: "fetch-per-host", help: "connections per fragment host", val: intVal{&p.FetchPerHost}, field: "FetchPerHost"},
+		{name: "refresh-queue", help: "pending background refreshes; beyond it refreshes are shed and counted",
+			val: intVal{&p.RefreshQueue}, field: "RefreshQueue"},
+		{name: "scope-secret", help: "HMAC key of user scopes; set it when replicas must agree (prefer the environment variable)",
+			def: "random per process", val: bytesVal{&p.ScopeSecret}, field: "ScopeSecret", secret: true},
+		{name: "public-host", help: "hosts fragcache serves; $(HTTP_HOST) comes from here; repeatable",
+			def: "the upstream's host", val: listVal{&p.PublicHosts}, field: "PublicHosts"},
+		{name: "shutdown-timeout", help: "SIGTERM: time for in-flight requests before exit", val: durVal{&c.ShutdownTimeout}},
+		{name: "drain-delay", help: "SIGTERM: /readyz answers 503 this long before the listener closes", val: durVal{&c.DrainDelay}},
+		{name: "access-log", help: "one log line per request with its fragment counts", val: boolVal{&p.AccessLog}, field: "AccessLog"},
+		{name: "pprof", help: "/debug/pprof on the admin listener", val: boolVal{&c.Pprof}},
+		{name: "config", help: "the YAML file (unknown keys are an error, with their line); re-read on SIGHUP",
+			val: strVal{&c.ConfigFile}, noYAML: true},
+		{name: "log-format", help: "json or text", val: choiceVal{&c.LogFormat, []string{"json", "text"}}},
+		{name: "version", help: "print the version (also in fragcache_build_info)", val: boolVal{&c.ShowVersion}, flagOnly: true},
+		{name: "fetch-queue", help: "cold loads waiting for one of --fetch-concurrency; beyond it they are shed",
+			val: intVal{&p.FetchQueue}, field: "FetchQueue"},
+		{name: "scope-cookie", help: "cookies that identify a user for scopes and are sent to fragments; repeatable",
+			def: "every cookie", val: listVal{&p.ScopeCookies}, field: "ScopeCookies"},
+		{name: "trusted-proxy", help: "client CIDRs or addresses whose X-Forwarded-For/-Proto/-Host are kept; repeatable",
+			val: listVal{&p.TrustedProxies}, field: "TrustedProxies"},
+		{name: "preserve-host", help: "send the client's Host to the upstream instead of the upstream's host; needs --public-host",
+			val: boolVal{&p.PreserveHost}, field: "PreserveHost"},
+		{name: "tls-cert", help: "PEM certificate chain: serve the front listener over TLS; reloaded on SIGHUP",
+			val: strVal{&c.TLSCert}, live: true},
+		{name: "tls-key", help: "PEM private key of --tls-cert; reloaded on SIGHUP", val: strVal{&c.TLSKey}, live: true},
+	}
+}
 
-// option is one setting: its flag name, the help line, its default and
-// where the parsed value goes. Its env name is FRAGCACHE_<UPPER_SNAKE> and
-// its YAML key the snake_case of the flag name.
+// option is one setting. Its env name is FRAGCACHE_<UPPER_SNAKE> and its
+// YAML key the snake_case of the flag name.
 type option struct {
-	name     string
-	kind     optKind
-	def      string
-	help     string
+	name  string
+	help  string
+	val   value
+	def   string // the default in words, shown instead of the value
+	field string // the proxy.Config field it sets; "" for main's own
+
 	flagOnly bool // --demo, --version: no env, no YAML key
 	noYAML   bool // --config: flag and env only
-	target   any
+	secret   bool // never shown: <redacted> in errors, no default in --help
+	live     bool // applied by SIGHUP; every other change needs a restart
+
+	from   valueSource // where the value came from
+	failed bool        // a value given for it did not parse
 }
 
 func (o *option) env() string {
@@ -94,49 +162,186 @@ func (o *option) env() string {
 
 func (o *option) yamlKey() string { return strings.ReplaceAll(o.name, "-", "_") }
 
-// set parses raw into the option's target. Lists take comma-separated
-// values and append when appendList is true (repeated flags).
-func (o *option) set(raw string, appendList bool) error {
-	switch o.kind {
-	case kString:
-		*o.target.(*string) = raw
-	case kDuration:
-		d, err := parseDuration(raw)
-		if err != nil {
-			return err
+// defaultText is the default as --help and README show it.
+func (o *option) defaultText() string {
+	if o.def != "" {
+		return o.def
+	}
+	if s := o.val.String(); s != "" {
+		return s
+	}
+	return "none"
+}
+
+type sourceKind int
+
+const (
+	fromDefault sourceKind = iota
+	fromFile
+	fromEnv
+	fromFlag
+)
+
+// valueSource says where an option's value came from, so that an error names
+// the flag, the environment variable or the file and line to fix.
+type valueSource struct {
+	kind  sourceKind
+	file  string
+	line  int
+	items []int // the line of each item of a list written as a YAML sequence
+}
+
+// where names the source of the option's value, or of its list item i
+// (-1: the whole value): "flag --wait", "env FRAGCACHE_WAIT" or
+// "config fragcache.yaml:12: wait".
+func (o *option) where(item int) string {
+	switch o.from.kind {
+	case fromFlag:
+		return "flag --" + o.name
+	case fromEnv:
+		return "env " + o.env()
+	case fromFile:
+		line := o.from.line
+		if item >= 0 && item < len(o.from.items) {
+			line = o.from.items[item]
 		}
-		*o.target.(*time.Duration) = d
-	case kSize:
-		n, err := parseSize(raw)
-		if err != nil {
-			return err
+		return fmt.Sprintf("config %s:%d: %s", o.from.file, line, o.yamlKey())
+	}
+	return "--" + o.name
+}
+
+// value is the parsed form of one option, written through to its target.
+type value interface {
+	// set parses raw into the target; lists take comma-separated values
+	// and append when appendList is true (repeated flags, YAML items).
+	set(raw string, appendList bool) error
+	// String is the value as --help shows it and a reload compares it.
+	String() string
+}
+
+type strVal struct{ p *string }
+
+func (v strVal) set(raw string, _ bool) error { *v.p = raw; return nil }
+func (v strVal) String() string               { return *v.p }
+
+type bytesVal struct{ p *[]byte }
+
+func (v bytesVal) set(raw string, _ bool) error { *v.p = []byte(raw); return nil }
+func (v bytesVal) String() string               { return string(*v.p) }
+
+type choiceVal struct {
+	p       *string
+	choices []string
+}
+
+func (v choiceVal) set(raw string, _ bool) error {
+	for _, c := range v.choices {
+		if raw == c {
+			*v.p = raw
+			return nil
 		}
-		*o.target.(*int64) = n
-	case kInt:
-		n, err := strconv.Atoi(strings.TrimSpace(raw))
-		if err != nil {
-			return fmt.Errorf("%q is not a whole number", raw)
-		}
-		*o.target.(*int) = n
-	case kBool:
-		b, err := strconv.ParseBool(strings.TrimSpace(raw))
-		if err != nil {
-			return fmt.Errorf("%q is not true or false", raw)
-		}
-		*o.target.(*bool) = b
-	case kList:
-		p := o.target.(*[]string)
-		if !appendList {
-			*p = nil
-		}
-		for _, v := range strings.Split(raw, ",") {
-			if v = strings.TrimSpace(v); v != "" {
-				*p = append(*p, v)
-			}
+	}
+	return fmt.Errorf("must be %s (got %q)", strings.Join(v.choices, " or "), raw)
+}
+func (v choiceVal) String() string { return *v.p }
+
+type triggerVal struct{ p *proxy.Trigger }
+
+func (v triggerVal) set(raw string, _ bool) error {
+	switch raw {
+	case "surrogate":
+		*v.p = proxy.TriggerSurrogate
+	case "html":
+		*v.p = proxy.TriggerHTML
+	default:
+		return fmt.Errorf("must be surrogate or html (got %q)", raw)
+	}
+	return nil
+}
+
+func (v triggerVal) String() string {
+	if *v.p == proxy.TriggerHTML {
+		return "html"
+	}
+	return "surrogate"
+}
+
+type durVal struct{ p *time.Duration }
+
+func (v durVal) set(raw string, _ bool) error {
+	d, err := parseDuration(raw)
+	if err != nil {
+		return err
+	}
+	*v.p = d
+	return nil
+}
+func (v durVal) String() string { return formatDuration(*v.p) }
+
+type sizeVal[T int | int64] struct{ p *T }
+
+func (v sizeVal[T]) set(raw string, _ bool) error {
+	n, err := parseSize(raw)
+	if err != nil {
+		return err
+	}
+	*v.p = T(n)
+	return nil
+}
+func (v sizeVal[T]) String() string { return formatSize(int64(*v.p)) }
+
+type intVal struct{ p *int }
+
+func (v intVal) set(raw string, _ bool) error {
+	n, err := strconv.Atoi(strings.TrimSpace(raw))
+	if err != nil {
+		return fmt.Errorf("%q is not a whole number", raw)
+	}
+	*v.p = n
+	return nil
+}
+func (v intVal) String() string { return strconv.Itoa(*v.p) }
+
+type boolVal struct{ p *bool }
+
+func (v boolVal) set(raw string, _ bool) error {
+	switch strings.ToLower(strings.TrimSpace(raw)) {
+	case "on", "yes":
+		*v.p = true
+		return nil
+	case "off", "no":
+		*v.p = false
+		return nil
+	}
+	b, err := strconv.ParseBool(strings.TrimSpace(raw))
+	if err != nil {
+		return fmt.Errorf("%q is not true or false (on or off)", raw)
+	}
+	*v.p = b
+	return nil
+}
+
+func (v boolVal) String() string {
+	if *v.p {
+		return "on"
+	}
+	return "off"
+}
+
+type listVal struct{ p *[]string }
+
+func (v listVal) set(raw string, appendList bool) error {
+	if !appendList {
+		*v.p = nil
+	}
+	for _, s := range strings.Split(raw, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*v.p = append(*v.p, s)
 		}
 	}
 	return nil
 }
+func (v listVal) String() string { return strings.Join(*v.p, ",") }
 
 func parseDuration(raw string) (time.Duration, error) {
 	d, err := time.ParseDuration(strings.TrimSpace(raw))
@@ -155,42 +360,36 @@ func parseSize(raw string) (int64, error) {
 	return int64(n), nil
 }
 
-func (c *config) options() []*option {
-	return []*option{
-		{name: "listen", kind: kString, def: ":8080", help: "front listener", target: &c.Listen},
-		{name: "upstream", kind: kString, help: "the legacy app's base URL, scheme://host[:port] (required unless --demo)", target: &c.Upstream},
-		{name: "admin-listen", kind: kString, def: "127.0.0.1:9188", help: "admin listener: /metrics, /livez, /readyz, /healthz, /debug/pprof with --pprof; loopback unless set (the deploy kit sets :9188)", target: &c.AdminListen},
-		{name: "wait", kind: kDuration, def: "50ms", help: "longest a page waits for fragments that are not in the cache; 0 = never", target: &c.Wait},
-		{name: "fragment-ttl", kind: kDuration, def: "60s", help: "freshness when the fragment response sets none", target: &c.FragmentTTL},
-		{name: "stale-ttl", kind: kDuration, def: "10m", help: "how long a stale copy may still be served while refreshing", target: &c.StaleTTL},
-		{name: "fetch-timeout", kind: kDuration, def: "10s", help: "limit for one background fetch", target: &c.FetchTimeout},
-		{name: "cache-size", kind: kSize, def: "256MiB", help: "fragment cache budget", target: &c.CacheSize},
-		{name: "allow-host", kind: kList, help: "extra hosts fragment URLs may reach: host (any port) or host:port; repeatable", target: &c.AllowHost},
-		{name: "esi-cookie", kind: kList, help: "cookie names that $(HTTP_COOKIE{name}) may expand; repeatable", target: &c.ESICookie},
-		{name: "max-depth", kind: kInt, def: "5", help: "nesting limit for fragments that include fragments", target: &c.MaxDepth},
-		{name: "max-includes", kind: kInt, def: "256", help: "includes processed per page; the rest get their placeholder", target: &c.MaxIncludes},
-		{name: "esi-trigger", kind: kString, def: "surrogate", help: "surrogate: only responses with Surrogate-Control content=\"ESI/1.0\"; html: every text/html response", target: &c.ESITrigger},
-		{name: "demo", kind: kBool, def: "false", help: "start the embedded slow demo app and proxy it", flagOnly: true, target: &c.Demo},
-		{name: "max-wait", kind: kDuration, def: "1s", help: "cap on an include's timeout attribute", target: &c.MaxWait},
-		{name: "upstream-timeout", kind: kDuration, def: "30s", help: "page request to the upstream: time to response headers, then 504", target: &c.UpstreamTimeout},
-		{name: "read-timeout", kind: kDuration, def: "30s", help: "time a client has to send a whole request (headers and body); slower clients are cut", target: &c.ReadTimeout},
-		{name: "max-page-size", kind: kSize, def: "10MiB", help: "decoded size cap of an opted-in page; over it: 502", target: &c.MaxPageSize},
-		{name: "max-fragment-size", kind: kSize, def: "1MiB", help: "decoded size cap of a fragment; over it the fetch fails", target: &c.MaxFragmentSize},
-		{name: "max-header-bytes", kind: kSize, def: "64KiB", help: "request and upstream response header buffers", target: &c.MaxHeaderBytes},
-		{name: "fetch-concurrency", kind: kInt, def: "256", help: "fragment loads at once; beyond it lookups are shed (placeholder)", target: &c.FetchConcurrency},
-		{name: "fetch-per-host", kind: kInt, def: "64", help: "connections per fragment host", target: &c.FetchPerHost},
-		{name: "refresh-queue", kind: kInt, def: "1024", help: "pending background refreshes; beyond it refreshes are shed and counted", target: &c.RefreshQueue},
-		{name: "scope-secret", kind: kString, help: "HMAC key of user scopes (default: random per process); set it when replicas must agree", target: &c.ScopeSecret},
-		{name: "public-host", kind: kList, help: "hosts fragcache serves; $(HTTP_HOST) comes from here (default: the upstream's host); repeatable", target: &c.PublicHost},
-		{name: "scope-cookie", kind: kList, help: "cookies that identify a user for scopes and are sent to fragments (default: every cookie); repeatable", target: &c.ScopeCookie},
-		{name: "shutdown-timeout", kind: kDuration, def: "15s", help: "SIGTERM: time for in-flight requests before exit", target: &c.ShutdownTimeout},
-		{name: "drain-delay", kind: kDuration, def: "5s", help: "SIGTERM: /readyz answers 503 this long before the listener closes", target: &c.DrainDelay},
-		{name: "access-log", kind: kBool, def: "true", help: "one JSON line per request with its fragment counts", target: &c.AccessLog},
-		{name: "pprof", kind: kBool, def: "false", help: "/debug/pprof on the admin listener", target: &c.Pprof},
-		{name: "config", kind: kString, help: "YAML file with the same settings in snake_case and the fragments list", noYAML: true, target: &c.ConfigFile},
-		{name: "log-format", kind: kString, def: "json", help: "json or text", target: &c.LogFormat},
-		{name: "version", kind: kBool, def: "false", help: "print the version and exit", flagOnly: true, target: &c.Version},
+// formatDuration writes d in the one unit that holds it exactly, as an
+// operator would write it: 50ms, 30s, 60s, 10m, 24h.
+func formatDuration(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "0"
+	case d%time.Hour == 0:
+		return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
+	case d%time.Minute == 0 && d >= 2*time.Minute:
+		return strconv.FormatInt(int64(d/time.Minute), 10) + "m"
+	case d%time.Second == 0:
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	case d%time.Millisecond == 0:
+		return strconv.FormatInt(int64(d/time.Millisecond), 10) + "ms"
 	}
+	return d.String()
+}
+
+// formatSize writes n bytes in the largest IEC unit that holds it
+// exactly: 256MiB, 64KiB, 1000.
+func formatSize(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // flagValue collects the raw strings given for one flag.
@@ -204,7 +403,7 @@ func (f flagValue) Set(s string) error {
 	*f.vals = append(*f.vals, s)
 	return nil
 }
-func (f flagValue) IsBoolFlag() bool { return f.opt.kind == kBool }
+func (f flagValue) IsBoolFlag() bool { _, ok := f.opt.val.(boolVal); return ok }
 
 // errUsage marks configuration errors: main exits 2 on them.
 var errUsage = errors.New("invalid configuration")
@@ -214,100 +413,188 @@ var errHelp = flag.ErrHelp
 
 // loadConfig reads flags, then the environment through getenv, then the
 // YAML file, and applies them with the precedence flag > env > file >
-// default. Every problem is reported at once, joined, and wrapped in
-// errUsage.
-func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
-	c := &config{}
-	opts := c.options()
+// default. environ, the process's KEY=value list, is only looked at for
+// FRAGCACHE_* variables that match no setting, which become warnings.
+// Every problem is reported at once, joined, and wrapped in errUsage;
+// each names where its value came from. -h and --help return errHelp and
+// print nothing: the caller prints the usage.
+func loadConfig(args []string, getenv func(string) string, environ []string) (*config, error) {
+	c := newConfig()
 	fs := flag.NewFlagSet("fragcache", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	given := map[string]*[]string{}
-	for _, o := range opts {
+	fs.Usage = func() {} // the flag package would print it on every error
+	given := map[*option]*[]string{}
+	for _, o := range c.opts {
 		vals := new([]string)
-		given[o.name] = vals
+		given[o] = vals
 		fs.Var(flagValue{o, vals}, o.name, o.help)
 	}
-	fs.Usage = func() { printUsage(stderr, opts) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			printUsage(stderr, opts)
 			return nil, errHelp
 		}
-		return nil, fmt.Errorf("%w: %v (see --help)", errUsage, err)
+		return nil, fmt.Errorf("%w: %s", errUsage, flagError(err, c.opts))
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("%w: unexpected argument %q (see --help)", errUsage, fs.Arg(0))
 	}
 
 	var errs []error
-	for _, o := range opts {
-		if o.def != "" || o.kind == kList {
-			if err := o.set(o.def, false); err != nil {
-				panic("default of --" + o.name + ": " + err.Error())
-			}
-		}
-	}
-
 	// The config file's name comes from the flag, else the env.
-	file := ""
-	if v := *given["config"]; len(v) > 0 {
+	file := getenv("FRAGCACHE_CONFIG")
+	if v := *given[c.opt("config")]; len(v) > 0 {
 		file = v[len(v)-1]
-	} else {
-		file = getenv("FRAGCACHE_CONFIG")
 	}
 	if file != "" {
-		errs = append(errs, c.loadYAML(file, opts)...)
+		errs = append(errs, c.loadYAML(file)...)
 	}
-	for _, o := range opts {
+	for _, o := range c.opts {
 		if o.flagOnly {
 			continue
 		}
 		if v := getenv(o.env()); v != "" {
-			if err := o.set(v, false); err != nil {
-				errs = append(errs, fmt.Errorf("env %s: %w", o.env(), err))
+			if err := o.val.set(v, false); err != nil {
+				o.failed = true
+				errs = append(errs, fmt.Errorf("env %s: %w", o.env(), o.redact(err)))
+				continue
 			}
+			o.from = valueSource{kind: fromEnv}
 		}
 	}
-	for _, o := range opts {
-		vals := *given[o.name]
+	for _, o := range c.opts {
+		vals := *given[o]
 		for i, v := range vals {
-			if err := o.set(v, i > 0); err != nil {
-				errs = append(errs, fmt.Errorf("flag --%s: %w", o.name, err))
+			if err := o.val.set(v, i > 0); err != nil {
+				o.failed = true
+				errs = append(errs, fmt.Errorf("flag --%s: %w", o.name, o.redact(err)))
+				continue
 			}
+			o.from = valueSource{kind: fromFlag}
+		}
+		if o.secret && len(vals) > 0 {
+			c.warnings = append(c.warnings, fmt.Sprintf("--%s on the command line is visible to every user of the machine; set %s instead", o.name, o.env()))
 		}
 	}
 	c.ConfigFile = file
-	if c.Version {
+	c.warnings = append(c.warnings, unknownEnv(environ, c.opts)...)
+	if c.ShowVersion {
 		return c, nil // --version needs nothing else
 	}
-	if len(errs) == 0 {
-		errs = c.validate()
-	}
+	errs = append(errs, c.check()...)
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w:\n%w", errUsage, errors.Join(errs...))
 	}
 	return c, nil
 }
 
+// redact keeps a secret's value out of a parse error. No parser of a
+// secret quotes its input today; this keeps it so.
+func (o *option) redact(err error) error {
+	if o.secret {
+		return errors.New("<redacted> is not a valid value")
+	}
+	return err
+}
+
+func (c *config) opt(name string) *option {
+	for _, o := range c.opts {
+		if o.name == name {
+			return o
+		}
+	}
+	panic("no option --" + name)
+}
+
+// flagError turns the flag package's error into one line: an unknown
+// flag gets the nearest known one as a suggestion.
+func flagError(err error, opts []*option) string {
+	name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -")
+	if !ok {
+		return err.Error() + " (see --help)"
+	}
+	names := make([]string, len(opts))
+	for i, o := range opts {
+		names[i] = o.name
+	}
+	msg := "unknown flag --" + name
+	if s := nearest(name, names); s != "" {
+		return msg + " (did you mean --" + s + "?)"
+	}
+	return msg + " (see --help)"
+}
+
+// notSettings are FRAGCACHE_* variables that are read but are no setting
+// of the server, so no warning names them: the secrets that have an
+// environment form only (DESIGN rule 24) and the variables of the
+// repository's tests, CI and deploy checks.
+var notSettings = map[string]bool{
+	"FRAGCACHE_REDIS_PASSWORD":   true,
+	"FRAGCACHE_PURGE_TOKEN":      true,
+	"FRAGCACHE_DEBUG_TOKEN":      true,
+	"FRAGCACHE_REQUIRE_EXTERNAL": true,
+	"FRAGCACHE_SOAK":             true,
+	"FRAGCACHE_BIN":              true,
+	"FRAGCACHE_GOTOOLCHAIN":      true,
+}
+
+// unknownEnv names each FRAGCACHE_* variable of environ that matches no
+// setting, with the nearest one that does. Values are never shown.
+func unknownEnv(environ []string, opts []*option) []string {
+	known := map[string]*option{}
+	var envs []string
+	for _, o := range opts {
+		known[o.env()] = o
+		if !o.flagOnly {
+			envs = append(envs, o.env())
+		}
+	}
+	var warns []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "FRAGCACHE_") || notSettings[name] || strings.HasPrefix(name, "FRAGCACHE_SOAK_") {
+			continue
+		}
+		o, ok := known[name]
+		switch {
+		case ok && !o.flagOnly:
+			continue
+		case ok:
+			warns = append(warns, fmt.Sprintf("environment variable %s matches no setting: --%s is a flag only", name, o.name))
+		default:
+			msg := fmt.Sprintf("environment variable %s matches no setting", name)
+			if s := nearest(name, envs); s != "" {
+				msg += " (did you mean " + s + "?)"
+			}
+			warns = append(warns, msg)
+		}
+	}
+	sort.Strings(warns)
+	return warns
+}
+
+// printUsage writes the usage once: the command forms and every option
+// with its environment variable and default.
 func printUsage(w io.Writer, opts []*option) {
-	fmt.Fprintf(w, "Usage: fragcache [flags]\n       fragcache demo --listen ADDR\n       fragcache healthcheck\n\n")
-	fmt.Fprintf(w, "Every flag is also an env var FRAGCACHE_<NAME> and a snake_case key of the --config YAML file.\n\n")
+	fmt.Fprintf(w, "Usage: fragcache [flags]\n       fragcache demo --listen ADDR\n       fragcache healthcheck [--admin-listen ADDR] [--timeout 2s]\n\n")
+	fmt.Fprintf(w, "Every flag is also an env var FRAGCACHE_<NAME> and a snake_case key of the --config YAML file;\n")
+	fmt.Fprintf(w, "precedence: flag > env > file > default. SIGHUP re-reads the file and the TLS certificate;\n")
+	fmt.Fprintf(w, "other changes are logged and take effect on restart.\n\n")
 	for _, o := range opts {
 		env := o.env()
 		if o.flagOnly {
 			env = "(flag only)"
 		}
-		def := o.def
-		if def == "" {
-			def = "none"
+		def := "default " + o.defaultText()
+		if strings.HasPrefix(o.def, "required") {
+			def = o.def
 		}
-		fmt.Fprintf(w, "  --%-18s %s\n      %s (default %s)\n", o.name, env, o.help, def)
+		fmt.Fprintf(w, "  --%-18s %s\n      %s (%s)\n", o.name, env, o.help, def)
 	}
 }
 
-// loadYAML applies the file's settings. Unknown keys are errors that name
-// their line.
-func (c *config) loadYAML(file string, opts []*option) []error {
+// loadYAML applies the file's settings and records their lines. Unknown
+// keys are errors that name their line and the nearest known key.
+func (c *config) loadYAML(file string) []error {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return []error{fmt.Errorf("config: %w", err)}
@@ -324,9 +611,11 @@ func (c *config) loadYAML(file string, opts []*option) []error {
 		return []error{fmt.Errorf("config %s:%d: the top level must be a mapping of settings", file, root.Line)}
 	}
 	byKey := map[string]*option{}
-	for _, o := range opts {
+	keys := []string{"fragments"}
+	for _, o := range c.opts {
 		if !o.flagOnly && !o.noYAML {
 			byKey[o.yamlKey()] = o
+			keys = append(keys, o.yamlKey())
 		}
 	}
 	var errs []error
@@ -339,23 +628,37 @@ func (c *config) loadYAML(file string, opts []*option) []error {
 		}
 		o, ok := byKey[k.Value]
 		if !ok {
-			errs = append(errs, fmt.Errorf("%s: unknown key %q", at, k.Value))
+			msg := fmt.Sprintf("%s: unknown key %q", at, k.Value)
+			if s := nearest(k.Value, keys); s != "" {
+				msg += " (did you mean " + s + "?)"
+			}
+			errs = append(errs, errors.New(msg))
 			continue
 		}
+		from := valueSource{kind: fromFile, file: file, line: k.Line}
+		_, isList := o.val.(listVal)
 		switch {
-		case v.Kind == yaml.SequenceNode && o.kind == kList:
-			*o.target.(*[]string) = nil
+		case v.Kind == yaml.SequenceNode && isList:
+			_ = o.val.set("", false)
 			for _, item := range v.Content {
 				if item.Kind != yaml.ScalarNode {
 					errs = append(errs, fmt.Errorf("config %s:%d: %s: list items must be plain values", file, item.Line, k.Value))
 					continue
 				}
-				_ = o.set(item.Value, true)
+				before := len(*o.val.(listVal).p)
+				_ = o.val.set(item.Value, true)
+				for range len(*o.val.(listVal).p) - before {
+					from.items = append(from.items, item.Line)
+				}
 			}
+			o.from = from
 		case v.Kind == yaml.ScalarNode:
-			if err := o.set(v.Value, false); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %s: %w", at, k.Value, err))
+			if err := o.val.set(v.Value, false); err != nil {
+				o.failed = true
+				errs = append(errs, fmt.Errorf("%s: %s: %w", at, k.Value, o.redact(err)))
+				continue
 			}
+			o.from = from
 		default:
 			errs = append(errs, fmt.Errorf("%s: %s must be a single value", at, k.Value))
 		}
@@ -363,6 +666,8 @@ func (c *config) loadYAML(file string, opts []*option) []error {
 	return errs
 }
 
+// loadRules reads the fragments list. The rules' own checks are the
+// proxy's (proxy.Config.Validate); check maps them back to these lines.
 func (c *config) loadRules(file string, n *yaml.Node) []error {
 	if n.Kind != yaml.SequenceNode {
 		return []error{fmt.Errorf("config %s:%d: fragments must be a list", file, n.Line)}
@@ -373,7 +678,7 @@ func (c *config) loadRules(file string, n *yaml.Node) []error {
 			errs = append(errs, fmt.Errorf("config %s:%d: each fragment rule must be a mapping", file, item.Line))
 			continue
 		}
-		var r fragmentRule
+		var r proxy.FragmentRule
 		for i := 0; i+1 < len(item.Content); i += 2 {
 			k, v := item.Content[i], item.Content[i+1]
 			at := fmt.Sprintf("config %s:%d", file, k.Line)
@@ -387,189 +692,209 @@ func (c *config) loadRules(file string, n *yaml.Node) []error {
 			case "match":
 				r.Match = v.Value
 			case "share":
-				b, err := strconv.ParseBool(v.Value)
-				if err != nil {
-					errs = append(errs, fmt.Errorf("%s: fragments.share: %q is not true or false", at, v.Value))
+				if err := (boolVal{&r.Share}).set(v.Value, false); err != nil {
+					errs = append(errs, fmt.Errorf("%s: fragments.share: %w", at, err))
 				}
-				r.Share = b
 			case "ttl":
-				d, err := parseDuration(v.Value)
-				if err != nil {
+				if err := (durVal{&r.TTL}).set(v.Value, false); err != nil {
 					errs = append(errs, fmt.Errorf("%s: fragments.ttl: %w", at, err))
 				}
-				r.TTL = d
 			default:
-				errs = append(errs, fmt.Errorf("%s: unknown key %q in a fragment rule", at, k.Value))
+				msg := fmt.Sprintf("%s: unknown key %q in a fragment rule", at, k.Value)
+				if s := nearest(k.Value, []string{"name", "match", "share", "ttl"}); s != "" {
+					msg += " (did you mean " + s + "?)"
+				}
+				errs = append(errs, errors.New(msg))
 			}
 		}
-		if r.Match == "" || !strings.HasPrefix(r.Match, "/") {
-			errs = append(errs, fmt.Errorf("config %s:%d: a fragment rule needs match: a path prefix starting with /", file, item.Line))
-		}
-		c.Fragments = append(c.Fragments, r)
+		c.Proxy.Fragments = append(c.Proxy.Fragments, r)
+		c.ruleLines = append(c.ruleLines, item.Line)
 	}
 	return errs
 }
 
-// maxRuleNames bounds the fragment label's values.
-const maxRuleNames = 50
-
-func (c *config) validate() []error {
+// check validates the assembled configuration: main's own settings here,
+// the proxy's by proxy.Config.Validate, whose errors are given the source
+// of the value they are about. It loads the TLS certificate.
+func (c *config) check() []error {
 	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	bad := func(o *option, format string, a ...any) {
+		if !o.failed { // its parse error was reported already
+			errs = append(errs, fmt.Errorf("%s: "+format, append([]any{o.where(-1)}, a...)...))
+		}
+	}
 
+	up := c.opt("upstream")
 	switch {
-	case c.Demo && c.Upstream != "":
-		bad("--demo and --upstream exclude each other: the demo is its own upstream")
-	case !c.Demo && c.Upstream == "":
-		bad("--upstream is required (or --demo)")
-	case c.Upstream != "":
-		if err := checkUpstream(c.Upstream); err != nil {
-			bad("--upstream: %v", err)
+	case c.Demo && c.Proxy.Upstream != "":
+		bad(up, "--demo and --upstream exclude each other: the demo is its own upstream")
+	case !c.Demo && c.Proxy.Upstream == "":
+		errs = append(errs, errors.New("--upstream is required (or --demo)"))
+	}
+	for _, name := range []string{"listen", "admin-listen"} {
+		o := c.opt(name)
+		if _, _, err := net.SplitHostPort(o.val.String()); err != nil {
+			bad(o, "%q is not host:port", o.val.String())
 		}
 	}
-	for _, a := range []struct{ name, addr string }{{"listen", c.Listen}, {"admin-listen", c.AdminListen}} {
-		if _, _, err := net.SplitHostPort(a.addr); err != nil {
-			bad("--%s: %q is not host:port", a.name, a.addr)
+	if c.ShutdownTimeout <= 0 {
+		bad(c.opt("shutdown-timeout"), "must be positive (got %s)", c.ShutdownTimeout)
+	}
+	if c.DrainDelay < 0 {
+		bad(c.opt("drain-delay"), "must not be negative (got %s)", c.DrainDelay)
+	}
+	switch cert, key := c.opt("tls-cert"), c.opt("tls-key"); {
+	case c.TLSCert == "" && c.TLSKey == "":
+	case c.TLSCert == "":
+		bad(key, "needs --tls-cert as well")
+	case c.TLSKey == "":
+		bad(cert, "needs --tls-key as well")
+	default:
+		crt, err := loadCertificate(c.TLSCert, c.TLSKey)
+		if err != nil {
+			bad(cert, "%v", err)
+		}
+		c.cert = crt
+	}
+
+	// The proxy's rules are the proxy's. An upstream that is missing was
+	// reported above (or is the demo's, known only when it runs).
+	pc := c.Proxy
+	if pc.Upstream == "" {
+		pc.Upstream = "http://127.0.0.1"
+	}
+	byField := map[string]*option{}
+	for _, o := range c.opts {
+		if o.field != "" {
+			byField[o.field] = o
 		}
 	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-		min  time.Duration
-	}{
-		{"wait", c.Wait, 0}, {"max-wait", c.MaxWait, 0}, {"stale-ttl", c.StaleTTL, 0},
-		{"drain-delay", c.DrainDelay, 0},
-		{"fragment-ttl", c.FragmentTTL, 1}, {"fetch-timeout", c.FetchTimeout, 1},
-		{"upstream-timeout", c.UpstreamTimeout, 1}, {"shutdown-timeout", c.ShutdownTimeout, 1},
-		{"read-timeout", c.ReadTimeout, 1},
-	} {
-		if d.v < d.min {
-			if d.min == 0 {
-				bad("--%s must not be negative (got %s)", d.name, d.v)
-			} else {
-				bad("--%s must be positive (got %s)", d.name, d.v)
-			}
+	for _, err := range unjoin(pc.Validate()) {
+		var fe *proxy.FieldError
+		if !errors.As(err, &fe) {
+			errs = append(errs, err)
+			continue
 		}
-	}
-	for _, s := range []struct {
-		name string
-		v    int64
-		min  int64
-	}{
-		{"cache-size", c.CacheSize, 1 << 20}, {"max-page-size", c.MaxPageSize, 1024},
-		{"max-fragment-size", c.MaxFragmentSize, 1024}, {"max-header-bytes", c.MaxHeaderBytes, 4096},
-	} {
-		if s.v < s.min {
-			bad("--%s must be at least %s (got %s)", s.name, humanize.IBytes(uint64(s.min)), humanize.IBytes(uint64(max(s.v, 0))))
+		if fe.Field == "Fragments" {
+			errs = append(errs, fmt.Errorf("%s: fragments: %s", c.ruleWhere(fe.Index), fe.Msg))
+			continue
 		}
-	}
-	const maxCount = 1 << 20
-	if c.MaxHeaderBytes > 16<<20 {
-		bad("--max-header-bytes must be at most 16MiB")
-	}
-	for _, n := range []struct {
-		name string
-		v    int
-	}{
-		{"max-depth", c.MaxDepth}, {"max-includes", c.MaxIncludes}, {"fetch-concurrency", c.FetchConcurrency},
-		{"fetch-per-host", c.FetchPerHost}, {"refresh-queue", c.RefreshQueue},
-	} {
-		if n.v < 1 {
-			bad("--%s must be at least 1 (got %d)", n.name, n.v)
+		o := byField[fe.Field]
+		switch {
+		case o == nil:
+			errs = append(errs, err)
+		case !o.failed:
+			errs = append(errs, fmt.Errorf("%s: %s", o.where(fe.Index), flagNames(fe.Msg, byField)))
 		}
-		// Queues and semaphores are allocated at their full size when
-		// fragcache starts: a typo of a few zeros must be an error, not
-		// an out-of-memory crash.
-		if n.v > maxCount {
-			bad("--%s must be at most %d (got %d)", n.name, maxCount, n.v)
-		}
-	}
-	if c.ESITrigger != "surrogate" && c.ESITrigger != "html" {
-		bad("--esi-trigger must be surrogate or html (got %q)", c.ESITrigger)
-	}
-	if c.LogFormat != "json" && c.LogFormat != "text" {
-		bad("--log-format must be json or text (got %q)", c.LogFormat)
-	}
-	for _, h := range c.AllowHost {
-		if err := checkHostEntry(h); err != nil {
-			bad("--allow-host %q: %v", h, err)
-		}
-	}
-	for _, h := range c.PublicHost {
-		if strings.ContainsAny(h, "/ \t\r\n@") {
-			bad("--public-host %q: not a host name", h)
-		}
-	}
-	for _, ck := range c.ESICookie {
-		if strings.ContainsAny(ck, "=; \t\r\n,") {
-			bad("--esi-cookie %q: not a cookie name", ck)
-		}
-	}
-	names := map[string]bool{}
-	for _, r := range c.Fragments {
-		if r.Name != "" {
-			names[r.Name] = true
-		}
-		if r.Name == "other" {
-			bad("fragments: the name \"other\" is reserved for unnamed fragments")
-		}
-		if r.TTL < 0 {
-			bad("fragments %q: ttl must not be negative", r.Name)
-		}
-	}
-	if len(names) > maxRuleNames {
-		bad("fragments: at most %d names (got %d)", maxRuleNames, len(names))
 	}
 	return errs
 }
 
-// checkUpstream accepts scheme://host[:port] with http or https and no
-// path, query or credentials.
-func checkUpstream(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("%q is not a URL", raw)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("%q: the scheme must be http or https", raw)
-	}
-	if u.Host == "" || u.Hostname() == "" {
-		return fmt.Errorf("%q has no host", raw)
-	}
-	if u.User != nil {
-		return fmt.Errorf("%q must not carry credentials", raw)
-	}
-	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%q must be scheme://host[:port] with no path", raw)
-	}
-	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("%q: bad port", raw)
+// flagNames writes the proxy.Config field names in msg, outside its
+// quoted values, as the flags that set them: "requires PublicHosts"
+// becomes "requires --public-host".
+func flagNames(msg string, byField map[string]*option) string {
+	parts := strings.Split(msg, `"`)
+	for i := 0; i < len(parts); i += 2 {
+		words := strings.Split(parts[i], " ")
+		for j, w := range words {
+			word := strings.TrimRight(w, ":,;.")
+			if o := byField[word]; o != nil {
+				words[j] = "--" + o.name + w[len(word):]
+			}
 		}
+		parts[i] = strings.Join(words, " ")
 	}
-	return nil
+	return strings.Join(parts, `"`)
 }
 
-func checkHostEntry(h string) error {
-	if h == "" || strings.ContainsAny(h, "/ \t\r\n@?#") {
-		return errors.New("want host or host:port")
+// ruleWhere names the file and line of fragment rule i (-1: the list).
+func (c *config) ruleWhere(i int) string {
+	switch {
+	case i >= 0 && i < len(c.ruleLines):
+		return fmt.Sprintf("config %s:%d", c.ConfigFile, c.ruleLines[i])
+	case len(c.ruleLines) > 0:
+		return fmt.Sprintf("config %s:%d", c.ConfigFile, c.ruleLines[0])
 	}
-	host := h
-	if strings.Contains(h, ":") {
-		hh, p, err := net.SplitHostPort(h)
-		if err != nil {
-			if strings.Count(h, ":") > 1 && !strings.Contains(h, "[") { // bare IPv6
-				return nil
+	return "config " + c.ConfigFile
+}
+
+// unjoin lists the errors errors.Join put together.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// loadCertificate reads a PEM certificate chain and its key.
+func loadCertificate(certFile, keyFile string) (*tls.Certificate, error) {
+	crt, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &crt, nil
+}
+
+// changed lists the settings whose values differ between c and next, by
+// their YAML key (flag name for flag-only settings), "fragments" for the
+// rules. Secrets are compared, never shown.
+func (c *config) changed(next *config) []string {
+	var keys []string
+	for i, o := range c.opts {
+		if o.val.String() != next.opts[i].val.String() {
+			keys = append(keys, o.yamlKey())
+		}
+	}
+	if !slices.Equal(c.Proxy.Fragments, next.Proxy.Fragments) {
+		keys = append(keys, "fragments")
+	}
+	return keys
+}
+
+// nearest returns the candidate closest to s, compared without case, when
+// it is close enough to be a typo of it; else "".
+func nearest(s string, candidates []string) string {
+	s = strings.ToLower(s)
+	best, bestD := "", 1+len(s)/4
+	if bestD > 3 {
+		bestD = 3
+	}
+	bestD++ // the largest distance still taken, plus one
+	for _, c := range candidates {
+		if d := editDistance(s, strings.ToLower(c)); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the optimal string alignment distance: insertions,
+// deletions, substitutions and swaps of neighbours cost 1 each.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	d := make([][]int, len(ra)+1)
+	for i := range d {
+		d[i] = make([]int, len(rb)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
 			}
-			return errors.New("want host or host:port")
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
 		}
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return errors.New("bad port")
-		}
-		host = hh
 	}
-	if host == "" {
-		return errors.New("empty host")
-	}
-	return nil
+	return d[len(ra)][len(rb)]
 }

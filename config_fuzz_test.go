@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,6 +15,8 @@ func FuzzLoadConfig(f *testing.F) {
 		"upstream: http://app\ncache_size: 256MiB\nallow_host: [cdn.example, 'api:8443']\n",
 		"upstream: [1, 2]\nwait: -1s\nmax_depth: 1e99\n", "fragments: {a: b}\n", "bogus: 1\n", "- a\n- b\n", "&a [*a]\n",
 		"upstream: http://app\nfragments:\n  - {name: '', match: ''}\n",
+		"upstream: http://app\nallow_host: [ok, 'http://x', [1]]\ntrusted_proxy: 10.0.0.1/8\nfragments:\n  - {name: other, match: x, mach: y}\n",
+		"upstream: http://app\npreserve_host: on\nscope_cookie: 'a b, c'\nfetch_queue: 0\ntls_cert: /nonexistent\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -25,7 +26,7 @@ func FuzzLoadConfig(f *testing.F) {
 		if err := os.WriteFile(path, yaml, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := loadConfig([]string{"--config", path}, func(string) string { return "" }, io.Discard)
+		cfg, err := loadConfig([]string{"--config", path}, func(string) string { return "" }, nil)
 		if err == nil && cfg == nil {
 			t.Fatal("no config and no error")
 		}

@@ -17,7 +17,10 @@ var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	// run subscribes to SIGHUP itself (a reload); the environment's names
+	// are given for the warnings about FRAGCACHE_* variables that match
+	// no setting.
+	err := runWith(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, hooks{environ: os.Environ})
 	stop()
 	os.Exit(exitCode(err, os.Stderr))
 }

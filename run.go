@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,8 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,9 +24,20 @@ import (
 	"fragcache/proxy"
 )
 
-// hooks lets the end-to-end tests learn the listeners' addresses.
+// hooks is what run gets from the process besides its arguments, and the
+// end-to-end tests' seams.
 type hooks struct {
+	// ready learns the listeners' addresses once both serve.
 	ready func(front, admin net.Addr)
+	// environ lists the environment as KEY=value, for the warnings about
+	// FRAGCACHE_* variables that match no setting; nil: no warnings.
+	environ func() []string
+	// reload delivers the reload requests; nil: run subscribes to the
+	// process's SIGHUP itself.
+	reload <-chan os.Signal
+	// reloaded learns how each reload went: nil, or why the running
+	// configuration was kept.
+	reloaded func(error)
 }
 
 // run is the whole program: it reads the configuration from args and
@@ -40,17 +56,36 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 			return runDemoOnly(ctx, args[1:], stdout, stderr)
 		}
 	}
-	cfg, err := loadConfig(args, getenv, stderr)
+	var environ []string
+	if hk.environ != nil {
+		environ = hk.environ()
+	}
+	cfg, err := loadConfig(args, getenv, environ)
+	if errors.Is(err, errHelp) {
+		printUsage(stderr, newConfig().opts)
+		return err
+	}
 	if err != nil {
 		return err
 	}
-	if cfg.Version {
+	if cfg.ShowVersion {
 		fmt.Fprintln(stdout, "fragcache", version)
 		return nil
 	}
+	// From here on SIGHUP reloads instead of ending the process.
+	reloads := hk.reload
+	if reloads == nil {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		reloads = hup
+	}
 	log := newLogger(cfg.LogFormat, stderr)
+	for _, w := range cfg.warnings {
+		log.Warn(w)
+	}
 
-	upstream := cfg.Upstream
+	pc := cfg.Proxy
 	var demo *demoApp
 	if cfg.Demo {
 		demo, err = startDemo("127.0.0.1:0", log)
@@ -58,57 +93,25 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 			return fmt.Errorf("demo: %w", err)
 		}
 		defer demo.Close()
-		upstream = demo.URL()
-		cfg.ESICookie = append(cfg.ESICookie, "demo_user")
+		pc.Upstream = demo.URL()
+		pc.ESICookies = append(slices.Clone(pc.ESICookies), "demo_user")
 	}
 
 	reg := prometheus.NewRegistry()
-	rules := make([]proxy.FragmentRule, 0, len(cfg.Fragments))
-	names := make([]string, 0, len(cfg.Fragments))
-	for _, r := range cfg.Fragments {
-		rules = append(rules, proxy.FragmentRule{Name: r.Name, Match: r.Match, Share: r.Share, TTL: r.TTL})
+	var names []string
+	for _, r := range pc.Fragments {
 		if r.Name != "" {
 			names = append(names, r.Name)
 		}
 	}
-	upstreams := append([]string{hostOf(upstream)}, cfg.AllowHost...)
+	upstreams := append([]string{hostOf(pc.Upstream)}, pc.AllowHosts...)
 	m := metrics.New(reg, metrics.Options{Version: version, Fragments: names, Upstreams: upstreams})
 	m.Prewarm()
+	m.ConfigReloadSuccessful.Set(1)
+	m.ConfigReloadTime.Set(float64(time.Now().UnixNano()) / 1e9)
 
-	trigger := proxy.TriggerSurrogate
-	if cfg.ESITrigger == "html" {
-		trigger = proxy.TriggerHTML
-	}
-	p, err := proxy.New(proxy.Config{
-		Upstream:         upstream,
-		AllowHosts:       cfg.AllowHost,
-		PublicHosts:      cfg.PublicHost,
-		ESICookies:       cfg.ESICookie,
-		Trigger:          trigger,
-		Fragments:        rules,
-		Wait:             cfg.Wait,
-		MaxWait:          cfg.MaxWait,
-		FragmentTTL:      cfg.FragmentTTL,
-		StaleTTL:         cfg.StaleTTL,
-		FetchTimeout:     cfg.FetchTimeout,
-		UpstreamTimeout:  cfg.UpstreamTimeout,
-		ReadTimeout:      cfg.ReadTimeout,
-		CacheSize:        cfg.CacheSize,
-		MaxPageSize:      cfg.MaxPageSize,
-		MaxFragmentSize:  cfg.MaxFragmentSize,
-		MaxHeaderBytes:   int(cfg.MaxHeaderBytes),
-		MaxDepth:         cfg.MaxDepth,
-		MaxIncludes:      cfg.MaxIncludes,
-		FetchConcurrency: cfg.FetchConcurrency,
-		FetchPerHost:     cfg.FetchPerHost,
-		RefreshQueue:     cfg.RefreshQueue,
-		ScopeSecret:      []byte(cfg.ScopeSecret),
-		ScopeCookies:     cfg.ScopeCookie,
-		AccessLog:        cfg.AccessLog,
-		Logger:           log,
-		Metrics:          m,
-		Version:          version,
-	})
+	pc.Logger, pc.Metrics, pc.Version = log, m, version
+	p, err := proxy.New(pc)
 	if err != nil {
 		return err
 	}
@@ -125,6 +128,22 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		return fmt.Errorf("admin listen: %w", err)
 	}
 
+	// The front listener speaks TLS itself with --tls-cert: fasthttp sees
+	// *tls.Conn connections, so the handler's ctx.IsTLS() is true.
+	front := ln
+	scheme := "http"
+	var certs *certificate
+	if cfg.cert != nil {
+		certs = newCertificate(cfg.cert)
+		front = tls.NewListener(ln, &tls.Config{
+			GetCertificate: certs.get,
+			MinVersion:     tls.VersionTLS12,
+			NextProtos:     []string{"http/1.1"},
+		})
+		scheme = "https"
+		log.Info("front certificate loaded", certs.attrs()...)
+	}
+
 	var ready atomic.Bool
 	ready.Store(true)
 	admin := &http.Server{
@@ -139,29 +158,40 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	frontDone := make(chan struct{})
 	go func() {
 		defer close(frontDone)
-		serveErr <- p.Serve(ln)
+		serveErr <- p.Serve(front)
 	}()
 	go func() {
 		if err := admin.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
 			serveErr <- fmt.Errorf("admin: %w", err)
 		}
 	}()
-	log.Info("listening", slog.String("front", ln.Addr().String()), slog.String("admin", aln.Addr().String()),
-		slog.String("upstream", upstream), slog.String("version", version))
+	log.Info("listening", slog.String("front", ln.Addr().String()), slog.String("scheme", scheme),
+		slog.String("admin", aln.Addr().String()), slog.String("upstream", pc.Upstream), slog.String("version", version))
 	if demo != nil {
-		fmt.Fprintf(stdout, "fragcache demo: open http://%s/ (reload to see slow fragments fill in); metrics on http://%s/metrics\n",
-			displayAddr(ln.Addr()), displayAddr(aln.Addr()))
+		fmt.Fprintf(stdout, "fragcache demo: open %s://%s/ (reload to see slow fragments fill in); metrics on http://%s/metrics\n",
+			scheme, displayAddr(ln.Addr()), displayAddr(aln.Addr()))
 	}
 	if hk.ready != nil {
 		hk.ready(ln.Addr(), aln.Addr())
 	}
 
 	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", slog.Duration("drain_delay", cfg.DrainDelay))
-	case runErr = <-serveErr:
-		log.Error("listener failed", slog.String("error", runErr.Error()))
+	rl := reloader{args: args, getenv: getenv, running: cfg, certs: certs, log: log, m: m}
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down", slog.Duration("drain_delay", cfg.DrainDelay))
+			break wait
+		case runErr = <-serveErr:
+			log.Error("listener failed", slog.String("error", runErr.Error()))
+			break wait
+		case <-reloads:
+			err := rl.reload()
+			if hk.reloaded != nil {
+				hk.reloaded(err)
+			}
+		}
 	}
 
 	// Readiness goes first so load balancers stop sending; the listener
@@ -202,6 +232,80 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	return errors.Join(errs...)
 }
 
+// reloader re-reads the configuration on SIGHUP. It applies what can
+// change while running (the front certificate) and names every other
+// change, which takes effect on restart: the running proxy has no way to
+// take new settings yet.
+type reloader struct {
+	args    []string
+	getenv  func(string) string
+	running *config
+	certs   *certificate // nil without TLS
+	log     *slog.Logger
+	m       *metrics.Metrics
+}
+
+// reload loads flags, environment and file again, with the same
+// precedence. A configuration that fails to load, or a certificate that
+// does not, keeps the running one (and certificate) and is logged with
+// what is wrong, file and line included.
+func (r *reloader) reload() error {
+	next, err := loadConfig(r.args, r.getenv, nil)
+	if err != nil {
+		r.m.ConfigReloadSuccessful.Set(0)
+		r.log.Error("config reload failed; the running configuration is kept", slog.String("error", err.Error()))
+		return err
+	}
+	var restart []string
+	for _, key := range r.running.changed(next) {
+		if key == "tls_cert" || key == "tls_key" {
+			if r.certs != nil && next.cert != nil {
+				continue // applied below
+			}
+		}
+		restart = append(restart, key)
+	}
+	if r.certs != nil && next.cert != nil {
+		r.certs.swap(next.cert)
+		r.log.Info("front certificate reloaded", r.certs.attrs()...)
+	}
+	r.m.ConfigReloadSuccessful.Set(1)
+	r.m.ConfigReloadTime.Set(float64(time.Now().UnixNano()) / 1e9)
+	if len(restart) > 0 {
+		r.log.Warn("config reloaded; these changed settings need a restart and take effect then",
+			slog.String("needs_restart", strings.Join(restart, ",")), slog.String("file", next.ConfigFile))
+	} else {
+		r.log.Info("config reloaded", slog.String("file", next.ConfigFile))
+	}
+	return nil
+}
+
+// certificate is the front listener's certificate, swapped whole on
+// reload while handshakes read it.
+type certificate struct {
+	cur atomic.Pointer[tls.Certificate]
+}
+
+func newCertificate(c *tls.Certificate) *certificate {
+	var cs certificate
+	cs.cur.Store(c)
+	return &cs
+}
+
+func (c *certificate) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.cur.Load(), nil }
+
+func (c *certificate) swap(n *tls.Certificate) { c.cur.Store(n) }
+
+// attrs describe the current certificate for the log.
+func (c *certificate) attrs() []any {
+	leaf := c.cur.Load().Leaf
+	if leaf == nil {
+		return nil
+	}
+	return []any{slog.String("subject", leaf.Subject.String()), slog.Time("not_after", leaf.NotAfter),
+		slog.String("serial", leaf.SerialNumber.Text(16))}
+}
+
 func newLogger(format string, w io.Writer) *slog.Logger {
 	if format == "text" {
 		return slog.New(slog.NewTextHandler(w, nil))
@@ -239,16 +343,13 @@ func healthcheck(args []string, getenv func(string) string, stdout io.Writer) er
 	fs.SetOutput(io.Discard)
 	def := getenv("FRAGCACHE_ADMIN_LISTEN")
 	if def == "" {
-		def = "127.0.0.1:9188"
+		c := newConfig()
 		if file := getenv("FRAGCACHE_CONFIG"); file != "" {
-			c := &config{}
-			if errs := c.loadYAML(file, c.options()); len(errs) > 0 {
+			if errs := c.loadYAML(file); len(errs) > 0 {
 				return fmt.Errorf("%w: healthcheck:\n%w", errUsage, errors.Join(errs...))
 			}
-			if c.AdminListen != "" {
-				def = c.AdminListen
-			}
 		}
+		def = c.AdminListen
 	}
 	addr := fs.String("admin-listen", def, "admin listener to check")
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the answer")

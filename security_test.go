@@ -414,7 +414,7 @@ func TestRefusedRequestMethodLabelBounded(t *testing.T) {
 // public network, so without --admin-listen the admin listener binds
 // loopback only; the deploy kit sets :9188 where a scraper needs it.
 func TestAdminListensOnLoopbackByDefault(t *testing.T) {
-	cfg, err := loadConfig([]string{"--upstream", "http://app:8080"}, func(string) string { return "" }, io.Discard)
+	cfg, err := loadConfig([]string{"--upstream", "http://app:8080"}, func(string) string { return "" }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

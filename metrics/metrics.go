@@ -129,6 +129,13 @@ type Metrics struct {
 	TemplateHits   prometheus.Counter
 	TemplateMisses prometheus.Counter
 
+	// ConfigReloadSuccessful is 1 when the last reload (SIGHUP) applied,
+	// 0 when it failed and the running configuration was kept; 1 at start.
+	ConfigReloadSuccessful prometheus.Gauge
+	// ConfigReloadTime is the Unix time of the last successful reload,
+	// or of the start.
+	ConfigReloadTime prometheus.Gauge
+
 	fragments map[string]*Fragment
 	other     *Fragment
 	upstreams map[string]*Upstream
@@ -196,6 +203,9 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 	tpl := f.counterVec("template_cache_lookups_total", "Parsed page templates looked up by body hash, by result.", "result")
 	m.TemplateHits = tpl.WithLabelValues("hit")
 	m.TemplateMisses = tpl.WithLabelValues("miss")
+
+	m.ConfigReloadSuccessful = f.gauge("config_last_reload_successful", "1 if the last configuration reload (SIGHUP) succeeded, 0 if it failed and the running configuration was kept.")
+	m.ConfigReloadTime = f.gauge("config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration reload, or of the start.")
 
 	lookups := f.counterVec("fragment_lookups_total", "Fragment lookups, by fragment and result (updating = stale served while a refresh runs).", "fragment", "result")
 	fallbacks := f.counterVec("fragment_fallbacks_total", "Includes not rendered from their own src, by fragment and what was rendered instead.", "fragment", "action")

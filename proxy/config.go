@@ -4,6 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"fragcache/metrics"
@@ -37,8 +42,9 @@ type FragmentRule struct {
 	NoLanguage bool
 }
 
-// Config configures a Proxy. Zero durations and sizes take the defaults
-// named on each field, except Wait, where zero means "never wait".
+// Config configures a Proxy. Zero durations, sizes and counts take the
+// defaults named on each field (DefaultConfig holds them all), except
+// Wait, MaxWait and StaleTTL, whose zero means what their docs say.
 type Config struct {
 	// Upstream is the legacy app's base URL, scheme://host[:port].
 	Upstream string
@@ -57,16 +63,17 @@ type Config struct {
 	Fragments []FragmentRule
 
 	// Wait is the longest a page waits for fragments that are not in the
-	// cache. Zero: never wait.
+	// cache. Zero: never wait. DefaultConfig: 50ms.
 	Wait time.Duration
 	// MaxWait caps an include's timeout attribute. Zero: an include's
 	// timeout never makes the page wait (fragcache's --max-wait 0).
+	// DefaultConfig: 1s.
 	MaxWait time.Duration
 	// FragmentTTL is the freshness when a fragment response sets none;
 	// default 60s.
 	FragmentTTL time.Duration
 	// StaleTTL is how long a stale copy may be served while refreshing;
-	// zero means never serve stale.
+	// zero means never serve stale. DefaultConfig: 10m.
 	StaleTTL time.Duration
 	// FetchTimeout limits one fragment fetch; default 10s.
 	FetchTimeout time.Duration
@@ -123,7 +130,8 @@ type Config struct {
 	// upstream's host; it requires PublicHosts.
 	PreserveHost bool
 
-	// AccessLog writes one line per request to Logger.
+	// AccessLog writes one line per request to Logger. DefaultConfig:
+	// true.
 	AccessLog bool
 	// Logger receives the access log and operational messages; default
 	// discards.
@@ -134,37 +142,70 @@ type Config struct {
 	Version string
 }
 
+// DefaultConfig returns the settings fragcache runs with when nothing is
+// configured: every default of every field, in this one place. New gives
+// a zero field the value DefaultConfig has, except for the fields whose
+// zero means something (Wait, MaxWait, StaleTTL, AccessLog, PreserveHost):
+// those keep it. Upstream, Logger, Metrics and Version are left empty.
+func DefaultConfig() Config {
+	return Config{
+		Trigger:            TriggerSurrogate,
+		Wait:               50 * time.Millisecond,
+		MaxWait:            time.Second,
+		FragmentTTL:        60 * time.Second,
+		StaleTTL:           10 * time.Minute,
+		FetchTimeout:       10 * time.Second,
+		UpstreamTimeout:    30 * time.Second,
+		ReadTimeout:        30 * time.Second,
+		CacheSize:          256 << 20,
+		MaxPageSize:        10 << 20,
+		MaxFragmentSize:    1 << 20,
+		MaxHeaderBytes:     64 << 10,
+		MaxRequestBodySize: 1 << 30,
+		MaxDepth:           5,
+		MaxIncludes:        256,
+		FetchConcurrency:   256,
+		FetchPerHost:       64,
+		RefreshQueue:       1024,
+		FetchQueue:         4096,
+		AccessLog:          true,
+	}
+}
+
+// setDefaults gives every zero field that has a default DefaultConfig's
+// value. Negative values are left for Validate to refuse.
 func (c *Config) setDefaults() {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
-	def(&c.FragmentTTL, 60*time.Second)
-	def(&c.FetchTimeout, 10*time.Second)
-	def(&c.UpstreamTimeout, 30*time.Second)
-	def(&c.ReadTimeout, 30*time.Second)
-	defi64 := func(p *int64, v int64) {
-		if *p <= 0 {
+	d := DefaultConfig()
+	dur := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
 			*p = v
 		}
 	}
-	defi64(&c.CacheSize, 256<<20)
-	defi64(&c.MaxPageSize, 10<<20)
-	defi64(&c.MaxFragmentSize, 1<<20)
-	defi := func(p *int, v int) {
-		if *p <= 0 {
+	dur(&c.FragmentTTL, d.FragmentTTL)
+	dur(&c.FetchTimeout, d.FetchTimeout)
+	dur(&c.UpstreamTimeout, d.UpstreamTimeout)
+	dur(&c.ReadTimeout, d.ReadTimeout)
+	size := func(p *int64, v int64) {
+		if *p == 0 {
 			*p = v
 		}
 	}
-	defi(&c.MaxHeaderBytes, 64<<10)
-	defi(&c.MaxRequestBodySize, 1<<30)
-	defi(&c.MaxDepth, 5)
-	defi(&c.MaxIncludes, 256)
-	defi(&c.FetchConcurrency, 256)
-	defi(&c.FetchPerHost, 64)
-	defi(&c.RefreshQueue, 1024)
-	defi(&c.FetchQueue, 4096)
+	size(&c.CacheSize, d.CacheSize)
+	size(&c.MaxPageSize, d.MaxPageSize)
+	size(&c.MaxFragmentSize, d.MaxFragmentSize)
+	count := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	count(&c.MaxHeaderBytes, d.MaxHeaderBytes)
+	count(&c.MaxRequestBodySize, d.MaxRequestBodySize)
+	count(&c.MaxDepth, d.MaxDepth)
+	count(&c.MaxIncludes, d.MaxIncludes)
+	count(&c.FetchConcurrency, d.FetchConcurrency)
+	count(&c.FetchPerHost, d.FetchPerHost)
+	count(&c.RefreshQueue, d.RefreshQueue)
+	count(&c.FetchQueue, d.FetchQueue)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -173,28 +214,253 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// validate is New's check: the settings, and the wiring New needs.
 func (c *Config) validate() error {
-	var errs []error
-	if c.Upstream == "" {
-		errs = append(errs, errors.New("proxy: Upstream is required"))
-	}
+	err := c.Validate()
 	if c.Metrics == nil {
-		errs = append(errs, errors.New("proxy: Metrics is required"))
+		err = errors.Join(err, errors.New("proxy: Metrics is required"))
 	}
-	if c.Wait < 0 {
-		errs = append(errs, fmt.Errorf("proxy: Wait must not be negative (got %s)", c.Wait))
+	return err
+}
+
+// FieldError is one problem with one setting of a Config, as Validate
+// reports it. Msg never holds the value of a secret (ScopeSecret).
+type FieldError struct {
+	// Field is the name of the Config field, such as "Wait" or
+	// "AllowHosts".
+	Field string
+	// Index is the element of a list field (AllowHosts, Fragments, …)
+	// at fault, or -1 when the field as a whole is.
+	Index int
+	// Msg says what is wrong, with the value when it is not a secret.
+	Msg string
+}
+
+func (e *FieldError) Error() string {
+	if e.Index >= 0 {
+		return fmt.Sprintf("proxy: %s[%d]: %s", e.Field, e.Index, e.Msg)
 	}
-	if c.MaxWait < 0 {
-		errs = append(errs, fmt.Errorf("proxy: MaxWait must not be negative (got %s)", c.MaxWait))
+	return "proxy: " + e.Field + ": " + e.Msg
+}
+
+// Limits of Validate that more than one field shares.
+const (
+	// maxCount caps the counts that size an allocation made when the
+	// Proxy starts (queues, semaphores): a typo of a few zeros must be
+	// an error, not an out-of-memory crash.
+	maxCount = 1 << 20
+	// maxRuleNames bounds the values of the fragment metrics label.
+	maxRuleNames = 50
+)
+
+// Validate reports every setting of c that is out of range, each as a
+// *FieldError, joined. It checks c as it will run and applies no
+// defaults: a zero where New would put a default is refused too, so
+// validate DefaultConfig with changes (fragcache's command line does), or
+// leave it to New, which fills the defaults first. Logger, Metrics and
+// Version are not settings and are not checked.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field string, i int, format string, a ...any) {
+		errs = append(errs, &FieldError{Field: field, Index: i, Msg: fmt.Sprintf(format, a...)})
 	}
-	if c.StaleTTL < 0 {
-		errs = append(errs, fmt.Errorf("proxy: StaleTTL must not be negative (got %s)", c.StaleTTL))
+
+	if c.Upstream == "" {
+		bad("Upstream", -1, "is required")
+	} else if err := checkUpstream(c.Upstream); err != nil {
+		bad("Upstream", -1, "%v", err)
 	}
-	if _, err := parseTrusted(c.TrustedProxies); err != nil {
-		errs = append(errs, fmt.Errorf("proxy: TrustedProxies: %w", err))
+	if c.Trigger != TriggerSurrogate && c.Trigger != TriggerHTML {
+		bad("Trigger", -1, "unknown trigger %d", c.Trigger)
+	}
+
+	for _, d := range []struct {
+		field  string
+		v      time.Duration
+		zeroOK bool
+	}{
+		{"Wait", c.Wait, true}, {"MaxWait", c.MaxWait, true}, {"StaleTTL", c.StaleTTL, true},
+		{"FragmentTTL", c.FragmentTTL, false}, {"FetchTimeout", c.FetchTimeout, false},
+		{"UpstreamTimeout", c.UpstreamTimeout, false}, {"ReadTimeout", c.ReadTimeout, false},
+	} {
+		switch {
+		case d.zeroOK && d.v < 0:
+			bad(d.field, -1, "must not be negative (got %s)", d.v)
+		case !d.zeroOK && d.v <= 0:
+			bad(d.field, -1, "must be positive (got %s)", d.v)
+		}
+	}
+
+	for _, s := range []struct {
+		field    string
+		v        int64
+		min, max int64
+	}{
+		{"CacheSize", c.CacheSize, 1 << 20, 1 << 62},
+		{"MaxPageSize", c.MaxPageSize, 1 << 10, 1 << 62},
+		{"MaxFragmentSize", c.MaxFragmentSize, 1 << 10, 1 << 62},
+		{"MaxHeaderBytes", int64(c.MaxHeaderBytes), 4 << 10, 16 << 20},
+		{"MaxRequestBodySize", int64(c.MaxRequestBodySize), 1, 1 << 62},
+	} {
+		if s.v < s.min {
+			bad(s.field, -1, "must be at least %s (got %s)", sizeString(s.min), sizeString(s.v))
+		} else if s.v > s.max {
+			bad(s.field, -1, "must be at most %s (got %s)", sizeString(s.max), sizeString(s.v))
+		}
+	}
+
+	for _, n := range []struct {
+		field string
+		v     int
+	}{
+		{"MaxDepth", c.MaxDepth}, {"MaxIncludes", c.MaxIncludes}, {"FetchConcurrency", c.FetchConcurrency},
+		{"FetchPerHost", c.FetchPerHost}, {"RefreshQueue", c.RefreshQueue}, {"FetchQueue", c.FetchQueue},
+	} {
+		if n.v < 1 {
+			bad(n.field, -1, "must be at least 1 (got %d)", n.v)
+		} else if n.v > maxCount {
+			bad(n.field, -1, "must be at most %d (got %d)", maxCount, n.v)
+		}
+	}
+
+	for i, h := range c.AllowHosts {
+		if err := checkHostEntry(h); err != nil {
+			bad("AllowHosts", i, "%q: %v", h, err)
+		}
+	}
+	for i, h := range c.PublicHosts {
+		if h == "" || strings.ContainsAny(h, "/ \t\r\n@") {
+			bad("PublicHosts", i, "%q: not a host name", h)
+		}
+	}
+	for _, l := range []struct {
+		field string
+		names []string
+	}{{"ESICookies", c.ESICookies}, {"ScopeCookies", c.ScopeCookies}} {
+		for i, ck := range l.names {
+			if ck == "" || strings.ContainsAny(ck, "=; \t\r\n,") {
+				bad(l.field, i, "%q: not a cookie name", ck)
+			}
+		}
+	}
+	for i, tp := range c.TrustedProxies {
+		if _, err := parseTrusted(tp); err != nil {
+			bad("TrustedProxies", i, "%q: %v", tp, err)
+		}
+	}
+	if _, err := parseTrustedList(c.TrustedProxies); err != nil {
+		bad("TrustedProxies", -1, "%v", err)
 	}
 	if c.PreserveHost && len(c.PublicHosts) == 0 {
-		errs = append(errs, errors.New("proxy: PreserveHost requires PublicHosts"))
+		bad("PreserveHost", -1, "requires PublicHosts: the client's Host must be one that fragcache serves")
+	}
+
+	names := map[string]bool{}
+	for i, r := range c.Fragments {
+		if r.Name != "" {
+			names[r.Name] = true
+		}
+		if r.Name == metrics.OtherFragment {
+			bad("Fragments", i, "the name %q is reserved for unnamed fragments", r.Name)
+		}
+		if !strings.HasPrefix(r.Match, "/") {
+			bad("Fragments", i, "a rule needs match: a path prefix starting with / (got %q)", r.Match)
+		}
+		if r.TTL < 0 {
+			bad("Fragments", i, "ttl must not be negative (got %s)", r.TTL)
+		}
+	}
+	if len(names) > maxRuleNames {
+		bad("Fragments", -1, "at most %d names (got %d)", maxRuleNames, len(names))
 	}
 	return errors.Join(errs...)
+}
+
+// checkUpstream accepts scheme://host[:port] with http or https and no
+// path, query or credentials.
+func checkUpstream(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL", raw)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("%q: the scheme must be http or https", raw)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return fmt.Errorf("%q has no host", raw)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%q must not carry credentials", raw)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q must be scheme://host[:port] with no path", raw)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: bad port", raw)
+		}
+	}
+	return nil
+}
+
+// checkHostEntry accepts an AllowHosts entry: host (any port) or
+// host:port.
+func checkHostEntry(h string) error {
+	if h == "" || strings.ContainsAny(h, "/ \t\r\n@?#") {
+		return errors.New("want host or host:port")
+	}
+	host := h
+	if strings.Contains(h, ":") {
+		hh, p, err := net.SplitHostPort(h)
+		if err != nil {
+			if strings.Count(h, ":") > 1 && !strings.Contains(h, "[") { // bare IPv6
+				return nil
+			}
+			return errors.New("want host or host:port")
+		}
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return errors.New("bad port")
+		}
+		host = hh
+	}
+	if host == "" {
+		return errors.New("empty host")
+	}
+	return nil
+}
+
+// parseTrusted reads a TrustedProxies entry: a CIDR (10.0.0.0/8,
+// fd00::/8) or a single address (10.0.0.1, ::1), which is its /32 or
+// /128. A CIDR with host bits set (10.0.0.1/8) is refused: it is most
+// likely a typo for an address or for a narrower range.
+func parseTrusted(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, errors.New("not a CIDR such as 10.0.0.0/8")
+		}
+		if p.Masked() != p {
+			return netip.Prefix{}, fmt.Errorf("has bits set past its /%d (did you mean %s?)", p.Bits(), p.Masked())
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, errors.New("not an address or a CIDR such as 10.0.0.0/8")
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// sizeString writes n bytes as the largest IEC unit that holds it
+// exactly: 1MiB, 64KiB, 1000.
+func sizeString(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }

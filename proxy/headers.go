@@ -380,8 +380,9 @@ var forwardingHeaders = []string{
 	"X-Original-Host",
 }
 
-// parseTrusted reads Config.TrustedProxies: CIDRs or single addresses.
-func parseTrusted(list []string) ([]netip.Prefix, error) {
+// parseTrustedList reads Config.TrustedProxies: CIDRs or single
+// addresses (Validate has refused the malformed ones with their index).
+func parseTrustedList(list []string) ([]netip.Prefix, error) {
 	out := make([]netip.Prefix, 0, len(list))
 	for _, s := range list {
 		s = strings.TrimSpace(s)

@@ -68,7 +68,7 @@ func New(cfg Config) (*Proxy, error) {
 			return nil, fmt.Errorf("proxy: scope secret: %w", err)
 		}
 	}
-	trusted, err := parseTrusted(cfg.TrustedProxies)
+	trusted, err := parseTrustedList(cfg.TrustedProxies)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
