@@ -314,7 +314,7 @@ func TestMalformed(t *testing.T) {
 		{name: "unclosed inner block literal up to the outer end", body: `<esi:vars>a<esi:try>b</esi:vars><esi:include src="/a"/>`,
 			want: `a<esi:try>bA`, incs: []string{"/a"}, errs: []string{"unclosed esi:try"}},
 		{name: "stray end tag literal", body: `a</esi:try>b`, want: `a</esi:try>b`, errs: []string{"stray </esi:try>"}},
-		{name: "malformed tag literal", body: `<esi:include src=/a/><esi:include src="/b"/>`, want: `<esi:include src=/a/>B`,
+		{name: "malformed tag literal", body: `<esi:include src=/a"/><esi:include src="/b"/>`, want: `<esi:include src=/a"/>B`,
 			incs: []string{"/b"}, errs: []string{"malformed esi tag"}},
 		{name: "unterminated quote", body: `<esi:include src="/a/>`, want: `<esi:include src="/a/>`, errs: []string{"malformed esi tag"}},
 		{name: "lone esi prefix", body: `<esi:`, want: `<esi:`, errs: []string{"malformed esi tag"}},
@@ -541,5 +541,25 @@ func TestSpecExamples(t *testing.T) {
 			vars: RequestVars{CookieHeader: "type=gold", AllowCookies: []string{"type"}}, bodies: map[string]string{},
 			incs: []string{"http://www.example.com/gold/hello.html"}},
 		{name: "default value", body: `<esi:vars>$(HTTP_COOKIE{visits}|'0')</esi:vars>`, want: "0"},
+	})
+}
+
+// TestOtherProcessorsPages checks precise rule 6 on pages written for other
+// ESI processors (Varnish, Akamai): an include open tag without its end tag
+// is an empty element, attribute values may be unquoted, and CDATA is opaque
+// inside esi:remove and esi:comment as everywhere else.
+func TestOtherProcessorsPages(t *testing.T) {
+	xy := map[string]string{"/x": "X", "/y": "Y", "/x/": "XS", "http://h/alt": "HALT"}
+	runCases(t, []renderCase{
+		// Unquoted attribute values.
+		{name: "unquoted src", body: `<esi:include src=/y />`, bodies: xy, want: "Y", incs: []string{"/y"}},
+		{name: "unquoted alt and onerror", body: `<esi:include src=/x alt=http://h/alt onerror=continue />`,
+			bodies: xy, failed: []string{"/x"}, want: "HALT", incs: []string{"/x alt=http://h/alt continue"}},
+		{name: "quotes mixed", body: `<esi:include src='/x' alt="/y" timeout=50 />`,
+			bodies: xy, want: "X", incs: []string{"/x alt=/y timeout=50ms"}},
+		{name: "unquoted entities decoded", body: `<esi:include src=/a?b=1&amp;c=2 />`,
+			bodies: map[string]string{}, incs: []string{"/a?b=1&c=2"}},
+		{name: "unquoted value cut by the wrapper end", body: `<!--esi <esi:include src=/x-->`,
+			want: ` <esi:include src=/x`, errs: []string{"malformed esi tag"}},
 	})
 }

@@ -68,7 +68,7 @@ type parser struct {
 
 type attr struct {
 	name    []byte
-	val     []byte // raw, between the quotes
+	val     []byte // raw: between the quotes, or the unquoted value
 	tooLong bool
 }
 
@@ -410,9 +410,10 @@ func isNameByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }
 
-// readTag parses the tag whose name starts at nameAt: name, attributes, then
-// ">" or "/>", all before lim. It fills p.attrs. When the tag is malformed,
-// end is where reading stopped.
+// readTag parses the tag whose name starts at nameAt: name, attributes
+// (name=value, the value double-quoted, single-quoted or unquoted), then ">"
+// or "/>", all before lim. It fills p.attrs. When the tag is malformed, end
+// is where reading stopped.
 func (p *parser) readTag(nameAt, lim int) (name []byte, end int, selfClosing, ok bool) {
 	src := p.src
 	j := nameAt
@@ -462,17 +463,39 @@ func (p *parser) readTag(nameAt, lim int) (name []byte, end int, selfClosing, ok
 		for k < lim && isSpace(src[k]) {
 			k++
 		}
-		if k >= lim || src[k] != '"' && src[k] != '\'' {
+		if k >= lim {
 			return nil, k, false, false
 		}
-		q := src[k]
-		e := bytes.IndexByte(src[k+1:lim], q)
-		if e < 0 {
-			return nil, lim, false, false
+		var v []byte
+		switch src[k] {
+		case '"', '\'':
+			q := src[k]
+			e := bytes.IndexByte(src[k+1:lim], q)
+			if e < 0 {
+				return nil, lim, false, false
+			}
+			v = src[k+1 : k+1+e]
+			j = k + 1 + e + 1
+		default:
+			// Unquoted, as HTML reads it: the value ends at whitespace or
+			// '>', so a '/' right before the '>' belongs to the value
+			// (src=/x/> is src="/x/", not a self-closing tag). An '='
+			// right before the '>' gives an empty value. A quote, '<' or
+			// '`' in it is an HTML parse error; here the tag is
+			// malformed, which keeps a tag written inside a script
+			// string with escaped quotes (src=\"/x\") literal.
+			e := k
+			for e < lim && !isSpace(src[e]) && src[e] != '>' {
+				switch src[e] {
+				case '"', '\'', '<', '`':
+					return nil, e, false, false
+				}
+				e++
+			}
+			v = src[k:e]
+			j = e
 		}
-		v := src[k+1 : k+1+e]
 		p.attrs = append(p.attrs, attr{name: an, val: v, tooLong: len(v) > p.lim.MaxAttrLen})
-		j = k + 1 + e + 1
 	}
 }
 
