@@ -269,6 +269,7 @@ func (p *parser) run() {
 		pos = i + 1
 	}
 	p.flush(len(src))
+	p.endOpenInclude()
 	if len(p.stack) > 0 {
 		for _, f := range p.stack {
 			p.syntaxErr(f.start, "unclosed esi:"+tagName(f.kind))
@@ -550,6 +551,11 @@ func (p *parser) startTag(i, lim int) int {
 			p.tooLong = true
 		}
 	}
+	if !selfClosing && string(name) == "include" {
+		// An include still waiting for its </esi:include> is empty: two
+		// include bodies never nest (precise rule 6).
+		p.endOpenInclude()
+	}
 	switch string(name) {
 	case "remove", "comment":
 		return p.rawElement(i, end, lim, string(name), selfClosing)
@@ -782,9 +788,23 @@ func (p *parser) endTag(i, lim int) int {
 	}
 	if k < 0 {
 		p.syntaxErr(i, "stray </esi:"+string(name)+">")
+		if kind == opInclude {
+			// Left over from an include that ended empty: it renders
+			// nothing, like the include it once belonged to.
+			p.flush(i)
+			p.emit(opNop, i, end, 0)
+			p.textStart = end
+		}
 		return end
 	}
 	p.flush(i)
+	if kind != opInclude {
+		// An include opened inside this block and never closed ends
+		// empty here; what followed it stays in the block.
+		if j := p.openInclude(); j > k {
+			p.dropInclude(j)
+		}
+	}
 	if k < len(p.stack)-1 {
 		for _, f := range p.stack[k+1:] {
 			p.syntaxErr(f.start, "unclosed esi:"+tagName(f.kind))
@@ -806,6 +826,40 @@ func (p *parser) endTag(i, lim int) int {
 	p.t.ops[f.op].close = int32(idx)
 	p.textStart = end
 	return end
+}
+
+// openInclude returns the stack index of the include element that waits for
+// its </esi:include>, or -1. At most one does: the next include open tag
+// ends it.
+func (p *parser) openInclude() int {
+	if p.open[opInclude] == 0 {
+		return -1
+	}
+	k := len(p.stack) - 1
+	for p.stack[k].kind != opInclude {
+		k--
+	}
+	return k
+}
+
+// endOpenInclude makes the include that waits for its </esi:include>, if
+// any, an empty element.
+func (p *parser) endOpenInclude() {
+	if k := p.openInclude(); k >= 0 {
+		p.dropInclude(k)
+	}
+}
+
+// dropInclude turns the open include frame at stack index k into an empty
+// element (its op closes at itself, so it has no placeholder): what was
+// parsed after its start tag becomes the content of the enclosing block.
+// Varnish and Akamai read <esi:include> without "/>" the same way.
+func (p *parser) dropInclude(k int) {
+	if p.stack[k].tooDeep {
+		p.deepFrames--
+	}
+	p.open[opInclude]--
+	p.stack = slices.Delete(p.stack, k, k+1)
 }
 
 func (p *parser) popTo(n int) {
