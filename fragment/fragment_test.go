@@ -586,5 +586,11 @@ func TestOtherProcessorsPages(t *testing.T) {
 			bodies: map[string]string{}, incs: []string{"/a?b=1&c=2"}},
 		{name: "unquoted value cut by the wrapper end", body: `<!--esi <esi:include src=/x-->`,
 			want: ` <esi:include src=/x`, errs: []string{"malformed esi tag"}},
+		// CDATA is opaque in esi:remove and esi:comment.
+		{name: "cdata in remove", body: `<esi:remove>a<![CDATA[</esi:remove>]]>b</esi:remove>c`, want: "c"},
+		{name: "cdata in comment", body: `<esi:comment>a<![CDATA[</esi:comment>]]>b</esi:comment>c`, want: "c"},
+		{name: "unclosed cdata in remove", body: `<esi:remove>a<![CDATA[</esi:remove>c`,
+			want: `<esi:remove>a<![CDATA[</esi:remove>c`, errs: []string{"unclosed esi:remove"}},
+		{name: "cdata in the esi wrapper", body: `<!--esi a<![CDATA[-->]]>b -->c`, want: ` a<![CDATA[-->]]>b c`},
 	})
 }

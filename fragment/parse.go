@@ -296,7 +296,7 @@ func (p *parser) comment(i, lim int) int {
 	if bytes.HasPrefix(src[i:], []byte("<!--esi")) {
 		j := -1
 		if !p.noEsiClose {
-			j = bytes.Index(src[i+7:], []byte("-->"))
+			j = indexOutsideCDATA(src[i+7:], "-->")
 			p.noEsiClose = j < 0
 		}
 		if j < 0 {
@@ -634,8 +634,37 @@ func (p *parser) startTag(i, lim int) int {
 	return end
 }
 
+// indexOutsideCDATA returns the index in b of the first sep that is not
+// inside a CDATA section, or -1 (also when a CDATA section before it is never
+// closed). Every byte is searched a bounded number of times.
+func indexOutsideCDATA(b []byte, sep string) int {
+	j := bytes.Index(b, []byte(sep))
+	at := 0
+	for j >= 0 {
+		c := bytes.Index(b[at:j], []byte("<![CDATA["))
+		if c < 0 {
+			return j
+		}
+		c += at + 9
+		e := bytes.Index(b[c:], []byte("]]>"))
+		if e < 0 {
+			return -1
+		}
+		at = c + e + 3
+		if at > j {
+			k := bytes.Index(b[at:], []byte(sep))
+			if k < 0 {
+				return -1
+			}
+			j = at + k
+		}
+	}
+	return -1
+}
+
 // rawElement handles esi:remove and esi:comment, whose content is not
-// parsed: both render nothing.
+// parsed (CDATA in it is opaque, so it may hold their end tag): both render
+// nothing.
 func (p *parser) rawElement(i, end, lim int, name string, selfClosing bool) int {
 	p.countDirective()
 	if selfClosing {
@@ -645,7 +674,7 @@ func (p *parser) rawElement(i, end, lim int, name string, selfClosing bool) int 
 		return end
 	}
 	closeTag := "</esi:" + name + ">"
-	j := bytes.Index(p.src[end:lim], []byte(closeTag))
+	j := indexOutsideCDATA(p.src[end:lim], closeTag)
 	if j < 0 {
 		// Unclosed: literal text from its start tag on.
 		p.syntaxErr(i, "unclosed esi:"+name)
