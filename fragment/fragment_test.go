@@ -95,8 +95,10 @@ func TestInclude(t *testing.T) {
 			bodies: map[string]string{}, incs: []string{"/a?x=1&y=2"}},
 		{name: "placeholder while pending", body: `<esi:include src="/slow">Loading…</esi:include>`,
 			want: "Loading…", incs: []string{"/slow"}},
-		{name: "placeholder ESI renders its own placeholders", body: `<esi:include src="/slow">[<esi:include src="/a">inner</esi:include>]</esi:include>`,
-			want: "[inner]", incs: []string{"/slow"}},
+		{name: "placeholder ESI renders its own placeholders", body: `<esi:include src="/slow">[<esi:include src="/a"/>]</esi:include>`,
+			want: "[]", incs: []string{"/slow"}},
+		{name: "include open tag ends a placeholder that is still open", body: `<esi:include src="/slow">[<esi:include src="/a">inner</esi:include>]</esi:include>`,
+			want: "[A]", incs: []string{"/slow", "/a"}, errs: []string{"stray </esi:include>"}},
 		{name: "fragment replaces placeholder", body: `<esi:include src="/a">Loading</esi:include>`, want: "A", incs: []string{"/a"}},
 		{name: "attributes", body: `<esi:include src="/x" alt="/alt" onerror="continue" timeout="250ms" ttl="90"/>`,
 			failed: []string{"/x"}, want: "ALT", incs: []string{"/x alt=/alt continue timeout=250ms ttl=1m30s"}},
@@ -314,7 +316,7 @@ func TestMalformed(t *testing.T) {
 		{name: "unclosed inner block literal up to the outer end", body: `<esi:vars>a<esi:try>b</esi:vars><esi:include src="/a"/>`,
 			want: `a<esi:try>bA`, incs: []string{"/a"}, errs: []string{"unclosed esi:try"}},
 		{name: "stray end tag literal", body: `a</esi:try>b`, want: `a</esi:try>b`, errs: []string{"stray </esi:try>"}},
-		{name: "malformed tag literal", body: `<esi:include src=/a/><esi:include src="/b"/>`, want: `<esi:include src=/a/>B`,
+		{name: "malformed tag literal", body: `<esi:include src=/a"/><esi:include src="/b"/>`, want: `<esi:include src=/a"/>B`,
 			incs: []string{"/b"}, errs: []string{"malformed esi tag"}},
 		{name: "unterminated quote", body: `<esi:include src="/a/>`, want: `<esi:include src="/a/>`, errs: []string{"malformed esi tag"}},
 		{name: "lone esi prefix", body: `<esi:`, want: `<esi:`, errs: []string{"malformed esi tag"}},
@@ -541,5 +543,54 @@ func TestSpecExamples(t *testing.T) {
 			vars: RequestVars{CookieHeader: "type=gold", AllowCookies: []string{"type"}}, bodies: map[string]string{},
 			incs: []string{"http://www.example.com/gold/hello.html"}},
 		{name: "default value", body: `<esi:vars>$(HTTP_COOKIE{visits}|'0')</esi:vars>`, want: "0"},
+	})
+}
+
+// TestOtherProcessorsPages checks precise rule 6 on pages written for other
+// ESI processors (Varnish, Akamai): an include open tag without its end tag
+// is an empty element, attribute values may be unquoted, and CDATA is opaque
+// inside esi:remove and esi:comment as everywhere else.
+func TestOtherProcessorsPages(t *testing.T) {
+	xy := map[string]string{"/x": "X", "/y": "Y", "/x/": "XS", "http://h/alt": "HALT"}
+	runCases(t, []renderCase{
+		// An open tag without </esi:include>.
+		{name: "issue page", body: `A<esi:include src="/x">B<esi:remove>s</esi:remove>C<esi:include src="/y"/>D`,
+			bodies: xy, want: "AXBCYD", incs: []string{"/x", "/y"}},
+		{name: "ended by the next include open tag", body: `<esi:include src="/x">B<esi:include src="/y">P</esi:include>C`,
+			bodies: xy, want: "XBYC", incs: []string{"/x", "/y"}},
+		{name: "the next include keeps its placeholder", body: `<esi:include src="/x">B<esi:include src="/y">P</esi:include>C`,
+			bodies: map[string]string{}, want: "BPC", incs: []string{"/x", "/y"}},
+		{name: "a self-closed include does not end it", body: `<esi:include src="/x">B<esi:include src="/y"/>C</esi:include>D`,
+			bodies: map[string]string{}, want: "BCD", incs: []string{"/x"}},
+		{name: "ended by the end tag of its block", body: `<esi:vars>$(HTTP_HOST)<esi:include src="/x">B</esi:vars>C`,
+			vars: RequestVars{HostName: "h"}, bodies: xy, want: "hXBC", incs: []string{"/x"}},
+		{name: "ended by the end of a when", body: `<esi:choose><esi:when test="1==1"><esi:include src="/x">B</esi:when></esi:choose>C`,
+			bodies: xy, want: "XBC", incs: []string{"/x"}},
+		{name: "ended by the end of the body", body: `A<esi:include src="/x">B<esi:include src="/y"/>`,
+			bodies: xy, want: "AXBY", incs: []string{"/x", "/y"}},
+		{name: "blocks after it stay live", body: `<esi:include src="/x"><esi:try><esi:attempt><esi:include src="/y"/></esi:attempt><esi:except>E</esi:except></esi:try>`,
+			bodies: xy, failed: []string{"/y"}, want: "XE", incs: []string{"/x", "/y attempt"}},
+		{name: "an unclosed block after it is still literal", body: `<esi:include src="/x">B<esi:vars>V`,
+			bodies: xy, want: "XB<esi:vars>V", incs: []string{"/x"}, errs: []string{"unclosed esi:vars"}},
+		{name: "a stray end tag renders nothing", body: `<esi:include src="/x"/></esi:include>!`,
+			bodies: xy, want: "X!", incs: []string{"/x"}, errs: []string{"stray </esi:include>"}},
+		// Unquoted attribute values.
+		{name: "unquoted src", body: `<esi:include src=/y />`, bodies: xy, want: "Y", incs: []string{"/y"}},
+		{name: "unquoted alt and onerror", body: `<esi:include src=/x alt=http://h/alt onerror=continue />`,
+			bodies: xy, failed: []string{"/x"}, want: "HALT", incs: []string{"/x alt=http://h/alt continue"}},
+		{name: "slash before > belongs to the value", body: `<esi:include src=/x/>B`,
+			bodies: xy, want: "XSB", incs: []string{"/x/"}},
+		{name: "quotes mixed", body: `<esi:include src='/x' alt="/y" timeout=50 />`,
+			bodies: xy, want: "X", incs: []string{"/x alt=/y timeout=50ms"}},
+		{name: "unquoted entities decoded", body: `<esi:include src=/a?b=1&amp;c=2 />`,
+			bodies: map[string]string{}, incs: []string{"/a?b=1&c=2"}},
+		{name: "unquoted value cut by the wrapper end", body: `<!--esi <esi:include src=/x-->`,
+			want: ` <esi:include src=/x`, errs: []string{"malformed esi tag"}},
+		// CDATA is opaque in esi:remove and esi:comment.
+		{name: "cdata in remove", body: `<esi:remove>a<![CDATA[</esi:remove>]]>b</esi:remove>c`, want: "c"},
+		{name: "cdata in comment", body: `<esi:comment>a<![CDATA[</esi:comment>]]>b</esi:comment>c`, want: "c"},
+		{name: "unclosed cdata in remove", body: `<esi:remove>a<![CDATA[</esi:remove>c`,
+			want: `<esi:remove>a<![CDATA[</esi:remove>c`, errs: []string{"unclosed esi:remove"}},
+		{name: "cdata in the esi wrapper", body: `<!--esi a<![CDATA[-->]]>b -->c`, want: ` a<![CDATA[-->]]>b c`},
 	})
 }

@@ -26,6 +26,8 @@ var (
 		"/widgets/header": "<div>HEADER</div>", "/widgets/orders?user=Ann": "<ul><li>order 1</li></ul>",
 		"/widgets/report-cached": "<p>cached report</p>", "/widgets/weather": "Sunny", "/tabs/orders": "ORDERS TAB",
 		"/widgets/pixel-url": "/img/p.gif", "/ads/house": "HOUSE AD", "/widgets/after": "AFTER",
+		"/x": "X", "/y": "Y", "/body": "Included file", "/body2": "Included file 2", "/foo": "<INCL>",
+		"/&": "1", "/<": "22", "/>": "333", "/'": "4444", `/"`: "55555",
 	}
 	goldenFailed = []string{"/widgets/report", "/ads/banner", "/widgets/notice"}
 )

@@ -68,7 +68,7 @@ type parser struct {
 
 type attr struct {
 	name    []byte
-	val     []byte // raw, between the quotes
+	val     []byte // raw: between the quotes, or the unquoted value
 	tooLong bool
 }
 
@@ -269,6 +269,7 @@ func (p *parser) run() {
 		pos = i + 1
 	}
 	p.flush(len(src))
+	p.endOpenInclude()
 	if len(p.stack) > 0 {
 		for _, f := range p.stack {
 			p.syntaxErr(f.start, "unclosed esi:"+tagName(f.kind))
@@ -295,7 +296,7 @@ func (p *parser) comment(i, lim int) int {
 	if bytes.HasPrefix(src[i:], []byte("<!--esi")) {
 		j := -1
 		if !p.noEsiClose {
-			j = bytes.Index(src[i+7:], []byte("-->"))
+			j = indexOutsideCDATA(src[i+7:], "-->")
 			p.noEsiClose = j < 0
 		}
 		if j < 0 {
@@ -410,9 +411,10 @@ func isNameByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }
 
-// readTag parses the tag whose name starts at nameAt: name, attributes, then
-// ">" or "/>", all before lim. It fills p.attrs. When the tag is malformed,
-// end is where reading stopped.
+// readTag parses the tag whose name starts at nameAt: name, attributes
+// (name=value, the value double-quoted, single-quoted or unquoted), then ">"
+// or "/>", all before lim. It fills p.attrs. When the tag is malformed, end
+// is where reading stopped.
 func (p *parser) readTag(nameAt, lim int) (name []byte, end int, selfClosing, ok bool) {
 	src := p.src
 	j := nameAt
@@ -462,17 +464,39 @@ func (p *parser) readTag(nameAt, lim int) (name []byte, end int, selfClosing, ok
 		for k < lim && isSpace(src[k]) {
 			k++
 		}
-		if k >= lim || src[k] != '"' && src[k] != '\'' {
+		if k >= lim {
 			return nil, k, false, false
 		}
-		q := src[k]
-		e := bytes.IndexByte(src[k+1:lim], q)
-		if e < 0 {
-			return nil, lim, false, false
+		var v []byte
+		switch src[k] {
+		case '"', '\'':
+			q := src[k]
+			e := bytes.IndexByte(src[k+1:lim], q)
+			if e < 0 {
+				return nil, lim, false, false
+			}
+			v = src[k+1 : k+1+e]
+			j = k + 1 + e + 1
+		default:
+			// Unquoted, as HTML reads it: the value ends at whitespace or
+			// '>', so a '/' right before the '>' belongs to the value
+			// (src=/x/> is src="/x/", not a self-closing tag). An '='
+			// right before the '>' gives an empty value. A quote, '<' or
+			// '`' in it is an HTML parse error; here the tag is
+			// malformed, which keeps a tag written inside a script
+			// string with escaped quotes (src=\"/x\") literal.
+			e := k
+			for e < lim && !isSpace(src[e]) && src[e] != '>' {
+				switch src[e] {
+				case '"', '\'', '<', '`':
+					return nil, e, false, false
+				}
+				e++
+			}
+			v = src[k:e]
+			j = e
 		}
-		v := src[k+1 : k+1+e]
 		p.attrs = append(p.attrs, attr{name: an, val: v, tooLong: len(v) > p.lim.MaxAttrLen})
-		j = k + 1 + e + 1
 	}
 }
 
@@ -526,6 +550,11 @@ func (p *parser) startTag(i, lim int) int {
 		if a.tooLong {
 			p.tooLong = true
 		}
+	}
+	if !selfClosing && string(name) == "include" {
+		// An include still waiting for its </esi:include> is empty: two
+		// include bodies never nest (precise rule 6).
+		p.endOpenInclude()
 	}
 	switch string(name) {
 	case "remove", "comment":
@@ -605,8 +634,37 @@ func (p *parser) startTag(i, lim int) int {
 	return end
 }
 
+// indexOutsideCDATA returns the index in b of the first sep that is not
+// inside a CDATA section, or -1 (also when a CDATA section before it is never
+// closed). Every byte is searched a bounded number of times.
+func indexOutsideCDATA(b []byte, sep string) int {
+	j := bytes.Index(b, []byte(sep))
+	at := 0
+	for j >= 0 {
+		c := bytes.Index(b[at:j], []byte("<![CDATA["))
+		if c < 0 {
+			return j
+		}
+		c += at + 9
+		e := bytes.Index(b[c:], []byte("]]>"))
+		if e < 0 {
+			return -1
+		}
+		at = c + e + 3
+		if at > j {
+			k := bytes.Index(b[at:], []byte(sep))
+			if k < 0 {
+				return -1
+			}
+			j = at + k
+		}
+	}
+	return -1
+}
+
 // rawElement handles esi:remove and esi:comment, whose content is not
-// parsed: both render nothing.
+// parsed (CDATA in it is opaque, so it may hold their end tag): both render
+// nothing.
 func (p *parser) rawElement(i, end, lim int, name string, selfClosing bool) int {
 	p.countDirective()
 	if selfClosing {
@@ -616,7 +674,7 @@ func (p *parser) rawElement(i, end, lim int, name string, selfClosing bool) int 
 		return end
 	}
 	closeTag := "</esi:" + name + ">"
-	j := bytes.Index(p.src[end:lim], []byte(closeTag))
+	j := indexOutsideCDATA(p.src[end:lim], closeTag)
 	if j < 0 {
 		// Unclosed: literal text from its start tag on.
 		p.syntaxErr(i, "unclosed esi:"+name)
@@ -759,9 +817,23 @@ func (p *parser) endTag(i, lim int) int {
 	}
 	if k < 0 {
 		p.syntaxErr(i, "stray </esi:"+string(name)+">")
+		if kind == opInclude {
+			// Left over from an include that ended empty: it renders
+			// nothing, like the include it once belonged to.
+			p.flush(i)
+			p.emit(opNop, i, end, 0)
+			p.textStart = end
+		}
 		return end
 	}
 	p.flush(i)
+	if kind != opInclude {
+		// An include opened inside this block and never closed ends
+		// empty here; what followed it stays in the block.
+		if j := p.openInclude(); j > k {
+			p.dropInclude(j)
+		}
+	}
 	if k < len(p.stack)-1 {
 		for _, f := range p.stack[k+1:] {
 			p.syntaxErr(f.start, "unclosed esi:"+tagName(f.kind))
@@ -783,6 +855,40 @@ func (p *parser) endTag(i, lim int) int {
 	p.t.ops[f.op].close = int32(idx)
 	p.textStart = end
 	return end
+}
+
+// openInclude returns the stack index of the include element that waits for
+// its </esi:include>, or -1. At most one does: the next include open tag
+// ends it.
+func (p *parser) openInclude() int {
+	if p.open[opInclude] == 0 {
+		return -1
+	}
+	k := len(p.stack) - 1
+	for p.stack[k].kind != opInclude {
+		k--
+	}
+	return k
+}
+
+// endOpenInclude makes the include that waits for its </esi:include>, if
+// any, an empty element.
+func (p *parser) endOpenInclude() {
+	if k := p.openInclude(); k >= 0 {
+		p.dropInclude(k)
+	}
+}
+
+// dropInclude turns the open include frame at stack index k into an empty
+// element (its op closes at itself, so it has no placeholder): what was
+// parsed after its start tag becomes the content of the enclosing block.
+// Varnish and Akamai read <esi:include> without "/>" the same way.
+func (p *parser) dropInclude(k int) {
+	if p.stack[k].tooDeep {
+		p.deepFrames--
+	}
+	p.open[opInclude]--
+	p.stack = slices.Delete(p.stack, k, k+1)
 }
 
 func (p *parser) popTo(n int) {
