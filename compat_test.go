@@ -202,3 +202,22 @@ func TestThousandIncludesAllFetched(t *testing.T) {
 		return strings.Count(b, "x") == 1000
 	})
 }
+
+// TestPagesWrittenForVarnish: an include without its end tag is an empty
+// element, unquoted attribute values work, and CDATA inside esi:remove is
+// opaque, as Varnish composes them (rule 6), through the whole proxy.
+func TestPagesWrittenForVarnish(t *testing.T) {
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/unclosed": esiPage(`A<esi:include src="/x">B<esi:remove>s</esi:remove>C<esi:include src="/y"/>D`),
+		"/unquoted": esiPage(`[<esi:include src=/y />|<esi:include src=/nope alt=/x />]`),
+		"/cdata":    esiPage(`<esi:remove>a<![CDATA[</esi:remove>]]>b</esi:remove>c`),
+		"/x":        frag("X", 0, "max-age=60"),
+		"/y":        frag("Y", 0, "max-age=60"),
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s")
+	for path, want := range map[string]string{"/unclosed": "AXBCYD", "/unquoted": "[Y|X]", "/cdata": "c"} {
+		if _, b := get(t, fc.front+path); b != want {
+			t.Errorf("%s: %q, want %q", path, b, want)
+		}
+	}
+}
