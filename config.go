@@ -699,9 +699,15 @@ func (c *config) loadRules(file string, n *yaml.Node) []error {
 				if err := (durVal{&r.TTL}).set(v.Value, false); err != nil {
 					errs = append(errs, fmt.Errorf("%s: fragments.ttl: %w", at, err))
 				}
+			case "language":
+				lang := true
+				if err := (boolVal{&lang}).set(v.Value, false); err != nil {
+					errs = append(errs, fmt.Errorf("%s: fragments.language: %w", at, err))
+				}
+				r.NoLanguage = !lang
 			default:
 				msg := fmt.Sprintf("%s: unknown key %q in a fragment rule", at, k.Value)
-				if s := nearest(k.Value, []string{"name", "match", "share", "ttl"}); s != "" {
+				if s := nearest(k.Value, []string{"name", "match", "share", "ttl", "language"}); s != "" {
 					msg += " (did you mean " + s + "?)"
 				}
 				errs = append(errs, errors.New(msg))

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -358,4 +359,29 @@ func TestScopeCookie(t *testing.T) {
 		t.Errorf("%d fetches, want 3 (alice, bob, anonymous)", n)
 	}
 	_ = time.Second
+}
+
+// TestLanguageFalseRule: a fragment rule with `language: false` is
+// fetched without Accept-Language and kept once for every language.
+func TestLanguageFalseRule(t *testing.T) {
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/": esiPage(`[<esi:include src="/w/x">wait</esi:include>]`),
+		"/w/": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "public, max-age=60")
+			io.WriteString(w, "lang="+r.Header.Get("Accept-Language"))
+		},
+	})
+	file := t.TempDir() + "/fragcache.yaml"
+	if err := os.WriteFile(file, []byte("fragments:\n  - name: weather\n    match: /w/\n    language: false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s", "--config", file)
+	for _, l := range []string{"de", "fr", ""} {
+		if _, b := get(t, fc.front+"/", "Accept-Language", l); b != "[lang=]" {
+			t.Errorf("Accept-Language %q: %q, want the one copy fetched without a language", l, b)
+		}
+	}
+	if n := o.count("/w/x"); n != 1 {
+		t.Errorf("%d fetches for three languages, want 1", n)
+	}
 }
