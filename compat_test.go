@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -219,5 +220,44 @@ func TestPagesWrittenForVarnish(t *testing.T) {
 		if _, b := get(t, fc.front+path); b != want {
 			t.Errorf("%s: %q, want %q", path, b, want)
 		}
+	}
+}
+
+// TestBackoffLogLines: a failing fragment writes one line per backoff
+// step with its rule name, its src path without the query, the status and
+// the next retry; a flood of failures writes at most 10 lines a second
+// per name (rule 36).
+func TestBackoffLogLines(t *testing.T) {
+	var page strings.Builder
+	for i := range 50 {
+		fmt.Fprintf(&page, `<esi:include src="/bad/%d?token=s3cret">.</esi:include>`, i)
+	}
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/page": esiPage(page.String()),
+		"/bad/": func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusServiceUnavailable) },
+	})
+	file := t.TempDir() + "/fragcache.yaml"
+	if err := os.WriteFile(file, []byte("fragments:\n  - name: orders\n    match: /bad/\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var log lockedBuffer
+	fc := startFragcacheLog(t, &log, "--upstream", o.URL, "--wait", "1s", "--config", file)
+	get(t, fc.front+"/page")
+	var lines []map[string]any
+	for _, l := range strings.Split(log.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "fragment fetch failed, backing off" {
+			lines = append(lines, m)
+		}
+	}
+	if len(lines) == 0 || len(lines) > 10 {
+		t.Fatalf("%d backoff lines for 50 failures in one second, want 1 to 10:\n%s", len(lines), log.String())
+	}
+	l := lines[0]
+	if l["fragment"] != "orders" || !strings.HasPrefix(fmt.Sprint(l["src"]), "/bad/") || l["status"] != float64(503) || l["retry_at"] == nil {
+		t.Errorf("backoff line %v lacks fragment=orders, src, status=503, retry_at", l)
+	}
+	if strings.Contains(log.String(), "s3cret") {
+		t.Error("a backoff line holds the src's query")
 	}
 }

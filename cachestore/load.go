@@ -82,8 +82,9 @@ func (s *Store) newItem(key string, e Entry) *item {
 func (s *Store) finish(f *Flight, e Entry, err error, loaded bool) {
 	now := s.now()
 	var (
-		set  *item    // to write to ristretto
-		dels []string // to delete from ristretto
+		set    *item    // to write to ristretto
+		dels   []string // to delete from ristretto
+		failed *backoffStep
 	)
 	s.mu.Lock()
 	if s.flights[f.key] == f {
@@ -101,6 +102,7 @@ func (s *Store) finish(f *Flight, e Entry, err error, loaded bool) {
 			f.stale.retryAt.Store(until) // before the flag: see queueRefresh
 			f.stale.refreshing.Store(false)
 		}
+		failed = &backoffStep{arg: f.arg, err: err, until: s.epoch.Add(time.Duration(until))}
 	case e.NoStore:
 		s.delFail(f.key)
 		s.rememberBypass(f.key, s.at(e.FreshUntil), now)
@@ -128,6 +130,9 @@ func (s *Store) finish(f *Flight, e Entry, err error, loaded bool) {
 	}
 	f.entry, f.err = e, err
 	s.mu.Unlock()
+	if failed != nil {
+		s.obs.Backoff(f.key, failed.arg, failed.err, failed.until)
+	}
 
 	for _, k := range dels {
 		s.cache.Del(k)
@@ -139,6 +144,14 @@ func (s *Store) finish(f *Flight, e Entry, err error, loaded bool) {
 		s.obs.CostChanged(s.cost())
 	}
 	close(f.done)
+}
+
+// backoffStep is a failed load's report to the Observer, made after mu
+// is released.
+type backoffStep struct {
+	arg   any
+	err   error
+	until time.Time
 }
 
 // abandon ends flight f with ErrClosed, without loading.

@@ -129,14 +129,15 @@ func (o *countingObserver) LoadDone(_ string, _ bool, err error, _ time.Duration
 		o.loadErrs.Add(1)
 	}
 }
-func (o *countingObserver) RefreshShed(string)      { o.refreshShed.Add(1) }
-func (o *countingObserver) RefreshQueueLen(n int)   { o.queueLen.Store(int64(n)) }
-func (o *countingObserver) LoadQueueLen(n int)      { o.loadQueue.Store(int64(n)) }
-func (o *countingObserver) LoadShed(string)         { o.loadShed.Add(1) }
-func (o *countingObserver) SetRejected()            { o.rejected.Add(1) }
-func (o *countingObserver) SetDropped()             { o.dropped.Add(1) }
-func (o *countingObserver) Evicted(int64)           { o.evicted.Add(1) }
-func (o *countingObserver) CostChanged(total int64) { o.cost.Store(total) }
+func (o *countingObserver) RefreshShed(string)                    { o.refreshShed.Add(1) }
+func (o *countingObserver) RefreshQueueLen(n int)                 { o.queueLen.Store(int64(n)) }
+func (o *countingObserver) LoadQueueLen(n int)                    { o.loadQueue.Store(int64(n)) }
+func (o *countingObserver) LoadShed(string)                       { o.loadShed.Add(1) }
+func (o *countingObserver) Backoff(string, any, error, time.Time) {}
+func (o *countingObserver) SetRejected()                          { o.rejected.Add(1) }
+func (o *countingObserver) SetDropped()                           { o.dropped.Add(1) }
+func (o *countingObserver) Evicted(int64)                         { o.evicted.Add(1) }
+func (o *countingObserver) CostChanged(total int64)               { o.cost.Store(total) }
 
 // newStore returns a store closed at the end of the test.
 func newStore(t testing.TB, cfg Config, l Loader) *Store {

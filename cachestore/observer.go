@@ -28,6 +28,9 @@ type Observer interface {
 	// LoadQueueLen reports the number of cold loads waiting for a load
 	// slot whenever it changes.
 	LoadQueueLen(n int)
+	// Backoff is called when a load failed and key backs off until until;
+	// arg is the load's, for naming what failed.
+	Backoff(key string, arg any, err error, until time.Time)
 	// LoadShed is called when a miss starts no load because the load queue
 	// is full.
 	LoadShed(key string)
@@ -57,6 +60,7 @@ func (nopObserver) RefreshShed(string)                          {}
 func (nopObserver) RefreshQueueLen(int)                         {}
 func (nopObserver) LoadQueueLen(int)                            {}
 func (nopObserver) LoadShed(string)                             {}
+func (nopObserver) Backoff(string, any, error, time.Time)       {}
 func (nopObserver) SetRejected()                                {}
 func (nopObserver) SetDropped()                                 {}
 func (nopObserver) Evicted(int64)                               {}

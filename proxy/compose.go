@@ -772,7 +772,16 @@ func (v *reqVars) UserAgent() string {
 // per fragment; lookups, coalescing and fetch results are counted by the
 // handler and the fetcher, which know the fragment's name and the fetch's
 // outcome.
-type storeObserver struct{ m *metrics.Metrics }
+type storeObserver struct {
+	m       *metrics.Metrics
+	backoff *backoffLog
+}
+
+func (o storeObserver) Backoff(_ string, arg any, err error, until time.Time) {
+	if a, ok := arg.(*loadArg); ok && !errors.Is(err, cachestore.ErrClosed) {
+		o.backoff.step(a, err, until)
+	}
+}
 
 func (o storeObserver) Lookup(string, cachestore.Status)            {}
 func (o storeObserver) Coalesced(string)                            {}

@@ -137,7 +137,7 @@ func New(cfg Config) (*Proxy, error) {
 		LoadQueue:    cfg.FetchQueue,
 		RefreshQueue: cfg.RefreshQueue,
 		LoadTimeout:  cfg.FetchTimeout,
-		Observer:     storeObserver{p.m},
+		Observer:     storeObserver{m: p.m, backoff: newBackoffLog(p.log)},
 	}, p.fetch)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: store: %w", err)
