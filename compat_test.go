@@ -261,3 +261,23 @@ func TestBackoffLogLines(t *testing.T) {
 		t.Error("a backoff line holds the src's query")
 	}
 }
+
+// TestDemoNamesItsFragments: the demo's boxes appear by name in /metrics,
+// its page says why a logged-in visitor sees placeholders again, and a
+// failed fragment's placeholder looks different from a pending one.
+func TestDemoNamesItsFragments(t *testing.T) {
+	fc := startFragcache(t, "--demo", "--wait", "50ms")
+	_, b := get(t, fc.front+"/")
+	if !strings.Contains(b, "cached for them alone") {
+		t.Error("the demo page does not say why a logged-in visitor sees placeholders")
+	}
+	if !strings.Contains(b, `class="wait"`) || !strings.Contains(demoPage, `class="failed"`) {
+		t.Error("pending and failed placeholders are not told apart")
+	}
+	m := metricsText(t, fc)
+	for _, name := range []string{"orders", "report", "inventory", "greeting"} {
+		if !strings.Contains(m, `fragment="`+name+`"`) {
+			t.Errorf("/metrics has no series for the demo fragment %q", name)
+		}
+	}
+}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fragcache/proxy"
+
 	"context"
 	"errors"
 	"flag"
@@ -180,6 +182,7 @@ body { font-family: Verdana, sans-serif; background: #eef; margin: 0; }
 .grid td, .grid th { border: 1px solid #ccc; padding: 2px 6px; }
 .small { color: #666; font-size: 11px; }
 .wait { color: #a60; font-style: italic; }
+.failed { color: #b00; border-left: 3px solid #b00; padding-left: .5em; }
 </style></head>
 <body>
 <esi:include src="/fragments/header"><div class="top">ACME Intranet</div></esi:include>
@@ -188,6 +191,7 @@ body { font-family: Verdana, sans-serif; background: #eef; margin: 0; }
 <a href="/login?name=alice">log in as alice</a> &middot; <a href="/login?name=bob">log in as bob</a> &middot; <a href="/logout">log out</a></p></esi:vars>
 <esi:include src="/fragments/greeting"/>
 <p class="small">Page built by the legacy app (view @N@). Fragments come from fragcache's cache; slow ones show a placeholder until their background fetch is done. Reload to see them fill in.</p>
+<p class="small">Logged in, you see the placeholders again at first: a logged-in visitor's fragments are fetched with their cookie and cached for them alone, never shared with the anonymous copy.</p>
 </div>
 <div class="box"><h2>Recent orders (about 1 s to build)</h2>
 <esi:include src="/fragments/orders" timeout="100ms"><p class="wait">Loading orders&hellip;</p></esi:include>
@@ -196,7 +200,7 @@ body { font-family: Verdana, sans-serif; background: #eef; margin: 0; }
 <esi:include src="/fragments/report"><p class="wait">The report is being prepared&hellip;</p></esi:include>
 </div>
 <div class="box"><h2>Inventory (its service is down: alt)</h2>
-<esi:include src="/fragments/inventory" alt="/fragments/inventory-cached"><p class="wait">Loading inventory&hellip;</p></esi:include>
+<esi:include src="/fragments/inventory" alt="/fragments/inventory-cached"><p class="failed">Inventory is unavailable right now.</p></esi:include>
 </div>
 <div class="box"><h2>News (try / except)</h2>
 <esi:try>
@@ -216,3 +220,13 @@ body { font-family: Verdana, sans-serif; background: #eef; margin: 0; }
 <esi:comment text="the legacy app knows nothing of caching"/>
 </body></html>
 `
+
+// demoFragmentRules names the demo's fragments for the metrics labels.
+func demoFragmentRules() []proxy.FragmentRule {
+	return []proxy.FragmentRule{
+		{Name: "orders", Match: "/fragments/orders"},
+		{Name: "report", Match: "/fragments/report"},
+		{Name: "inventory", Match: "/fragments/inventory"},
+		{Name: "greeting", Match: "/fragments/greeting"},
+	}
+}

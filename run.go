@@ -95,6 +95,11 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		defer demo.Close()
 		pc.Upstream = demo.URL()
 		pc.ESICookies = append(slices.Clone(pc.ESICookies), "demo_user")
+		if len(pc.Fragments) == 0 {
+			// Named so that /metrics shows the demo's boxes by name (rule
+			// 34); a --config with fragment rules wins.
+			pc.Fragments = demoFragmentRules()
+		}
 	}
 
 	reg := prometheus.NewRegistry()
