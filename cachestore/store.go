@@ -175,6 +175,11 @@ func (s *Store) LookupIn(group uint64, key string, detach func() any) Result {
 // otherwise answers Miss with a nil Flight: it never starts or joins a
 // load. A caller that looks a value up under one of several keys peeks at
 // the first and looks up the last. A fresh hit allocates nothing.
+//
+// Peek asks ristretto only, never the side table of writes ristretto has
+// not applied yet: a miss then takes no lock, which matters because a
+// page's includes that are not shared peek on every view. An entry stored
+// a moment ago can be missed; the proxy's per-URL hint covers that window.
 func (s *Store) Peek(key string, detach func() any) Result {
 	g := s.gets.enter(&s.closing)
 	if g == nil {
@@ -183,14 +188,6 @@ func (s *Store) Peek(key string, detach func() any) Result {
 	it, ok := s.cache.Get(key)
 	s.gets.leave(g)
 	now := s.now()
-	if !ok {
-		s.mu.Lock()
-		if !s.closed {
-			it = s.recent.get(key, now)
-		}
-		s.mu.Unlock()
-		ok = it != nil
-	}
 	if ok {
 		if r, ok := s.serve(key, it, now, detach); ok {
 			s.obs.Lookup(key, r.Status)
