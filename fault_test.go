@@ -1374,3 +1374,58 @@ func TestMalformedUpstreamAnswers(t *testing.T) {
 	t.Logf("%d malformed answers: pages 502 at once, fragments status_error (%d) with the page served", len(answers), statusErrors)
 }
 
+// TestBareLFRequestAnsweredAtOnce: a request whose head ends in a bare-LF
+// blank line gets a 400 and a closed connection at once, not when the
+// read timeout ends; on a new connection and on a kept-alive one.
+func TestBareLFRequestAnsweredAtOnce(t *testing.T) {
+	checkNoLeaks(t)
+	o := newOrigin(t, map[string]http.HandlerFunc{"/": func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }})
+	fc := startFragcache(t, "--upstream", o.URL, "--read-timeout", "10s")
+	addr := strings.TrimPrefix(fc.front, "http://")
+	const clean = "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+	tests := []struct{ name, before, raw string }{
+		{"every line", "", "GET / HTTP/1.1\nHost: x\n\n"},
+		{"POST with a body", "", "POST / HTTP/1.1\nHost: x\nContent-Length: 3\n\nabc"},
+		{"blank line LF CRLF", "", "GET / HTTP/1.1\r\nHost: x\n\r\n"},
+		{"after a clean request on the same connection", clean, "GET / HTTP/1.1\nHost: x\n\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			br := bufio.NewReader(c)
+			if tc.before != "" {
+				io.WriteString(c, tc.before)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("the clean request: %v", err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			t0 := time.Now()
+			io.WriteString(c, tc.raw)
+			resp, err := http.ReadResponse(br, nil)
+			d := time.Since(t0)
+			if err != nil {
+				t.Fatalf("no answer after %v: %v", d.Round(time.Millisecond), err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 400 {
+				t.Errorf("status %d, want 400", resp.StatusCode)
+			}
+			if d > time.Second {
+				t.Errorf("answered after %v, want at once", d)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Errorf("the connection stayed open after the 400: %v", err)
+			}
+			t.Logf("%s: 400 after %v, connection closed", tc.name, d.Round(time.Microsecond))
+		})
+	}
+}

@@ -189,6 +189,38 @@ func TestBodyReader(t *testing.T) {
 	}
 }
 
+func TestFrontConnScan(t *testing.T) {
+	tests := []struct {
+		name   string
+		reads  []string
+		bad    bool
+		inHead bool // still in a head after the reads
+	}{
+		{"CRLF head", []string{"GET / HTTP/1.1\r\nHost: a\r\n\r\n"}, false, false},
+		{"CRLF head, then a body with LF LF", []string{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n\n\n\n\n"}, false, false},
+		{"CRLF head split", []string{"GET / HTTP/1.1\r\nHost: a\r", "\n", "\r", "\n"}, false, false},
+		{"bare LF head", []string{"GET / HTTP/1.1\nHost: x\n\n"}, true, true},
+		{"bare LF head split", []string{"GET / HTTP/1.1\nHost: x\n", "\n"}, true, true},
+		{"LF CRLF blank line", []string{"GET / HTTP/1.1\r\nHost: x\n\r\n"}, true, true},
+		{"bare LF inside a CRLF head", []string{"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n"}, false, false},
+		{"leading CRLF", []string{"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"}, false, false},
+		{"head not complete", []string{"GET / HTTP/1.1\r\nHost: a\r\n"}, false, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &frontConn{inHead: true}
+			for _, r := range tc.reads {
+				if c.inHead && !c.bad {
+					c.scan([]byte(r))
+				}
+			}
+			if c.bad != tc.bad || c.inHead != tc.inHead {
+				t.Errorf("after %q: bad %v, in a head %v; want %v, %v", tc.reads, c.bad, c.inHead, tc.bad, tc.inHead)
+			}
+		})
+	}
+}
+
 // loopbackPair dials a loopback listener through a dialer and returns the
 // upstream connection and the server's end of it.
 func loopbackPair(t *testing.T, d *dialer) (*upConn, net.Conn) {

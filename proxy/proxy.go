@@ -150,9 +150,11 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-// Serve accepts connections on ln until Shutdown.
+// Serve accepts connections on ln until Shutdown. A TLS front is served by
+// passing a TLS listener: the checks of request heads see the decrypted
+// bytes.
 func (p *Proxy) Serve(ln net.Listener) error {
-	return p.server.Serve(ln)
+	return p.server.Serve(frontListener{ln})
 }
 
 // Shutdown stops accepting connections and waits, until ctx ends, for the
@@ -180,6 +182,8 @@ func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var netErr net.Error
 	switch {
+	case errors.Is(err, errBareLFHead):
+		ctx.Error("bad request: bare LF line end", fasthttp.StatusBadRequest)
 	case errors.As(err, &small):
 		ctx.Error("request header too large", fasthttp.StatusRequestHeaderFieldsTooLarge)
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
