@@ -1327,6 +1327,7 @@ func TestMalformedUpstreamAnswers(t *testing.T) {
 	pages := newIncludeOrigin(t, up.addr)
 	fc2 := startFragcache(t, "--upstream", pages.URL, "--allow-host", up.addr, "--wait", "5s", "--fetch-timeout", "3s")
 	paths := slices.Sorted(maps.Keys(answers))
+	var slowest time.Duration
 	for _, p := range paths {
 		t.Run("page"+p, func(t *testing.T) {
 			t0 := time.Now()
@@ -1338,6 +1339,7 @@ func TestMalformedUpstreamAnswers(t *testing.T) {
 			if d > time.Second {
 				t.Errorf("answered after %v, want at once", d)
 			}
+			slowest = max(slowest, d)
 			eventually(t, "the log line", func() bool {
 				for _, l := range strings.Split(logs.String(), "\n") {
 					if strings.Contains(l, `"msg":"malformed upstream response"`) && strings.Contains(l, `"path":"`+p+`"`) {
@@ -1357,6 +1359,7 @@ func TestMalformedUpstreamAnswers(t *testing.T) {
 			if d > time.Second {
 				t.Errorf("answered after %v, want at once", d)
 			}
+			slowest = max(slowest, d)
 		})
 	}
 	m := metricsText(t, fc2)
@@ -1371,7 +1374,8 @@ func TestMalformedUpstreamAnswers(t *testing.T) {
 	if statusErrors != len(answers) {
 		t.Errorf("%d fetches counted status_error, want %d:\n%s", statusErrors, len(answers), grepLines(m, "fetches_total"))
 	}
-	t.Logf("%d malformed answers: pages 502 at once, fragments status_error (%d) with the page served", len(answers), statusErrors)
+	t.Logf("%d malformed answers: pages 502, fragments status_error (%d) with the page served; slowest answer %v",
+		len(answers), statusErrors, slowest.Round(time.Microsecond))
 }
 
 // TestBareLFRequestAnsweredAtOnce: a request whose head ends in a bare-LF
