@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -213,6 +214,13 @@ type faultServer struct {
 // is closed when serve returns false.
 func newFaultServer(t *testing.T, serve func(c net.Conn, path string, stop <-chan struct{}) bool) *faultServer {
 	t.Helper()
+	return newRawOrigin(t, func(c net.Conn, _, path string, stop <-chan struct{}) bool { return serve(c, path, stop) })
+}
+
+// newRawOrigin is newFaultServer for a serve that needs the request's
+// method too.
+func newRawOrigin(t *testing.T, serve func(c net.Conn, method, path string, stop <-chan struct{}) bool) *faultServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -241,12 +249,12 @@ func newFaultServer(t *testing.T, serve func(c net.Conn, path string, stop <-cha
 				}()
 				br := bufio.NewReader(c)
 				for {
-					path, err := readRequestHead(br)
+					method, path, err := readRequestHead(br)
 					if err != nil {
 						return
 					}
 					s.reqs.Add(1)
-					if !serve(c, path, s.stop) {
+					if !serve(c, method, path, s.stop) {
 						return
 					}
 				}
@@ -276,16 +284,17 @@ func (s *faultServer) close() {
 	})
 }
 
-// readRequestHead reads one request head and returns its path.
-func readRequestHead(br *bufio.Reader) (string, error) {
+// readRequestHead reads one request head and returns its method and
+// path.
+func readRequestHead(br *bufio.Reader) (method, path string, err error) {
 	line, err := br.ReadString('\n')
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	for {
 		h, err := br.ReadString('\n')
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
 		if h == "\r\n" || h == "\n" {
 			break
@@ -293,9 +302,9 @@ func readRequestHead(br *bufio.Reader) (string, error) {
 	}
 	f := strings.Fields(line)
 	if len(f) < 2 {
-		return "", errors.New("bad request line")
+		return "", "", errors.New("bad request line")
 	}
-	return f[1], nil
+	return f[0], f[1], nil
 }
 
 // writeFull answers with a complete fragment and keeps the connection.
@@ -1066,5 +1075,366 @@ func TestStopCutsSlowAdminRequests(t *testing.T) {
 		t.Logf("the profile request ended %v after the stop", time.Since(stopped).Round(time.Millisecond))
 	case <-time.After(3 * time.Second):
 		t.Fatal("the profile request still runs 3s after the stop")
+	}
+}
+
+// Pooled connections and framing (DESIGN.md, precise rules 13 and 20).
+//
+// The origins below are raw sockets: every answer's body names its own
+// request, so an answer handed to the wrong request shows at once.
+
+// stolen is a whole answer that an upstream connection out of step hands
+// to the next request sent on it: its body names no request.
+const stolen = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nCache-Control: max-age=600\r\nContent-Length: 8\r\n\r\n=STOLEN="
+
+// own is the body stepOrigin answers path with.
+func own(path string) string { return "=" + path + "=" }
+
+// newStepOrigin starts a raw upstream whose answers name their request
+// (own). The path's first segment chooses a fault:
+//
+//	/late/...       the answer, then 10 ms later, while the connection is
+//	                idle, a whole extra answer (stolen);
+//	/short/...      a Content-Length counting only the named body: four
+//	                more bytes follow in the same write, stolen 2 ms later;
+//	/nocontent/...  204, then stolen 2 ms later as its body;
+//	HEAD            the named body's head, then stolen 2 ms later as its
+//	                body.
+//
+// Anything else gets its answer alone. The connection stays open.
+func newStepOrigin(t *testing.T) *faultServer {
+	t.Helper()
+	return newRawOrigin(t, func(c net.Conn, method, path string, stop <-chan struct{}) bool {
+		body := own(path)
+		head := func(status string, n int) string {
+			return fmt.Sprintf("HTTP/1.1 %s\r\nContent-Type: text/html\r\nCache-Control: max-age=600\r\nContent-Length: %d\r\n\r\n", status, n)
+		}
+		send := func(b string) bool {
+			_, err := io.WriteString(c, b)
+			return err == nil
+		}
+		later := func(d time.Duration, b string) bool {
+			select {
+			case <-time.After(d):
+			case <-stop:
+				return false
+			}
+			return send(b)
+		}
+		switch {
+		case method == "HEAD":
+			return send(head("200 OK", len(body))) && later(2*time.Millisecond, stolen)
+		case strings.HasPrefix(path, "/late/"):
+			return send(head("200 OK", len(body))+body) && later(10*time.Millisecond, stolen)
+		case strings.HasPrefix(path, "/short/"):
+			return send(head("200 OK", len(body))+body+"JUNK") && later(2*time.Millisecond, stolen)
+		case strings.HasPrefix(path, "/nocontent/"):
+			return send("HTTP/1.1 204 No Content\r\nCache-Control: max-age=600\r\n\r\n") && later(2*time.Millisecond, stolen)
+		}
+		return send(head("200 OK", len(body)) + body)
+	})
+}
+
+// newIncludeOrigin serves /p/PATH as an opted-in page holding the
+// fragment http://host/PATH between brackets.
+func newIncludeOrigin(t *testing.T, host string) *origin {
+	t.Helper()
+	return newOrigin(t, map[string]http.HandlerFunc{
+		"/p/": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.Header().Set("Surrogate-Control", `content="ESI/1.0"`)
+			fmt.Fprintf(w, `[<esi:include src="http://%s%s">ph</esi:include>]`, host, strings.TrimPrefix(r.URL.Path, "/p"))
+		},
+	})
+}
+
+// doRequest sends method url and reads the whole answer.
+func doRequest(method, url string) (int, string, error) {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// TestPooledConnStaysInStep: an upstream answer followed by bytes it did
+// not declare (a late surplus while the connection is idle, a
+// Content-Length smaller than the body, a body on HEAD or 204) must not
+// become the answer to the next request on that pooled connection, for
+// the page client and for the fragment clients.
+func TestPooledConnStaysInStep(t *testing.T) {
+	checkNoLeaks(t)
+	up := newStepOrigin(t)
+	pages := newIncludeOrigin(t, up.addr)
+	page := startFragcache(t, "--upstream", "http://"+up.addr)
+	frag := startFragcache(t, "--upstream", pages.URL, "--allow-host", up.addr, "--wait", "2s")
+	tests := []struct {
+		name, method string
+		fc           *instance
+		path, want   string
+		frag         bool
+	}{
+		{"page/late surplus", "GET", page, "/late/1", own("/late/1"), false},
+		{"page/Content-Length smaller than the body", "GET", page, "/short/1", own("/short/1"), false},
+		{"page/body on HEAD", "HEAD", page, "/head/1", "", false},
+		{"fragment/late surplus", "GET", frag, "/p/late/2", "[" + own("/late/2") + "]", true},
+		{"fragment/Content-Length smaller than the body", "GET", frag, "/p/short/2", "[" + own("/short/2") + "]", true},
+		{"fragment/body on 204", "GET", frag, "/p/nocontent/2", "[]", true},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dials := up.conns.Load()
+			code, body, err := doRequest(tc.method, tc.fc.front+tc.path)
+			if err != nil || code != 200 || body != tc.want {
+				t.Fatalf("%s %s: %d %q %v, want 200 %q", tc.method, tc.path, code, body, err, tc.want)
+			}
+			// The surplus arrives while the connection sits idle.
+			time.Sleep(30 * time.Millisecond)
+			for j := range 5 {
+				p := fmt.Sprintf("/ok/%d-%d", i, j)
+				want := own(p)
+				if tc.frag {
+					p, want = "/p"+p, "["+want+"]"
+				}
+				code, body, err := doRequest("GET", tc.fc.front+p)
+				if err != nil || code != 200 || body != want {
+					t.Errorf("request %d after the fault: %d %q %v, want 200 %q", j, code, body, err, want)
+				}
+			}
+			t.Logf("%s: the 5 requests after it got their own answers; %d new upstream connections", tc.name, up.conns.Load()-dials)
+		})
+	}
+}
+
+// TestPooledConnFollowUp1000: 1 000 page requests and 1 000 fragment
+// fetches, 8 at a time, one in ten answered with a Content-Length smaller
+// than its body (surplus in the same write, and a whole stolen answer
+// 2 ms later): every answer is its own request's.
+func TestPooledConnFollowUp1000(t *testing.T) {
+	checkNoLeaks(t)
+	up := newStepOrigin(t)
+	pages := newIncludeOrigin(t, up.addr)
+	page := startFragcache(t, "--upstream", "http://"+up.addr)
+	frag := startFragcache(t, "--upstream", pages.URL, "--allow-host", up.addr, "--wait", "2s")
+	for _, run := range []struct {
+		name string
+		fc   *instance
+		frag bool
+	}{{"page", page, false}, {"fragment", frag, true}} {
+		const n, conc = 1000, 8
+		var next, wrong, stolenSeen, failed atomic.Int64
+		dials := up.conns.Load()
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range conc {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := next.Add(1)
+					if i > n {
+						return
+					}
+					p := fmt.Sprintf("/ok/%d", i)
+					if i%10 == 0 {
+						p = fmt.Sprintf("/short/%d", i)
+					}
+					want := own(p)
+					if run.frag {
+						p, want = "/p"+p, "["+want+"]"
+					}
+					code, body, err := doRequest("GET", run.fc.front+p)
+					switch {
+					case err != nil || code != 200:
+						if failed.Add(1) <= 3 {
+							t.Errorf("%s %s: %d %q %v", run.name, p, code, body, err)
+						}
+					case body != want:
+						if strings.Contains(body, "STOLEN") {
+							stolenSeen.Add(1)
+						}
+						if wrong.Add(1) <= 3 {
+							t.Errorf("%s %s: answered %q, want %q", run.name, p, body, want)
+						}
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if w := wrong.Load(); w > 0 {
+			t.Errorf("%s: %d of %d answers were another request's (%d the stolen one)", run.name, w, n, stolenSeen.Load())
+		}
+		t.Logf("%s: %d requests in %v: %d another request's answer, %d failed; %d upstream connections",
+			run.name, n, time.Since(start).Round(time.Millisecond), wrong.Load(), failed.Load(), up.conns.Load()-dials)
+	}
+}
+
+// startFragcacheLogged is startFragcache that also returns fragcache's
+// log.
+func startFragcacheLogged(t *testing.T, args ...string) (*instance, *lockedBuffer) {
+	t.Helper()
+	base := []string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--drain-delay", "0",
+		"--access-log=false", "--shutdown-timeout", "5s"}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan [2]net.Addr, 1)
+	done := make(chan error, 1)
+	logs := &lockedBuffer{}
+	go func() {
+		done <- runWith(ctx, append(base, args...), func(string) string { return "" }, io.Discard, logs,
+			hooks{ready: func(f, a net.Addr) { addrs <- [2]net.Addr{f, a} }})
+	}()
+	in := &instance{}
+	select {
+	case a := <-addrs:
+		in.front, in.admin = "http://"+a[0].String(), "http://"+a[1].String()
+	case err := <-done:
+		cancel()
+		t.Fatalf("fragcache did not start: %v\n%s", err, logs.String())
+	}
+	in.stop = func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("fragcache did not stop within 15s")
+		}
+	}
+	t.Cleanup(in.stop)
+	return in, logs
+}
+
+// TestMalformedUpstreamAnswers: an answer with both Transfer-Encoding and
+// Content-Length, a malformed first chunk, a status that is not three
+// digits, or bare-LF line ends is a 502 saying "malformed upstream
+// response" at once (a log line says so too) for a page; for a fragment
+// the fetch fails as status_error and the page is served.
+func TestMalformedUpstreamAnswers(t *testing.T) {
+	checkNoLeaks(t)
+	answers := map[string]string{
+		"/both-lengths":     "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+		"/bad-first-chunk":  "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+		"/status-2-digits":  "HTTP/1.1 20 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nok",
+		"/status-4-digits":  "HTTP/1.1 2000 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nok",
+		"/bare-lf":          "HTTP/1.1 200 OK\nContent-Type: text/html\nContent-Length: 2\n\nok",
+		"/bare-lf-one-line": "HTTP/1.1 200 OK\r\nContent-Type: text/html\nContent-Length: 2\r\n\r\nok",
+	}
+	up := newFaultServer(t, func(c net.Conn, path string, _ <-chan struct{}) bool {
+		_, err := io.WriteString(c, answers[path])
+		return err == nil // the connection stays open, as a keep-alive upstream's would
+	})
+	fc, logs := startFragcacheLogged(t, "--upstream", "http://"+up.addr, "--upstream-timeout", "3s")
+	pages := newIncludeOrigin(t, up.addr)
+	fc2 := startFragcache(t, "--upstream", pages.URL, "--allow-host", up.addr, "--wait", "5s", "--fetch-timeout", "3s")
+	paths := slices.Sorted(maps.Keys(answers))
+	var slowest time.Duration
+	for _, p := range paths {
+		t.Run("page"+p, func(t *testing.T) {
+			t0 := time.Now()
+			code, body, err := doRequest("GET", fc.front+p)
+			d := time.Since(t0)
+			if err != nil || code != 502 || body != "malformed upstream response" {
+				t.Errorf("%d %q %v, want 502 %q", code, body, err, "malformed upstream response")
+			}
+			if d > time.Second {
+				t.Errorf("answered after %v, want at once", d)
+			}
+			slowest = max(slowest, d)
+			eventually(t, "the log line", func() bool {
+				for _, l := range strings.Split(logs.String(), "\n") {
+					if strings.Contains(l, `"msg":"malformed upstream response"`) && strings.Contains(l, `"path":"`+p+`"`) {
+						return true
+					}
+				}
+				return false
+			})
+		})
+		t.Run("fragment"+p, func(t *testing.T) {
+			t0 := time.Now()
+			code, body, err := doRequest("GET", fc2.front+"/p"+p)
+			d := time.Since(t0)
+			if err != nil || code != 200 || body != "[ph]" {
+				t.Errorf("%d %q %v, want 200 [ph]", code, body, err)
+			}
+			if d > time.Second {
+				t.Errorf("answered after %v, want at once", d)
+			}
+			slowest = max(slowest, d)
+		})
+	}
+	m := metricsText(t, fc2)
+	var statusErrors int
+	for _, l := range strings.Split(m, "\n") {
+		if strings.HasPrefix(l, "fragcache_fragment_fetches_total{") && strings.Contains(l, `result="status_error"`) {
+			var v int
+			fmt.Sscan(l[strings.LastIndexByte(l, ' ')+1:], &v)
+			statusErrors += v
+		}
+	}
+	if statusErrors != len(answers) {
+		t.Errorf("%d fetches counted status_error, want %d:\n%s", statusErrors, len(answers), grepLines(m, "fetches_total"))
+	}
+	t.Logf("%d malformed answers: pages 502, fragments status_error (%d) with the page served; slowest answer %v",
+		len(answers), statusErrors, slowest.Round(time.Microsecond))
+}
+
+// TestBareLFRequestAnsweredAtOnce: a request whose head ends in a bare-LF
+// blank line gets a 400 and a closed connection at once, not when the
+// read timeout ends; on a new connection and on a kept-alive one.
+func TestBareLFRequestAnsweredAtOnce(t *testing.T) {
+	checkNoLeaks(t)
+	o := newOrigin(t, map[string]http.HandlerFunc{"/": func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }})
+	fc := startFragcache(t, "--upstream", o.URL, "--read-timeout", "10s")
+	addr := strings.TrimPrefix(fc.front, "http://")
+	const clean = "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+	tests := []struct{ name, before, raw string }{
+		{"every line", "", "GET / HTTP/1.1\nHost: x\n\n"},
+		{"POST with a body", "", "POST / HTTP/1.1\nHost: x\nContent-Length: 3\n\nabc"},
+		{"blank line LF CRLF", "", "GET / HTTP/1.1\r\nHost: x\n\r\n"},
+		{"after a clean request on the same connection", clean, "GET / HTTP/1.1\nHost: x\n\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			br := bufio.NewReader(c)
+			if tc.before != "" {
+				io.WriteString(c, tc.before)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("the clean request: %v", err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			t0 := time.Now()
+			io.WriteString(c, tc.raw)
+			resp, err := http.ReadResponse(br, nil)
+			d := time.Since(t0)
+			if err != nil {
+				t.Fatalf("no answer after %v: %v", d.Round(time.Millisecond), err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 400 {
+				t.Errorf("status %d, want 400", resp.StatusCode)
+			}
+			if d > time.Second {
+				t.Errorf("answered after %v, want at once", d)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Errorf("the connection stayed open after the 400: %v", err)
+			}
+			t.Logf("%s: 400 after %v, connection closed", tc.name, d.Round(time.Microsecond))
+		})
 	}
 }

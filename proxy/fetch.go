@@ -73,11 +73,16 @@ func (e *fetchError) Unwrap() error { return e.err }
 type fetcher struct {
 	p *Proxy
 
-	// mu protects clients and conns.
+	// trust, when set (tests only, before the first fetch), is the TLS
+	// configuration https fragment hosts are dialled with; nil: the
+	// system's roots.
+	trust *tls.Config
+
+	// mu protects clients, breakers, conns and closed.
 	mu       sync.Mutex
 	clients  map[string]*fasthttp.HostClient
 	breakers map[string]*breaker
-	conns    map[net.Conn]struct{}
+	conns    map[*upConn]struct{}
 	closed   bool
 }
 
@@ -86,7 +91,7 @@ func newFetcher(p *Proxy) *fetcher {
 		p:        p,
 		clients:  make(map[string]*fasthttp.HostClient),
 		breakers: make(map[string]*breaker),
-		conns:    make(map[net.Conn]struct{}),
+		conns:    make(map[*upConn]struct{}),
 	}
 }
 
@@ -107,12 +112,16 @@ func (f *fetcher) client(t *target) (*fasthttp.HostClient, *breaker, error) {
 		return nil, nil, errors.New("too many fragment hosts")
 	}
 	cfg := &f.p.cfg
+	d := newDialer(t.addr, t.scheme == "https", f.trust, 0, cfg.FetchTimeout)
+	d.opened, d.closed = f.opened, f.forget
+	d.dialTCP = f.p.reach.dial // DESIGN rule 19: allow-host names never reach loopback
 	hc := &fasthttp.HostClient{
 		Addr:                      t.addr,
 		Name:                      "fragcache",
 		IsTLS:                     t.scheme == "https",
 		NoDefaultUserAgentHeader:  true,
 		DisablePathNormalizing:    true,
+		SecureErrorLogMessage:     true,
 		MaxConns:                  cfg.FetchPerHost,
 		MaxConnWaitTimeout:        cfg.FetchTimeout,
 		MaxIdleConnDuration:       30 * time.Second,
@@ -123,8 +132,8 @@ func (f *fetcher) client(t *target) (*fasthttp.HostClient, *breaker, error) {
 		ReadBufferSize:            cfg.MaxHeaderBytes,
 		WriteBufferSize:           8 << 10,
 		MaxResponseBodySize:       int(cfg.MaxFragmentSize),
-		DialTimeout:               f.dial,
-		SecureErrorLogMessage:     true, // no response head in an error's text
+		Transport:                 f.p.transport,
+		DialTimeout:               d.dial,
 	}
 	f.clients[id] = hc
 	br := &breaker{}
@@ -135,46 +144,29 @@ func (f *fetcher) client(t *target) (*fasthttp.HostClient, *breaker, error) {
 	return hc, br, nil
 }
 
-// dial opens a connection that close can cut, so that Close does not wait
-// for fetches that the store has given up on.
-func (f *fetcher) dial(addr string, timeout time.Duration) (net.Conn, error) {
-	if timeout <= 0 || timeout > f.p.cfg.FetchTimeout {
-		timeout = f.p.cfg.FetchTimeout
-	}
-	c, err := f.p.reach.dial(addr, timeout) // DESIGN rule 19
-	if err != nil {
-		return nil, err
-	}
+// opened tracks a new fragment connection, so that close can cut it and
+// Close does not wait for fetches that the store has given up on.
+func (f *fetcher) opened(c *upConn) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
-		c.Close()
-		return nil, cachestore.ErrClosed
+		return cachestore.ErrClosed
 	}
-	tc := &trackedConn{Conn: c, f: f}
-	f.conns[tc] = struct{}{}
-	return tc, nil
+	f.conns[c] = struct{}{}
+	return nil
 }
 
-type trackedConn struct {
-	net.Conn
-	f    *fetcher
-	once sync.Once
-}
-
-func (c *trackedConn) Close() error {
-	c.once.Do(func() {
-		c.f.mu.Lock()
-		delete(c.f.conns, c)
-		c.f.mu.Unlock()
-	})
-	return c.Conn.Close()
+// forget stops tracking a closed fragment connection.
+func (f *fetcher) forget(c *upConn) {
+	f.mu.Lock()
+	delete(f.conns, c)
+	f.mu.Unlock()
 }
 
 func (f *fetcher) close() {
 	f.mu.Lock()
 	f.closed = true
-	conns := make([]net.Conn, 0, len(f.conns))
+	conns := make([]*upConn, 0, len(f.conns))
 	for c := range f.conns {
 		conns = append(conns, c)
 	}
@@ -290,9 +282,14 @@ func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthtt
 	if err != nil {
 		res := metrics.FetchConnectError
 		var netErr net.Error
+		var bad *malformedError
 		switch {
 		case errors.Is(err, errDialDenied):
 			res = metrics.FetchDenied
+		case errors.As(err, &bad):
+			// The host answered, but not in a form that can be read
+			// unambiguously (DESIGN.md, precise rules 13 and 20).
+			res = metrics.FetchStatusError
 		case errors.Is(err, fasthttp.ErrBodyTooLarge):
 			res = metrics.FetchTooLarge
 		case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout),

@@ -64,7 +64,7 @@ func newRawOrigin(t *testing.T, respond func(head string) string) *rawOrigin {
 				defer wg.Done()
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(5 * time.Second))
-				head, err := readHead(bufio.NewReader(c))
+				head, err := readTestHead(bufio.NewReader(c))
 				if err != nil {
 					return
 				}
@@ -101,7 +101,7 @@ func (o *rawOrigin) count(prefix string) int {
 	return n
 }
 
-func readHead(br *bufio.Reader) (string, error) {
+func readTestHead(br *bufio.Reader) (string, error) {
 	var b []byte
 	for !bytes.HasSuffix(b, []byte("\r\n\r\n")) {
 		c, err := br.ReadByte()
@@ -148,7 +148,7 @@ func esiAnswer(body string) string {
 
 // serveProxy runs a Proxy built from cfg (Upstream and Metrics filled in
 // when empty) on a loopback listener until the test ends.
-func serveProxy(t *testing.T, cfg Config) (*Proxy, string) {
+func serveConfigProxy(t *testing.T, cfg Config) (*Proxy, string) {
 	t.Helper()
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New(prometheus.NewRegistry(), metrics.Options{Version: "test"})
@@ -218,7 +218,7 @@ func get(t *testing.T, from, addr, host, target, hdrs string) string {
 // 12 and 18).
 func TestTrustedProxyHeadersKept(t *testing.T) {
 	o := newRawOrigin(t, func(string) string { return answer("Content-Type: text/plain\r\n", "page") })
-	_, addr := serveProxy(t, Config{Upstream: "http://" + o.addr, TrustedProxies: []string{trustedPeer + "/32", "10.0.0.0/8"}})
+	_, addr := serveConfigProxy(t, Config{Upstream: "http://" + o.addr, TrustedProxies: []string{trustedPeer + "/32", "10.0.0.0/8"}})
 	hdrs := "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\n" +
 		"X-Forwarded-Host: www.shop.test\r\nForwarded: for=203.0.113.7;proto=https\r\nX-Real-IP: 203.0.113.7\r\n" +
 		"X-Forwarded-Port: 443\r\n"
@@ -294,7 +294,7 @@ func TestFragmentsCarryTheForwardedScheme(t *testing.T) {
 		proto := strings.Join(headValues(head, "X-Forwarded-Proto"), ",")
 		return answer("Content-Type: text/html\r\nCache-Control: public, max-age=60\r\n", "scheme="+proto)
 	})
-	_, addr := serveProxy(t, Config{Upstream: "http://" + o.addr, Wait: 5 * time.Second, MaxWait: 5 * time.Second,
+	_, addr := serveConfigProxy(t, Config{Upstream: "http://" + o.addr, Wait: 5 * time.Second, MaxWait: 5 * time.Second,
 		TrustedProxies: []string{trustedPeer}})
 	tests := []struct {
 		from, xfp, want string
@@ -347,7 +347,7 @@ func TestPreserveHostFragments(t *testing.T) {
 		}
 		return answer("Content-Type: text/html\r\nCache-Control: public, max-age=60\r\n", "site="+host)
 	})
-	_, addr := serveProxy(t, Config{Upstream: "http://" + o.addr, Wait: 5 * time.Second, MaxWait: 5 * time.Second,
+	_, addr := serveConfigProxy(t, Config{Upstream: "http://" + o.addr, Wait: 5 * time.Second, MaxWait: 5 * time.Second,
 		PublicHosts: []string{"a.test", "b.test"}, PreserveHost: true})
 	tests := []struct {
 		host, want string
@@ -401,16 +401,12 @@ func TestHTTPSUpstream(t *testing.T) {
 		fmt.Fprintf(w, "fragment over %s", r.Header.Get("X-Forwarded-Proto"))
 	}))
 	t.Cleanup(ts.Close)
-	p, addr := serveProxy(t, Config{Upstream: ts.URL, Wait: 5 * time.Second, MaxWait: 5 * time.Second})
-	// The test server's certificate is its own: trust it in both clients.
+	p, addr := serveConfigProxy(t, Config{Upstream: ts.URL, Wait: 5 * time.Second, MaxWait: 5 * time.Second})
+	// The test server's certificate is its own: trust it in both clients
+	// (their dialers do the TLS handshake).
 	tlsCfg := ts.Client().Transport.(*http.Transport).TLSClientConfig
-	p.page.TLSConfig = tlsCfg
-	hc, _, err := p.fetch.client(&target{scheme: "https", addr: net.JoinHostPort(p.reach.base.Hostname(), portOf(p.reach.base)),
-		label: p.reach.entries[0].name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc.TLSConfig = tlsCfg
+	p.pageDialer.tls.RootCAs = tlsCfg.RootCAs
+	p.fetch.trust = tlsCfg
 	if body := get(t, untrustedPeer, addr, "shop.test", "/page", ""); body != "[fragment over http]" {
 		t.Errorf("page of an https upstream: %q, want [fragment over http]", body)
 	}

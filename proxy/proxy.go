@@ -34,10 +34,12 @@ type Proxy struct {
 	scopes scoper
 	urls   urlTable
 
-	page     *fasthttp.HostClient
-	pageUp   *metrics.Upstream
-	pageHost string // the Host header sent to the upstream
-	trusted  []netip.Prefix
+	page       *fasthttp.HostClient
+	pageDialer *dialer
+	pageUp     *metrics.Upstream
+	pageHost   string     // the Host header sent to the upstream
+	transport  *transport // the exchange of every upstream client
+	trusted    []netip.Prefix
 
 	publicHosts []string
 	server      *fasthttp.Server
@@ -94,14 +96,21 @@ func New(cfg Config) (*Proxy, error) {
 		p.rules = append(p.rules, rule{FragmentRule: fr, m: p.m.Fragment(name)})
 	}
 	p.pageUp = p.m.Upstream(r.entries[0].name)
+	p.transport = &transport{log: p.log}
+	pageAddr := net.JoinHostPort(r.base.Hostname(), portOf(r.base))
+	// Deadlines are managed per read and write by the connection (the
+	// dialer's idle bound), so that a long download is bounded by
+	// inactivity, not by its total time.
+	p.pageDialer = newDialer(pageAddr, r.base.Scheme == "https", nil, cfg.UpstreamTimeout, 10*time.Second)
 	p.page = &fasthttp.HostClient{
-		Addr: net.JoinHostPort(r.base.Hostname(), portOf(r.base)),
+		Addr: pageAddr,
 		// No Name: fasthttp sends it as the User-Agent of a request that
 		// came without one, and a page request carries only the client's.
 		IsTLS:                         r.base.Scheme == "https",
 		NoDefaultUserAgentHeader:      true,
 		DisableHeaderNamesNormalizing: false,
 		DisablePathNormalizing:        true,
+		SecureErrorLogMessage:         true,
 		MaxConns:                      4096,
 		MaxConnWaitTimeout:            cfg.UpstreamTimeout,
 		MaxIdleConnDuration:           30 * time.Second,
@@ -109,25 +118,12 @@ func New(cfg Config) (*Proxy, error) {
 		RetryIfErr:                    retryStaleConn,
 		ReadBufferSize:                cfg.MaxHeaderBytes,
 		WriteBufferSize:               16 << 10,
-		// Deadlines are managed per read and write by idleConn, so that a
-		// long download is bounded by inactivity, not by its total time.
-		ReadTimeout:         cfg.UpstreamTimeout,
-		WriteTimeout:        cfg.UpstreamTimeout,
-		MaxResponseBodySize: 1 << 40,
-		StreamResponseBody:  true,
-		// Errors about an answer fasthttp cannot parse would quote the
-		// answer's head (a user's Set-Cookie) in upstreamError's log line.
-		SecureErrorLogMessage: true,
-		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			if timeout <= 0 || timeout > 10*time.Second {
-				timeout = 10 * time.Second
-			}
-			c, err := fasthttp.DialTimeout(addr, timeout)
-			if err != nil {
-				return nil, err
-			}
-			return &idleConn{Conn: c, timeout: cfg.UpstreamTimeout}, nil
-		},
+		ReadTimeout:                   cfg.UpstreamTimeout,
+		WriteTimeout:                  cfg.UpstreamTimeout,
+		MaxResponseBodySize:           1 << 40,
+		StreamResponseBody:            true,
+		Transport:                     p.transport,
+		DialTimeout:                   p.pageDialer.dial,
 	}
 	p.tpls = newTemplateCache(64<<20, p.m)
 	p.fetch = newFetcher(p)
@@ -169,9 +165,11 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-// Serve accepts connections on ln until Shutdown.
+// Serve accepts connections on ln until Shutdown. A TLS front is served by
+// passing a TLS listener: the checks of request heads see the decrypted
+// bytes.
 func (p *Proxy) Serve(ln net.Listener) error {
-	return p.server.Serve(ln)
+	return p.server.Serve(frontListener{ln})
 }
 
 // Drain makes every answer from now on say Connection: close, so that
@@ -208,6 +206,8 @@ func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var netErr net.Error
 	switch {
+	case errors.Is(err, errBareLFHead):
+		ctx.Error("bad request: bare LF line end", fasthttp.StatusBadRequest)
 	case errors.As(err, &small):
 		ctx.Error("request header too large", fasthttp.StatusRequestHeaderFieldsTooLarge)
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
@@ -321,6 +321,12 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, st *reqStats) {
 	resp.Header.SetNoDefaultContentType(true)
 	defer fasthttp.ReleaseRequest(req)
 	p.buildUpstreamRequest(ctx, req)
+	if p.page.IsTLS {
+		// The request URI is relative, which fasthttp reads as http; its
+		// TLS client refuses such a request ("redirect to a different
+		// protocol"), so an https upstream never got one.
+		req.URI().SetScheme("https")
+	}
 
 	err := p.doPage(req, resp)
 	if err == nil && resp.StatusCode() == fasthttp.StatusPartialContent && p.rangeOfComposedPage(ctx, req, resp) {
@@ -435,7 +441,14 @@ func (p *Proxy) buildUpstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Req
 func (p *Proxy) upstreamError(ctx *fasthttp.RequestCtx, err error) {
 	ctx.Response.Reset()
 	var netErr net.Error
+	var bad *malformedError
 	switch {
+	case errors.As(err, &bad):
+		// An answer fasthttp would misread, or one that came before the
+		// request was written (DESIGN.md, precise rules 13 and 20).
+		ctx.Error("malformed upstream response", fasthttp.StatusBadGateway)
+		p.log.Warn("malformed upstream response", slog.String("path", string(ctx.Path())), slog.String("error", scrubHeaderValues(err.Error())))
+		return
 	case errors.Is(err, fasthttp.ErrTimeout), errors.As(err, &netErr) && netErr.Timeout():
 		ctx.Error("upstream timed out", fasthttp.StatusGatewayTimeout)
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
@@ -557,45 +570,6 @@ func (rr *releasingReader) Close() error {
 	fasthttp.ReleaseResponse(rr.resp)
 	return err
 }
-
-// idleConn bounds every read and write of an upstream connection by
-// inactivity: a call that waits longer than timeout fails, so a slow
-// upstream is cut after timeout without progress while a long download
-// that keeps moving is not. fasthttp's own whole-exchange deadlines are
-// replaced. The deadline is pushed forward only when a quarter of the
-// timeout has passed since it was last set, which keeps timer updates off
-// most calls; a call therefore fails after between 3/4 and all of timeout
-// without progress.
-type idleConn struct {
-	net.Conn
-	timeout time.Duration
-	readAt  time.Time // when the read deadline was last set
-	writeAt time.Time // when the write deadline was last set
-}
-
-func (c *idleConn) Read(b []byte) (int, error) {
-	if now := time.Now(); now.Sub(c.readAt) > c.timeout/4 {
-		if err := c.Conn.SetReadDeadline(now.Add(c.timeout)); err != nil {
-			return 0, err
-		}
-		c.readAt = now
-	}
-	return c.Conn.Read(b)
-}
-
-func (c *idleConn) Write(b []byte) (int, error) {
-	if now := time.Now(); now.Sub(c.writeAt) > c.timeout/4 {
-		if err := c.Conn.SetWriteDeadline(now.Add(c.timeout)); err != nil {
-			return 0, err
-		}
-		c.writeAt = now
-	}
-	return c.Conn.Write(b)
-}
-
-func (c *idleConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *idleConn) SetWriteDeadline(time.Time) error { return nil }
-func (c *idleConn) SetDeadline(time.Time) error      { return nil }
 
 // fasthttpLogger routes fasthttp's own messages to slog.
 type fasthttpLogger struct{ l *slog.Logger }

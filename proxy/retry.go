@@ -21,6 +21,12 @@ import (
 // fasthttp reports the race as io.EOF when reading the answer's first byte
 // (it maps every non-timeout error there to io.EOF), or as EPIPE or
 // ECONNRESET when writing the request.
+//
+// Most such connections never get this far: transport looks at a pooled
+// connection before writing on it and takes another when the upstream
+// has closed it (or sent anything) meanwhile, without spending this retry
+// and for every method. What is left is a close that crosses the request
+// on the wire.
 func retryStaleConn(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
 	if attempts > 1 || req.IsBodyStream() || len(req.Body()) > 0 {
 		return false, false
