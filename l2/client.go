@@ -54,10 +54,10 @@ type Client struct {
 	obs Observer
 	log *slog.Logger
 
-	life    context.Context // ends at Close
-	cancel  context.CancelFunc
-	closing atomic.Bool
-	once    sync.Once
+	life     context.Context // ends at Close
+	cancel   context.CancelFunc
+	closing  atomic.Bool
+	once     sync.Once
 	closeErr error
 
 	// open is the breaker: while true no request is sent. kick wakes the
@@ -276,4 +276,16 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
 	return hex.EncodeToString(b)
+}
+
+// DriverLog adapts a slog.Logger to go-redis's process-wide logger, which
+// otherwise prints the driver's own lines (a failed dial at each breaker
+// probe while Redis is down, for example) to stderr. The driver offers no
+// per-client logger, so l2 never installs it itself: main may, once, with
+// redis.SetLogger(l2.DriverLog{L: logger}). Lines go out at debug level.
+type DriverLog struct{ L *slog.Logger }
+
+// Printf logs one driver line.
+func (d DriverLog) Printf(ctx context.Context, format string, v ...any) {
+	d.L.DebugContext(ctx, "redis driver", "line", fmt.Sprintf(format, v...))
 }

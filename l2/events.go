@@ -35,7 +35,7 @@ type Listener interface {
 
 type nopListener struct{}
 
-func (nopListener) Purged(PurgeEvent)     {}
+func (nopListener) Purged(PurgeEvent)    {}
 func (nopListener) Synced(PurgeSnapshot) {}
 func (nopListener) Desynced()            {}
 

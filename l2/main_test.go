@@ -2,15 +2,20 @@ package l2
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
+	// The driver's own lines (failed dials while a test has Redis down)
+	// would clutter the output.
+	redis.SetLogger(DriverLog{L: slog.New(slog.DiscardHandler)})
 	goleak.VerifyTestMain(m)
 }
 

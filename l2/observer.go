@@ -11,12 +11,12 @@ type Op uint8
 // inside the unlock and purge scripts, so DESIGN rule 38's op=publish has
 // no request of its own.
 const (
-	OpGet     Op = iota // Client.Get, the peek of a waiter, Client.ReadPurges
-	OpSet               // Lock.Set
-	OpLock              // taking and renewing the fill lock
-	OpUnlock            // Lock.Release (with its hint and its event)
-	OpPurge             // Client.Purge
-	NumOps              // the number of ops, for arrays indexed by Op
+	OpGet    Op = iota // Client.Get, the peek of a waiter, Client.ReadPurges
+	OpSet              // Lock.Set
+	OpLock             // taking and renewing the fill lock
+	OpUnlock           // Lock.Release (with its hint and its event)
+	OpPurge            // Client.Purge
+	NumOps             // the number of ops, for arrays indexed by Op
 )
 
 var opNames = [NumOps]string{"get", "set", "lock", "unlock", "purge"}
