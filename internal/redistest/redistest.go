@@ -53,7 +53,7 @@ type Server struct {
 }
 
 // Start finds redis-server on PATH, starts it on a free loopback port with
-// `--save ” --appendonly no` in a temporary directory, waits until it
+// snapshots and the append-only file off, in a temporary directory, waits until it
 // answers PING and registers its stop with t.Cleanup. extra holds further
 // command-line options, for example "--maxmemory", "64mb".
 func Start(t testing.TB, extra ...string) *Server {
