@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // Loader loads the entry of one key. The store calls it from its own
@@ -69,6 +70,12 @@ type Flight struct {
 	// entry and err are written once, before done is closed.
 	entry Entry
 	err   error
+
+	// notifyMu guards notify and ended: the functions to call when the
+	// flight ends (Notify), and whether it has.
+	notifyMu sync.Mutex
+	notify   []func()
+	ended    bool
 }
 
 func newFlight(key string, refresh bool, stale *item) *Flight {
@@ -77,6 +84,34 @@ func newFlight(key string, refresh bool, stale *item) *Flight {
 
 // Done returns a channel that is closed when the load has ended.
 func (f *Flight) Done() <-chan struct{} { return f.done }
+
+// Notify registers fn to be called once when the flight ends, from the
+// goroutine that ends it, right after Done is closed; fn must be cheap and
+// must not block. It returns false, and registers nothing, when the flight
+// has already ended. It lets a caller that waits for many flights learn
+// of each as it ends without a goroutine per flight.
+func (f *Flight) Notify(fn func()) bool {
+	f.notifyMu.Lock()
+	defer f.notifyMu.Unlock()
+	if f.ended {
+		return false
+	}
+	f.notify = append(f.notify, fn)
+	return true
+}
+
+// end closes Done and calls the registered Notify functions.
+func (f *Flight) end() {
+	close(f.done)
+	f.notifyMu.Lock()
+	f.ended = true
+	fns := f.notify
+	f.notify = nil
+	f.notifyMu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
+}
 
 // Result returns the loaded entry or the load's error once Done is closed,
 // and ErrPending before. The entry is delivered even when it was not stored

@@ -143,7 +143,7 @@ func (s *Store) finish(f *Flight, e Entry, err error, loaded bool) {
 		}
 		s.obs.CostChanged(s.cost())
 	}
-	close(f.done)
+	f.end()
 }
 
 // backoffStep is a failed load's report to the Observer, made after mu

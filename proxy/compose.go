@@ -42,6 +42,7 @@ type slot struct {
 	idx      int
 	isAlt    bool
 	again    bool // looked up a second time after a flight answered for another user
+	inWork   bool // listed in the composer's work
 }
 
 // node is one template evaluated for this request: the page's or a
@@ -80,7 +81,9 @@ type composer struct {
 	group          uint64 // this page request, for the store's fair load queue
 	minFresh       time.Time
 	nodes          []*node
-	work           []*slot
+	work           []*slot // every include that was awaited
+	waiting        int     // how many of work are still stWaiting
+	arr            *arrivals
 	timer          *time.Timer
 	st             reqStats
 }
@@ -385,9 +388,8 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 		if res.Joined {
 			fr.Coalesced.Inc()
 		}
-		s.state = stWaiting
 		s.flight = res.Flight
-		c.work = append(c.work, s)
+		c.watch(s)
 	case cachestore.Failed:
 		fr.Lookups[metrics.LookupMiss].Inc()
 		c.st.misses++
@@ -468,48 +470,128 @@ func (c *composer) setValue(n *node, s *slot, v *fragValue) {
 	c.evaluate(child)
 }
 
-// await waits for the flights of the page, each until its own deadline,
-// all counted from the same start. Nested includes found in arriving
-// fragments join the list.
+// await waits until every include of the page is settled or past its
+// deadline, all deadlines counted from the same start (rule 1). It reacts
+// to each flight the moment it ends, in the order they end: a failed src
+// starts its alt at once, an arriving fragment's own includes are looked
+// up at once, while the others are still on their way.
 func (c *composer) await() {
-	for i := 0; i < len(c.work); i++ {
-		s := c.work[i]
-		if s.state != stWaiting {
+	for c.waiting > 0 {
+		if s := c.arr.take(); s != nil {
+			c.settle(s)
 			continue
+		}
+		next, now := c.nextDeadline(), time.Now()
+		if !next.After(now) {
+			c.expire(now)
+			continue
+		}
+		if c.timer == nil {
+			c.timer = time.NewTimer(next.Sub(now))
+		} else {
+			c.timer.Reset(next.Sub(now))
 		}
 		select {
-		case <-s.flight.Done():
-		default:
-			rem := time.Until(s.deadline)
-			if rem <= 0 {
-				s.state = stPending
-				continue
-			}
-			if c.timer == nil {
-				c.timer = time.NewTimer(rem)
-			} else {
-				c.timer.Reset(rem)
-			}
-			select {
-			case <-s.flight.Done():
-				c.timer.Stop()
-			case <-c.timer.C:
-				s.state = stPending
-				continue
-			}
+		case <-c.arr.wake:
+			c.timer.Stop()
+		case <-c.timer.C:
 		}
-		e, err := s.flight.Result()
-		if err != nil {
-			c.failed(s)
-			continue
-		}
-		v := e.Value.(*fragValue)
-		if !answerServable(v.serveScope, c.scope) {
-			c.lookupAgain(s)
-			continue
-		}
-		c.setValue(s.owner, s, v)
 	}
+}
+
+// watch makes s's flight report its end to the page's arrivals.
+func (c *composer) watch(s *slot) {
+	s.state = stWaiting
+	c.waiting++
+	if !s.inWork {
+		s.inWork = true
+		c.work = append(c.work, s)
+	}
+	if c.arr == nil {
+		c.arr = newArrivals()
+	}
+	a := c.arr
+	if !s.flight.Notify(func() { a.push(s) }) {
+		a.push(s) // it ended already
+	}
+}
+
+// settle handles the end of s's flight, unless s's deadline passed first.
+func (c *composer) settle(s *slot) {
+	if s.state != stWaiting {
+		return
+	}
+	c.waiting--
+	e, err := s.flight.Result()
+	if err != nil {
+		c.failed(s)
+		return
+	}
+	v := e.Value.(*fragValue)
+	if !answerServable(v.serveScope, c.scope) {
+		c.lookupAgain(s)
+		return
+	}
+	c.setValue(s.owner, s, v)
+}
+
+// nextDeadline is the earliest deadline of the includes still awaited.
+func (c *composer) nextDeadline() time.Time {
+	var next time.Time
+	for _, s := range c.work {
+		if s.state == stWaiting && (next.IsZero() || s.deadline.Before(next)) {
+			next = s.deadline
+		}
+	}
+	return next
+}
+
+// expire marks every awaited include whose deadline has passed as pending.
+func (c *composer) expire(now time.Time) {
+	for _, s := range c.work {
+		if s.state == stWaiting && !s.deadline.After(now) {
+			s.state = stPending
+			c.waiting--
+		}
+	}
+}
+
+// arrivals collects the slots of one page whose flights ended. Flights
+// report from their own goroutines, possibly after the page is written:
+// an arrivals belongs to one page and is never reused, so a late report
+// lands in an object nobody reads any more.
+type arrivals struct {
+	mu    sync.Mutex
+	ready []*slot
+	wake  chan struct{} // one buffered token: something is ready
+}
+
+func newArrivals() *arrivals { return &arrivals{wake: make(chan struct{}, 1)} }
+
+func (a *arrivals) push(s *slot) {
+	a.mu.Lock()
+	a.ready = append(a.ready, s)
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the oldest ready slot, or nil. A nil a has none.
+func (a *arrivals) take() *slot {
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.ready) == 0 {
+		return nil
+	}
+	s := a.ready[0]
+	a.ready[0] = nil
+	a.ready = a.ready[1:]
+	return s
 }
 
 // failed marks s as failed and starts the alt of a failed src.
