@@ -2,10 +2,6 @@ package proxy
 
 import (
 	"errors"
-	"io"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -59,7 +55,7 @@ type node struct {
 // composer composes one page. It is used by one handler goroutine and
 // returned to a pool afterwards.
 type composer struct {
-	p       *Proxy
+	env     *composeEnv
 	ctx     *fasthttp.RequestCtx
 	vars    reqVars
 	start   time.Time
@@ -90,6 +86,70 @@ type composer struct {
 
 var composerPool = sync.Pool{New: func() any { return new(composer) }}
 
+// composeEnv is everything composition uses of the rest of the proxy:
+// where fragments are looked up, how a src becomes a fragment, who the
+// request is, and the page's limits. A Proxy builds one; a test can build
+// its own.
+type composeEnv struct {
+	// store is concrete, not an interface: through an interface the
+	// lookups' detach closures would escape and the hit path allocate.
+	// A test gives it a store over a fake fetch.
+	store      *cachestore.Store
+	src        *sources
+	scopes     *scoper
+	fw         *forwarding
+	m          *metrics.Metrics
+	limits     composeLimits
+	esiCookies []string // the cookies $(HTTP_COOKIE{name}) may read
+}
+
+// composeLimits are the bounds of one page's composition.
+type composeLimits struct {
+	maxIncludes int
+	maxDepth    int
+	wait        time.Duration // the page's budget
+	maxWait     time.Duration // the bound of an include's timeout attribute
+	maxPageSize int64
+}
+
+// newComposer takes a composer from the pool for one page request; group
+// is the page's in the store's fair load queue. Give it back with release.
+func newComposer(env *composeEnv, ctx *fasthttp.RequestCtx, group uint64) *composer {
+	c := composerPool.Get().(*composer)
+	c.env, c.ctx = env, ctx
+	c.vars = reqVars{ctx: ctx, env: env}
+	c.start = time.Now()
+	c.group = group
+	return c
+}
+
+// release returns c to the pool.
+func (c *composer) release() {
+	c.reset()
+	composerPool.Put(c)
+}
+
+// compose fills tpl's includes for the request and renders the page into
+// dst. ok is false when the page exceeds the page size cap.
+func (c *composer) compose(tpl *fragment.Template, dst []byte) (out []byte, ok bool) {
+	c.init()
+	root := c.newNode()
+	root.tpl = tpl
+	c.evaluate(root)
+	c.await()
+	out = tpl.Render(dst, &root.e, c)
+	return out, int64(len(out)) <= c.env.limits.maxPageSize
+}
+
+// facts is what the page's response headers depend on.
+func (c *composer) facts() pageFacts {
+	return pageFacts{
+		varyLang: c.varyLang,
+		noStore:  c.degraded || c.private || c.vars.personal || c.tooLarge,
+		minFresh: c.minFresh,
+	}
+}
+
 func (c *composer) reset() {
 	for _, n := range c.nodes {
 		n.e.Reset()
@@ -115,135 +175,17 @@ func (c *composer) newNode() *node {
 	return n
 }
 
-// compose reads an opted-in page, composes it and writes the response.
-func (p *Proxy) compose(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *reqStats) {
-	bufp := pageBufPool.Get().(*[]byte)
-	defer func() {
-		if cap(*bufp) <= maxPooledPage {
-			pageBufPool.Put(bufp)
-		}
-	}()
-	raw, err := readLimited((*bufp)[:0], resp, p.cfg.MaxPageSize)
-	*bufp = raw[:0]
-	received := raw // as the upstream encoded it
-	if err == nil {
-		enc := resp.Header.ContentEncoding()
-		if len(enc) > 0 && !equalFold(enc, "identity") {
-			raw, err = decodeBody(nil, raw, enc, p.cfg.MaxPageSize)
-		}
-	}
-	if err != nil {
-		if errors.Is(err, errTooLarge) {
-			p.m.ESIErrors[metrics.ErrTooLarge].Inc()
-			ctx.Error("upstream page too large", fasthttp.StatusBadGateway)
-		} else {
-			ctx.Error("upstream page unreadable", fasthttp.StatusBadGateway)
-		}
-		ctx.SetConnectionClose()
-		return
-	}
-	tpl, perr := p.tpls.get(raw, fragment.Limits{})
-	if perr != nil {
-		p.m.ESIErrors[metrics.ErrParse].Inc()
-	}
-	if !tpl.HasESI() {
-		// Nothing to compose: the answer goes out as a passthrough, every
-		// header (validators, length, encoding) as the upstream sent it
-		// (rule 7).
-		st.composed = false
-		p.writeUnchanged(ctx, resp, received)
-		return
-	}
-
-	c := composerPool.Get().(*composer)
-	c.p, c.ctx = p, ctx
-	c.vars = reqVars{ctx: ctx, p: p}
-	c.start = time.Now()
-	c.group = p.pages.Add(1)
-
-	var out []byte
-	{
-		c.init()
-		root := c.newNode()
-		root.tpl = tpl
-		c.evaluate(root)
-		c.await()
-		out = ctx.Response.SwapBody(nil)[:0]
-		out = tpl.Render(out, &root.e, c)
-		if int64(len(out)) > p.cfg.MaxPageSize {
-			// Variables, not includes, took it past the cap (includes
-			// are capped one by one in appendCapped).
-			p.m.ESIErrors[metrics.ErrTooLarge].Inc()
-			ctx.Response.SwapBody(out[:0])
-			ctx.Error("composed page too large", fasthttp.StatusBadGateway)
-			c.reset()
-			composerPool.Put(c)
-			return
-		}
-	}
-	p.writePage(ctx, resp, out, c)
-	*st = c.st
-	st.composed = true
-	st.includes = c.count
-	p.m.PageIncludes.Observe(float64(c.count))
-	if c.degraded {
-		p.m.CompositionsDegraded.Inc()
-	} else {
-		p.m.CompositionsComplete.Inc()
-	}
-	c.reset()
-	composerPool.Put(c)
-}
-
-// pageBufPool holds the buffers upstream pages are read into; buffers
-// that grew past maxPooledPage are dropped rather than kept.
-var pageBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
-
-const maxPooledPage = 1 << 20
-
-// readLimited appends the upstream page's body to dst, refusing more than
-// limit bytes.
-func readLimited(dst []byte, resp *fasthttp.Response, limit int64) ([]byte, error) {
-	r := resp.BodyStream()
-	if r == nil {
-		b := resp.Body()
-		if int64(len(b)) > limit {
-			return dst, errTooLarge
-		}
-		return append(dst, b...), nil
-	}
-	if cl := resp.Header.ContentLength(); cl > 0 && int64(cl) <= limit {
-		dst = slices.Grow(dst, cl+1)
-	}
-	for {
-		if len(dst) == cap(dst) {
-			dst = slices.Grow(dst, 16<<10)
-		}
-		n, err := r.Read(dst[len(dst):cap(dst)])
-		dst = dst[:len(dst)+n]
-		if int64(len(dst)) > limit {
-			return dst, errTooLarge
-		}
-		if err == io.EOF {
-			return dst, nil
-		}
-		if err != nil {
-			return dst, err
-		}
-	}
-}
-
 // init computes what every lookup of this request shares: its scope.
 func (c *composer) init() {
 	h := &c.ctx.Request.Header
 	c.cookie = joinCookieLines(c.cookie[:0], h.PeekAll("Cookie"))
 	auth := h.Peek("Authorization")
-	if !c.p.scopes.credentials(auth, c.cookie) {
+	if !c.env.scopes.credentials(auth, c.cookie) {
 		c.scope = scopeAnon
 	} else {
-		c.scope = c.p.scopes.user(auth, c.cookie)
+		c.scope = c.env.scopes.user(auth, c.cookie)
 	}
-	c.fwd = c.p.fragmentForwarding(c.ctx)
+	c.fwd = c.env.fw.fragmentForwarding(c.ctx)
 }
 
 // joinCookieLines appends a request's Cookie lines to dst as one value,
@@ -286,15 +228,15 @@ func (c *composer) startInclude(n *node, i int) {
 	inc := &n.e.Includes[i]
 	s := &n.slots[i]
 	s.owner, s.idx = n, i
-	s.frag = c.p.m.Fragment(metrics.OtherFragment)
+	s.frag = c.env.m.Fragment(metrics.OtherFragment)
 	c.count++
 	switch {
-	case c.count > c.p.cfg.MaxIncludes:
-		c.p.m.ESIErrors[metrics.ErrIncludeLimit].Inc()
+	case c.count > c.env.limits.maxIncludes:
+		c.env.m.ESIErrors[metrics.ErrIncludeLimit].Inc()
 		s.state = stSkipped
 		return
-	case n.depth+1 > c.p.cfg.MaxDepth:
-		c.p.m.ESIErrors[metrics.ErrDepthExceeded].Inc()
+	case n.depth+1 > c.env.limits.maxDepth:
+		c.env.m.ESIErrors[metrics.ErrDepthExceeded].Inc()
 		s.state = stSkipped
 		return
 	case inc.Err != nil:
@@ -320,16 +262,16 @@ func (c *composer) startAlt(n *node, s *slot, inc *fragment.Include) {
 // startSrc resolves src and looks it up in the store, leaving s with a
 // value, a flight to wait for, or a final state.
 func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string) {
-	rs := c.p.resolveSrc(src, c.requestURI)
+	rs := c.env.src.resolveSrc(src, c.requestURI)
 	if rs.err != nil {
-		c.p.m.ESIErrors[metrics.ErrSrcNotAllowed].Inc()
+		c.env.m.ESIErrors[metrics.ErrSrcNotAllowed].Inc()
 		s.state = stFailed
 		return
 	}
 	url := rs.t.url
 	for a := n; a != nil; a = a.parent {
 		if a.url == url {
-			c.p.m.ESIErrors[metrics.ErrLoop].Inc()
+			c.env.m.ESIErrors[metrics.ErrLoop].Inc()
 			s.state = stSkipped
 			return
 		}
@@ -342,7 +284,7 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 		lang = c.langValue()
 	}
 	bare := !rs.t.upstream || rs.rule != nil && rs.rule.Share
-	plan := planLookup(c.scope, bare, c.p.urls.isShared(url))
+	plan := planLookup(c.scope, bare, c.env.src.urls.isShared(url))
 	sharedKey := rs.key(scopeShared, &c.fwd, lang)
 	var key string
 	switch {
@@ -351,18 +293,18 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 	default:
 		key = rs.key(plan.flightScope, &c.fwd, lang)
 	}
-	wait := c.p.cfg.Wait
+	wait := c.env.limits.wait
 	if inc.HasTimeout {
-		wait = min(max(inc.Timeout, 0), c.p.cfg.MaxWait)
+		wait = min(max(inc.Timeout, 0), c.env.limits.maxWait)
 	}
 	s.deadline = c.start.Add(wait)
 	detach := func() any { return c.loadArg(rs, inc, bare, lang) }
 	var res cachestore.Result
 	if plan.peekShared {
-		res = c.p.store.Peek(sharedKey, detach)
+		res = c.env.store.Peek(sharedKey, detach)
 	}
 	if res.Entry.Value == nil {
-		res = c.p.store.LookupIn(c.group, key, detach)
+		res = c.env.store.LookupIn(c.group, key, detach)
 	}
 	fr := s.frag
 	switch res.Status {
@@ -429,7 +371,7 @@ func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, bare bool, la
 	}
 	if !bare && c.scope != scopeAnon {
 		if !c.hasFetchCookie {
-			c.fetchCookie = c.p.scopes.fetchCookie(c.cookie)
+			c.fetchCookie = c.env.scopes.fetchCookie(c.cookie)
 			c.hasFetchCookie = true
 		}
 		a.cookie = c.fetchCookie
@@ -681,7 +623,7 @@ func (c *composer) AppendInclude(dst []byte, e *fragment.Eval, inc *fragment.Inc
 // nothing when that does not fit either, and the page is not a shared
 // cache's to keep.
 func (c *composer) appendCapped(dst []byte, e *fragment.Eval, inc *fragment.Include, s *slot) []byte {
-	limit := int(c.p.cfg.MaxPageSize)
+	limit := int(c.env.limits.maxPageSize)
 	if s.child == nil && len(dst)+len(s.val.body) <= limit {
 		return append(dst, s.val.body...)
 	}
@@ -690,7 +632,7 @@ func (c *composer) appendCapped(dst []byte, e *fragment.Eval, inc *fragment.Incl
 		return dst
 	}
 	dst = dst[:mark]
-	c.p.m.ESIErrors[metrics.ErrTooLarge].Inc()
+	c.env.m.ESIErrors[metrics.ErrTooLarge].Inc()
 	c.tooLarge = true
 	if ph := e.AppendPlaceholder(dst, inc); len(ph) <= limit {
 		return ph
@@ -714,101 +656,11 @@ func (c *composer) nodeOf(e *fragment.Eval) *node {
 	return nil
 }
 
-// matchRule returns the first rule whose prefix matches an upstream
-// target's path, or nil.
-func (p *Proxy) matchRule(t *target) *rule {
-	if !t.upstream || len(p.rules) == 0 {
-		return nil
-	}
-	path := t.uri
-	if i := strings.IndexByte(path, '?'); i >= 0 {
-		path = path[:i]
-	}
-	for i := range p.rules {
-		if strings.HasPrefix(path, p.rules[i].Match) {
-			return &p.rules[i]
-		}
-	}
-	return nil
-}
-
-// writePage sets the composed page's headers and body (DESIGN.md, precise
-// rule 7).
-func (p *Proxy) writePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, body []byte, c *composer) {
-	h := &ctx.Response.Header
-	resp.Header.CopyTo(h)
-	stripHop(h)
-	dropBadReason(h)
-	for _, k := range []string{"Surrogate-Control", "Etag", "Last-Modified", "Content-Encoding", "Content-Length"} {
-		h.Del(k)
-	}
-	if c.varyLang {
-		addVary(h, "Accept-Language")
-	}
-	if c.degraded || c.private || c.vars.personal || c.tooLarge {
-		h.Set("Cache-Control", "private, no-store")
-	} else if cc := resp.Header.Peek("Cache-Control"); len(cc) > 0 && !c.minFresh.IsZero() {
-		var buf [256]byte
-		h.SetBytesV("Cache-Control", lowerMaxAge(buf[:0], cc, time.Until(c.minFresh)))
-	}
-	if enc := resp.Header.ContentEncoding(); len(enc) > 0 && !equalFold(enc, "identity") {
-		// The page goes out in the encoding this client accepts: a cache
-		// in front must not hand it to one that accepts another.
-		addVary(h, "Accept-Encoding")
-		if out := pickEncoding(ctx.Request.Header.Peek("Accept-Encoding")); out != "" {
-			encoded := encodeBody(nil, body, out)
-			h.Set("Content-Encoding", out)
-			body = append(body[:0], encoded...)
-		}
-	}
-	ctx.Response.SwapBody(body)
-}
-
-// writeUnchanged sends an opted-in answer that holds no ESI directive as
-// a passthrough would: status, headers and the body as received, but for
-// hop-by-hop headers and Surrogate-Control.
-func (p *Proxy) writeUnchanged(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, body []byte) {
-	h := &ctx.Response.Header
-	resp.Header.CopyTo(h)
-	stripHop(h)
-	dropBadReason(h)
-	h.Del("Surrogate-Control")
-	ctx.Response.SetBody(body)
-}
-
-// lowerMaxAge rewrites a Cache-Control value so that max-age and s-maxage
-// say no more than left.
-func lowerMaxAge(dst, cc []byte, left time.Duration) []byte {
-	secs := int64(left / time.Second)
-	if secs < 0 {
-		secs = 0
-	}
-	first := true
-	forEachDirective(cc, func(name, val, item []byte) {
-		if !first {
-			dst = append(dst, ", "...)
-		}
-		first = false
-		if equalFold(name, "max-age") || equalFold(name, "s-maxage") {
-			v := parseSeconds(val)
-			if v < 0 || int64(v/time.Second) > secs {
-				v = time.Duration(secs) * time.Second
-			}
-			dst = append(dst, name...)
-			dst = append(dst, '=')
-			dst = strconv.AppendInt(dst, int64(v/time.Second), 10)
-			return
-		}
-		dst = append(dst, item...) // as sent: a quoted value keeps its quotes
-	})
-	return dst
-}
-
 // reqVars exposes one request's values to ESI variables. It implements
 // fragment.Vars and lives as long as the handler call.
 type reqVars struct {
 	ctx *fasthttp.RequestCtx
-	p   *Proxy
+	env *composeEnv
 	// personal is set once a value that is not in the page's URL (a
 	// cookie, the user agent, the language, the referer) was read: it
 	// shaped the page, which then is no shared cache's to keep (rule 7).
@@ -816,7 +668,7 @@ type reqVars struct {
 }
 
 func (v *reqVars) Host() string {
-	return v.p.publicHost(&v.ctx.Request.Header, v.p.trustedPeer(v.ctx))
+	return v.env.fw.publicHost(&v.ctx.Request.Header, v.env.fw.trustedPeer(v.ctx))
 }
 
 func (v *reqVars) Referer() string {
@@ -825,7 +677,7 @@ func (v *reqVars) Referer() string {
 }
 
 func (v *reqVars) Cookie(name string) (string, bool) {
-	for _, allowed := range v.p.cfg.ESICookies {
+	for _, allowed := range v.env.esiCookies {
 		if allowed == name {
 			v.personal = true
 			c := v.ctx.Request.Header.Cookie(name)
@@ -876,31 +728,3 @@ func (o storeObserver) SetRejected()                                { o.m.CacheS
 func (o storeObserver) SetDropped()                                 { o.m.CacheSetsDropped.Inc() }
 func (o storeObserver) Evicted(int64)                               { o.m.CacheEvictions.Inc() }
 func (o storeObserver) CostChanged(total int64)                     { o.m.CacheCost.Set(float64(total)) }
-
-// addVary merges token into the response's Vary headers (one header
-// afterwards), unless they already name it or say `*`.
-func addVary(h *fasthttp.ResponseHeader, token string) {
-	var buf [128]byte
-	merged := buf[:0]
-	for k, v := range h.All() {
-		if !equalFold(k, "Vary") {
-			continue
-		}
-		for _, t := range strings.Split(string(v), ",") {
-			t = strings.TrimSpace(t)
-			if t == "*" || strings.EqualFold(t, token) {
-				return
-			}
-		}
-		if len(merged) > 0 {
-			merged = append(merged, ", "...)
-		}
-		merged = append(merged, v...)
-	}
-	if len(merged) > 0 {
-		merged = append(merged, ", "...)
-	}
-	merged = append(merged, token...)
-	h.Del("Vary")
-	h.SetBytesV("Vary", merged)
-}

@@ -259,6 +259,9 @@ const (
 // validate DefaultConfig with changes (fragcache's command line does), or
 // leave it to New, which fills the defaults first. Logger, Metrics and
 // Version are not settings and are not checked.
+//
+// It is one flat list of checks, a few lines per field, on purpose: every
+// rule about a setting is found in this one place.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field string, i int, format string, a ...any) {

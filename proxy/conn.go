@@ -315,7 +315,11 @@ type transport struct {
 // maxInterim bounds the 1xx answers read before the final one.
 const maxInterim = 8
 
-// RoundTrip implements fasthttp.RoundTripper.
+// RoundTrip implements fasthttp.RoundTripper. It is one piece because it
+// is one exchange on one connection: which connection may be reused,
+// released or must be closed depends on every step before (peek, write,
+// interim answers, head, body framing), and split up that decision would
+// be spread over functions that each see only part of it.
 func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (retry bool, err error) {
 	skipBody := resp.SkipBody || req.Header.IsHead()
 	stream := resp.StreamBody

@@ -71,7 +71,11 @@ func (e *fetchError) Unwrap() error { return e.err }
 // fetcher loads fragments for the store over per-host fasthttp clients.
 // It is safe for concurrent use.
 type fetcher struct {
-	p *Proxy
+	cfg       *Config // read only
+	dial      func(addr string, timeout time.Duration) (net.Conn, error)
+	transport *transport
+	m         *metrics.Metrics
+	urls      *urlTable // where answers leave their shared hint
 
 	// trust, when set (tests only, before the first fetch), is the TLS
 	// configuration https fragment hosts are dialled with; nil: the
@@ -86,12 +90,16 @@ type fetcher struct {
 	closed   bool
 }
 
-func newFetcher(p *Proxy) *fetcher {
+func newFetcher(cfg *Config, dial func(string, time.Duration) (net.Conn, error), t *transport, m *metrics.Metrics, urls *urlTable) *fetcher {
 	return &fetcher{
-		p:        p,
-		clients:  make(map[string]*fasthttp.HostClient),
-		breakers: make(map[string]*breaker),
-		conns:    make(map[*upConn]struct{}),
+		cfg:       cfg,
+		dial:      dial,
+		transport: t,
+		m:         m,
+		urls:      urls,
+		clients:   make(map[string]*fasthttp.HostClient),
+		breakers:  make(map[string]*breaker),
+		conns:     make(map[*upConn]struct{}),
 	}
 }
 
@@ -111,10 +119,10 @@ func (f *fetcher) client(t *target) (*fasthttp.HostClient, *breaker, error) {
 	if len(f.clients) >= maxFetchClients {
 		return nil, nil, errors.New("too many fragment hosts")
 	}
-	cfg := &f.p.cfg
+	cfg := f.cfg
 	d := newDialer(t.addr, t.scheme == "https", f.trust, 0, cfg.FetchTimeout)
 	d.opened, d.closed = f.opened, f.forget
-	d.dialTCP = f.p.reach.dial // DESIGN rule 19: allow-host names never reach loopback
+	d.dialTCP = f.dial // DESIGN rule 19: allow-host names never reach loopback
 	hc := &fasthttp.HostClient{
 		Addr:                      t.addr,
 		Name:                      "fragcache",
@@ -132,12 +140,12 @@ func (f *fetcher) client(t *target) (*fasthttp.HostClient, *breaker, error) {
 		ReadBufferSize:            cfg.MaxHeaderBytes,
 		WriteBufferSize:           8 << 10,
 		MaxResponseBodySize:       int(cfg.MaxFragmentSize),
-		Transport:                 f.p.transport,
+		Transport:                 f.transport,
 		DialTimeout:               d.dial,
 	}
 	f.clients[id] = hc
 	br := &breaker{}
-	if up := f.p.m.Upstream(t.label); up != nil {
+	if up := f.m.Upstream(t.label); up != nil {
 		br.gauge = up.Breaker
 	}
 	f.breakers[id] = br
@@ -232,7 +240,7 @@ func hostFailure(res int, err error) bool {
 }
 
 func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthttp.HostClient) (cachestore.Entry, int, error) {
-	cfg := &f.p.cfg
+	cfg := f.cfg
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(cfg.FetchTimeout)
@@ -242,34 +250,9 @@ func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthtt
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 
-	req.Header.SetMethod(fasthttp.MethodGet)
-	req.SetRequestURI(a.t.uri)
-	req.URI().DisablePathNormalizing = true
-	// A HostClient refuses a request whose scheme is not its own, and an
-	// origin-form target parses as http.
-	req.URI().SetScheme(a.t.scheme)
-	if a.host != "" {
-		req.Header.SetHost(a.host)
-	} else {
-		req.Header.SetHost(a.t.hostHdr)
-	}
-	req.UseHostHeader = true
-	if a.proto != "" {
-		req.Header.Set("X-Forwarded-Proto", a.proto)
-	}
-	req.Header.Set("User-Agent", "fragcache/"+cfg.Version)
-	req.Header.Set("Accept-Encoding", "gzip, deflate, br")
-	if a.cookie != "" {
-		req.Header.Set("Cookie", a.cookie)
-	}
-	if a.auth != "" {
-		req.Header.Set("Authorization", a.auth)
-	}
-	if a.lang != "" {
-		req.Header.Set("Accept-Language", a.lang)
-	}
+	f.request(req, a)
 
-	up := f.p.m.Upstream(a.t.label)
+	up := f.m.Upstream(a.t.label)
 	if up != nil {
 		up.InFlight.Inc()
 	}
@@ -316,10 +299,41 @@ func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthtt
 	return f.entry(key, a, &resp.Header, body), metrics.FetchSuccess, nil
 }
 
+// request writes a fragment fetch: a GET of the target with exactly the
+// headers its key accounts for (DESIGN rule 2), and no others.
+func (f *fetcher) request(req *fasthttp.Request, a *loadArg) {
+	req.Header.SetMethod(fasthttp.MethodGet)
+	req.SetRequestURI(a.t.uri)
+	req.URI().DisablePathNormalizing = true
+	// A HostClient refuses a request whose scheme is not its own, and an
+	// origin-form target parses as http.
+	req.URI().SetScheme(a.t.scheme)
+	if a.host != "" {
+		req.Header.SetHost(a.host)
+	} else {
+		req.Header.SetHost(a.t.hostHdr)
+	}
+	req.UseHostHeader = true
+	if a.proto != "" {
+		req.Header.Set("X-Forwarded-Proto", a.proto)
+	}
+	req.Header.Set("User-Agent", "fragcache/"+f.cfg.Version)
+	req.Header.Set("Accept-Encoding", "gzip, deflate, br")
+	if a.cookie != "" {
+		req.Header.Set("Cookie", a.cookie)
+	}
+	if a.auth != "" {
+		req.Header.Set("Authorization", a.auth)
+	}
+	if a.lang != "" {
+		req.Header.Set("Accept-Language", a.lang)
+	}
+}
+
 // entry applies the freshness order and the privacy rule to a successful
 // fetch.
 func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body []byte) cachestore.Entry {
-	cfg := &f.p.cfg
+	cfg := f.cfg
 	now := time.Now()
 	cd := parseCacheDirectives(h)
 	vary := parseVary(h)
@@ -343,7 +357,7 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 	if a.esiParsed && isHTML(h.ContentType()) && (cfg.Trigger == TriggerHTML || cd.esi) {
 		tpl, err := fragment.Parse(body, fragment.Limits{})
 		if err != nil {
-			f.p.m.ESIErrors[metrics.ErrParse].Inc()
+			f.m.ESIErrors[metrics.ErrParse].Inc()
 		}
 		if tpl != nil && tpl.HasESI() {
 			v.tpl = tpl
@@ -371,7 +385,7 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 	}, a.rule != nil && a.rule.Share, a.scope)
 	v.serveScope = pl.serveScope
 	v.private = isUserScope(pl.serveScope)
-	f.p.urls.setShared(a.t.url, pl.storeScope == scopeShared)
+	f.urls.setShared(a.t.url, pl.storeScope == scopeShared)
 	if pl.storeScope == "" {
 		v.unstored = true
 		e.NoStore = true

@@ -451,8 +451,8 @@ func TestForwardedKeyParts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rs := p.resolveSrc("/f", func() string { return "/" })
-		for _, f := range p.forwardVariants() {
+		rs := p.src.resolveSrc("/f", func() string { return "/" })
+		for _, f := range p.fw.forwardVariants() {
 			for _, scope := range []string{scopeShared, scopeAnon} {
 				if got, want := rs.key(scope, &f, ""), fragmentKeyOf(scope, &rs.t, &f, ""); got != want {
 					t.Errorf("PreserveHost %v: the precomputed key of %s %+v is %q, want %q", preserve, scope, f, got, want)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -411,10 +412,37 @@ func parseTrustedList(list []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// forwarding is the forwarding stage's state: which peers are trusted
+// proxies, which hosts the site is served as, and what the upstream is
+// called. It decides every header a request to the upstream carries.
+type forwarding struct {
+	trusted        []netip.Prefix
+	publicHosts    []string // never empty: the upstream's host without PublicHosts
+	publicListed   bool     // PublicHosts was configured
+	preserveHost   bool
+	pageHost       string // the Host of page requests without PreserveHost
+	upstreamScheme string
+}
+
+func newForwarding(cfg *Config, base *url.URL, trusted []netip.Prefix) *forwarding {
+	fw := &forwarding{
+		trusted:        trusted,
+		publicHosts:    cfg.PublicHosts,
+		publicListed:   len(cfg.PublicHosts) > 0,
+		preserveHost:   cfg.PreserveHost,
+		pageHost:       base.Host,
+		upstreamScheme: base.Scheme,
+	}
+	if len(fw.publicHosts) == 0 {
+		fw.publicHosts = []string{base.Host}
+	}
+	return fw
+}
+
 // trustedPeer reports whether the request's TCP peer is a trusted proxy.
 // Only the peer address counts, never a header (DESIGN rule 18).
-func (p *Proxy) trustedPeer(ctx *fasthttp.RequestCtx) bool {
-	if len(p.trusted) == 0 {
+func (fw *forwarding) trustedPeer(ctx *fasthttp.RequestCtx) bool {
+	if len(fw.trusted) == 0 {
 		return false
 	}
 	ta, ok := ctx.RemoteAddr().(*net.TCPAddr)
@@ -422,7 +450,7 @@ func (p *Proxy) trustedPeer(ctx *fasthttp.RequestCtx) bool {
 		return false
 	}
 	a := ta.AddrPort().Addr().Unmap()
-	for _, pr := range p.trusted {
+	for _, pr := range fw.trusted {
 		if pr.Contains(a) {
 			return true
 		}
@@ -443,19 +471,19 @@ func firstItem(v []byte) []byte {
 // its Host, or a trusted proxy's X-Forwarded-Host, when PublicHosts lists
 // it (in the configured spelling), else the first listed host. It is never
 // a value only the client chose.
-func (p *Proxy) publicHost(h *fasthttp.RequestHeader, trusted bool) string {
+func (fw *forwarding) publicHost(h *fasthttp.RequestHeader, trusted bool) string {
 	cand := h.Host()
 	if trusted {
 		if xfh := firstItem(h.Peek("X-Forwarded-Host")); len(xfh) > 0 {
 			cand = xfh
 		}
 	}
-	for _, ph := range p.publicHosts {
+	for _, ph := range fw.publicHosts {
 		if equalFold(cand, ph) {
 			return ph
 		}
 	}
-	return p.publicHosts[0]
+	return fw.publicHosts[0]
 }
 
 // scheme is the scheme of the client's connection to fragcache.
@@ -471,7 +499,7 @@ func scheme(ctx *fasthttp.RequestCtx) string {
 // trusted proxy (DESIGN rules 12 and 18). in is the client's request, out
 // the copy for the upstream. Every header written replaces all the lines
 // of its name: a second X-Forwarded-For line would survive a plain Set.
-func (p *Proxy) setForwarded(ctx *fasthttp.RequestCtx, out *fasthttp.RequestHeader, trusted bool, public string) {
+func (fw *forwarding) setForwarded(ctx *fasthttp.RequestCtx, out *fasthttp.RequestHeader, trusted bool, public string) {
 	in := &ctx.Request.Header
 	if !trusted {
 		for _, k := range forwardingHeaders {
@@ -503,7 +531,7 @@ func (p *Proxy) setForwarded(ctx *fasthttp.RequestCtx, out *fasthttp.RequestHead
 	// X-Forwarded-Host: with PublicHosts, always a listed host; else a
 	// trusted proxy's as sent, or the Host the client sent.
 	switch {
-	case len(p.cfg.PublicHosts) > 0:
+	case fw.publicListed:
 		out.Del("X-Forwarded-Host")
 		out.Set("X-Forwarded-Host", public)
 	case trusted && len(in.Peek("X-Forwarded-Host")) > 0:
@@ -601,8 +629,8 @@ type fragFwd struct {
 // X-Forwarded-Proto gives the scheme when its first element is http or
 // https; any other value, and any value from another client, leaves the
 // connection's.
-func (p *Proxy) fragmentForwarding(ctx *fasthttp.RequestCtx) fragFwd {
-	trusted := p.trustedPeer(ctx)
+func (fw *forwarding) fragmentForwarding(ctx *fasthttp.RequestCtx) fragFwd {
+	trusted := fw.trustedPeer(ctx)
 	f := fragFwd{proto: scheme(ctx)}
 	if trusted {
 		switch v := firstItem(ctx.Request.Header.Peek("X-Forwarded-Proto")); {
@@ -615,9 +643,9 @@ func (p *Proxy) fragmentForwarding(ctx *fasthttp.RequestCtx) fragFwd {
 	if f.proto == "https" {
 		f.variant = 1
 	}
-	if p.cfg.PreserveHost {
-		f.host = p.publicHost(&ctx.Request.Header, trusted)
-		if f.host != p.publicHosts[0] {
+	if fw.preserveHost {
+		f.host = fw.publicHost(&ctx.Request.Header, trusted)
+		if f.host != fw.publicHosts[0] {
 			f.variant = -1
 		}
 	}
@@ -626,10 +654,10 @@ func (p *Proxy) fragmentForwarding(ctx *fasthttp.RequestCtx) fragFwd {
 
 // forwardVariants are the fragFwd of the precomputed keys, by variant, for
 // the upstream's host (the first public host with PreserveHost).
-func (p *Proxy) forwardVariants() [2]fragFwd {
+func (fw *forwarding) forwardVariants() [2]fragFwd {
 	v := [2]fragFwd{{proto: "http", variant: 0}, {proto: "https", variant: 1}}
-	if p.cfg.PreserveHost {
-		v[0].host, v[1].host = p.publicHosts[0], p.publicHosts[0]
+	if fw.preserveHost {
+		v[0].host, v[1].host = fw.publicHosts[0], fw.publicHosts[0]
 	}
 	return v
 }

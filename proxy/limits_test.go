@@ -126,18 +126,18 @@ func TestURLHintsBoundedInBytes(t *testing.T) {
 func TestResolvedSrcsStartOverWhenFull(t *testing.T) {
 	p := newTestProxy(t)
 	page := func() string { return "/" }
-	hot := p.resolveSrc("/widgets/hot", page)
+	hot := p.src.resolveSrc("/widgets/hot", page)
 	for i := range 4*maxSrcs + 100 {
-		p.resolveSrc(fmt.Sprintf("/junk?%d", i), page)
-		if i%1000 == 0 && p.resolveSrc("/widgets/hot", page) != hot {
+		p.src.resolveSrc(fmt.Sprintf("/junk?%d", i), page)
+		if i%1000 == 0 && p.src.resolveSrc("/widgets/hot", page) != hot {
 			t.Fatal("a src in use is resolved again")
 		}
 	}
-	if n := p.urls.srcs.cur.Load().n.Load() + p.urls.srcs.prev.Load().n.Load(); n > 2*maxSrcs {
+	if n := p.src.urls.srcs.cur.Load().n.Load() + p.src.urls.srcs.prev.Load().n.Load(); n > 2*maxSrcs {
 		t.Errorf("%d srcs kept, want at most %d", n, 2*maxSrcs)
 	}
-	first := p.resolveSrc("/widgets/orders", page)
-	if again := p.resolveSrc("/widgets/orders", page); again != first {
+	first := p.src.resolveSrc("/widgets/orders", page)
+	if again := p.src.resolveSrc("/widgets/orders", page); again != first {
 		t.Error("a src seen after the table filled up is resolved again on every page")
 	}
 }

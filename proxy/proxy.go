@@ -8,7 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -30,22 +30,20 @@ type Proxy struct {
 	store  *cachestore.Store
 	fetch  *fetcher
 	tpls   *templateCache
-	rules  []rule
+	src    *sources
+	env    *composeEnv // what the composers of pages use
 	scopes scoper
-	urls   urlTable
 
 	page       *fasthttp.HostClient
 	pageDialer *dialer
 	pageUp     *metrics.Upstream
-	pageHost   string     // the Host header sent to the upstream
 	transport  *transport // the exchange of every upstream client
-	trusted    []netip.Prefix
+	fw         *forwarding
 
-	publicHosts []string
-	server      *fasthttp.Server
-	closed      atomic.Bool
-	pages       atomic.Uint64 // composed page requests so far: their load-queue group
-	draining    atomic.Bool   // every answer closes its connection
+	server   *fasthttp.Server
+	closed   atomic.Bool
+	pages    atomic.Uint64 // composed page requests so far: their load-queue group
+	draining atomic.Bool   // every answer closes its connection
 }
 
 // rule is a FragmentRule with its resolved metrics children.
@@ -75,38 +73,63 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	p := &Proxy{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		m:        cfg.Metrics,
-		reach:    r,
-		scopes:   newScoper(cfg.ScopeSecret, cfg.ScopeCookies),
-		urls:     newURLTable(),
-		pageHost: r.base.Host,
-		trusted:  trusted,
+		cfg:    cfg,
+		log:    cfg.Logger,
+		m:      cfg.Metrics,
+		reach:  r,
+		scopes: newScoper(cfg.ScopeSecret, cfg.ScopeCookies),
+		fw:     newForwarding(&cfg, r.base, trusted),
 	}
-	p.publicHosts = cfg.PublicHosts
-	if len(p.publicHosts) == 0 {
-		p.publicHosts = []string{r.base.Host}
-	}
-	for _, fr := range cfg.Fragments {
-		name := fr.Name
-		if name == "" {
-			name = metrics.OtherFragment
-		}
-		p.rules = append(p.rules, rule{FragmentRule: fr, m: p.m.Fragment(name)})
-	}
+	p.src = newSources(r, &cfg, p.m, p.fw)
 	p.pageUp = p.m.Upstream(r.entries[0].name)
 	p.transport = &transport{log: p.log}
-	pageAddr := net.JoinHostPort(r.base.Hostname(), portOf(r.base))
+	p.pageDialer, p.page = newPageClient(&cfg, r.base, p.transport)
+	p.tpls = newTemplateCache(64<<20, p.m)
+	p.fetch = newFetcher(&p.cfg, r.dial, p.transport, p.m, &p.src.urls)
+	st, err := cachestore.New(cachestore.Config{
+		MaxCost:      cfg.CacheSize,
+		MaxLoads:     cfg.FetchConcurrency,
+		LoadQueue:    cfg.FetchQueue,
+		RefreshQueue: cfg.RefreshQueue,
+		LoadTimeout:  cfg.FetchTimeout,
+		Observer:     storeObserver{m: p.m, backoff: newBackoffLog(p.log)},
+	}, p.fetch)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: store: %w", err)
+	}
+	p.store = st
+	p.env = &composeEnv{
+		store:  st,
+		src:    p.src,
+		scopes: &p.scopes,
+		fw:     p.fw,
+		m:      p.m,
+		limits: composeLimits{
+			maxIncludes: cfg.MaxIncludes,
+			maxDepth:    cfg.MaxDepth,
+			wait:        cfg.Wait,
+			maxWait:     cfg.MaxWait,
+			maxPageSize: cfg.MaxPageSize,
+		},
+		esiCookies: cfg.ESICookies,
+	}
+	p.m.CacheMaxCost.Set(float64(cfg.CacheSize))
+	p.server = newServer(&cfg, p.Handler, p.serverError, p.log)
+	return p, nil
+}
+
+// newPageClient builds the client of page requests to the upstream.
+func newPageClient(cfg *Config, base *url.URL, t *transport) (*dialer, *fasthttp.HostClient) {
+	pageAddr := net.JoinHostPort(base.Hostname(), portOf(base))
 	// Deadlines are managed per read and write by the connection (the
 	// dialer's idle bound), so that a long download is bounded by
 	// inactivity, not by its total time.
-	p.pageDialer = newDialer(pageAddr, r.base.Scheme == "https", nil, cfg.UpstreamTimeout, 10*time.Second)
-	p.page = &fasthttp.HostClient{
+	d := newDialer(pageAddr, base.Scheme == "https", nil, cfg.UpstreamTimeout, 10*time.Second)
+	hc := &fasthttp.HostClient{
 		Addr: pageAddr,
 		// No Name: fasthttp sends it as the User-Agent of a request that
 		// came without one, and a page request carries only the client's.
-		IsTLS:                         r.base.Scheme == "https",
+		IsTLS:                         base.Scheme == "https",
 		NoDefaultUserAgentHeader:      true,
 		DisableHeaderNamesNormalizing: false,
 		DisablePathNormalizing:        true,
@@ -122,27 +145,17 @@ func New(cfg Config) (*Proxy, error) {
 		WriteTimeout:                  cfg.UpstreamTimeout,
 		MaxResponseBodySize:           1 << 40,
 		StreamResponseBody:            true,
-		Transport:                     p.transport,
-		DialTimeout:                   p.pageDialer.dial,
+		Transport:                     t,
+		DialTimeout:                   d.dial,
 	}
-	p.tpls = newTemplateCache(64<<20, p.m)
-	p.fetch = newFetcher(p)
-	st, err := cachestore.New(cachestore.Config{
-		MaxCost:      cfg.CacheSize,
-		MaxLoads:     cfg.FetchConcurrency,
-		LoadQueue:    cfg.FetchQueue,
-		RefreshQueue: cfg.RefreshQueue,
-		LoadTimeout:  cfg.FetchTimeout,
-		Observer:     storeObserver{m: p.m, backoff: newBackoffLog(p.log)},
-	}, p.fetch)
-	if err != nil {
-		return nil, fmt.Errorf("proxy: store: %w", err)
-	}
-	p.store = st
-	p.m.CacheMaxCost.Set(float64(cfg.CacheSize))
-	p.server = &fasthttp.Server{
-		Handler:                       p.Handler,
-		ErrorHandler:                  p.serverError,
+	return d, hc
+}
+
+// newServer builds the front listener's server.
+func newServer(cfg *Config, handler fasthttp.RequestHandler, onError func(*fasthttp.RequestCtx, error), log *slog.Logger) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                       handler,
+		ErrorHandler:                  onError,
 		ReadTimeout:                   cfg.ReadTimeout,
 		WriteTimeout:                  60 * time.Second,
 		IdleTimeout:                   90 * time.Second,
@@ -157,12 +170,11 @@ func New(cfg Config) (*Proxy, error) {
 		DisableHeaderNamesNormalizing: false,
 		CloseOnShutdown:               true,
 		Concurrency:                   64 << 10,
-		Logger:                        fasthttpLogger{p.log},
+		Logger:                        fasthttpLogger{log},
 		// fasthttp's parse errors quote the raw request head, cookies
 		// and tokens included, and they reach the log.
 		SecureErrorLogMessage: true,
 	}
-	return p, nil
 }
 
 // Serve accepts connections on ln until Shutdown. A TLS front is served by
@@ -293,41 +305,68 @@ func methodLabel(m []byte) string {
 	return "other"
 }
 
+// serve answers one request: refused, passed through, composed, or an
+// upstream error.
 func (p *Proxy) serve(ctx *fasthttp.RequestCtx, st *reqStats) {
-	if why := smuggling(ctx.Request.Header.RawHeaders()); why != "" {
-		ctx.Error("bad request: "+why, fasthttp.StatusBadRequest)
-		ctx.SetConnectionClose()
+	if refuse(ctx) {
 		return
 	}
-	if hasCRLF(ctx.Request.Header.RequestURI()) {
+	resp := fasthttp.AcquireResponse()
+	err := p.pageAnswer(ctx, resp)
+	switch {
+	case err != nil:
+		fasthttp.ReleaseResponse(resp)
+		p.upstreamError(ctx, err)
+	case p.eligible(ctx, resp):
+		st.composed = true
+		p.composePage(ctx, resp, st)
+		_ = resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(resp)
+	default:
+		p.passthrough(ctx, resp) // releases resp when the body is sent
+	}
+}
+
+// refuse answers the requests fragcache never forwards (DESIGN rule 12)
+// and reports whether it did: smuggling attempts, control characters in
+// the target, tunnels and traces.
+func refuse(ctx *fasthttp.RequestCtx) bool {
+	switch {
+	case smuggling(ctx.Request.Header.RawHeaders()) != "":
+		ctx.Error("bad request: "+smuggling(ctx.Request.Header.RawHeaders()), fasthttp.StatusBadRequest)
+		ctx.SetConnectionClose()
+	case hasCRLF(ctx.Request.Header.RequestURI()):
 		ctx.Error("bad request", fasthttp.StatusBadRequest)
 		ctx.SetConnectionClose()
-		return
-	}
-	if ctx.IsConnect() || ctx.IsTrace() {
+	case ctx.IsConnect() || ctx.IsTrace():
 		// No tunnels, and no echo of the request (its cookies) to a
-		// script that can read the answer (DESIGN rule 12).
+		// script that can read the answer.
 		ctx.Error("method not allowed", fasthttp.StatusMethodNotAllowed)
 		ctx.Response.Header.Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 		if ctx.IsConnect() {
 			ctx.SetConnectionClose() // what follows a CONNECT is not HTTP
 		}
-		return
+	default:
+		return false
 	}
+	return true
+}
+
+// pageAnswer forwards the request to the upstream and reads the answer's
+// head into resp; the body stays a stream.
+func (p *Proxy) pageAnswer(ctx *fasthttp.RequestCtx, resp *fasthttp.Response) error {
 	req := fasthttp.AcquireRequest()
-	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
 	// An answer without a Content-Type keeps none: fasthttp would report
 	// (and CopyTo would pass on) text/plain.
 	resp.Header.SetNoDefaultContentType(true)
-	defer fasthttp.ReleaseRequest(req)
-	p.buildUpstreamRequest(ctx, req)
+	p.fw.upstreamRequest(ctx, req)
 	if p.page.IsTLS {
 		// The request URI is relative, which fasthttp reads as http; its
 		// TLS client refuses such a request ("redirect to a different
 		// protocol"), so an https upstream never got one.
 		req.URI().SetScheme("https")
 	}
-
 	err := p.doPage(req, resp)
 	if err == nil && resp.StatusCode() == fasthttp.StatusPartialContent && p.rangeOfComposedPage(ctx, req, resp) {
 		// A slice of a template is no page: ask for the whole of it and
@@ -340,19 +379,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, st *reqStats) {
 		req.Header.Del("If-Range")
 		err = p.doPage(req, resp)
 	}
-	if err != nil {
-		fasthttp.ReleaseResponse(resp)
-		p.upstreamError(ctx, err)
-		return
-	}
-	if p.eligible(ctx, resp) {
-		st.composed = true
-		p.compose(ctx, resp, st)
-		_ = resp.CloseBodyStream()
-		fasthttp.ReleaseResponse(resp)
-		return
-	}
-	p.passthrough(ctx, resp)
+	return err
 }
 
 // doPage sends a page request to the upstream, measured.
@@ -397,13 +424,13 @@ func hasCRLF(b []byte) bool {
 	return false
 }
 
-// buildUpstreamRequest copies the client's request for the upstream
+// upstreamRequest copies the client's request for the upstream
 // (DESIGN rule 12): hop-by-hop, rewrite and underscore headers dropped,
 // HTTP/1.1 whatever the client spoke, the request-target in origin form
 // byte for byte, Host the upstream's (or the public host with
 // PreserveHost), X-Forwarded-* set by the trust rules, nothing added that
 // the client did not send, the body streamed.
-func (p *Proxy) buildUpstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request) {
+func (fw *forwarding) upstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request) {
 	in := &ctx.Request.Header
 	in.CopyTo(&req.Header)
 	stripHop(&req.Header)
@@ -412,16 +439,16 @@ func (p *Proxy) buildUpstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Req
 	req.Header.SetNoDefaultContentType(true)
 	dropRequestHeaders(in, &req.Header)
 
-	trusted := p.trustedPeer(ctx)
-	public := p.publicHost(in, trusted)
-	if p.cfg.PreserveHost {
+	trusted := fw.trustedPeer(ctx)
+	public := fw.publicHost(in, trusted)
+	if fw.preserveHost {
 		req.Header.SetHost(public)
 	} else {
-		req.Header.SetHost(p.pageHost)
+		req.Header.SetHost(fw.pageHost)
 	}
 	req.UseHostHeader = true
-	setRequestTarget(req, in.RequestURI(), p.reach.base.Scheme)
-	p.setForwarded(ctx, &req.Header, trusted, public)
+	setRequestTarget(req, in.RequestURI(), fw.upstreamScheme)
+	fw.setForwarded(ctx, &req.Header, trusted, public)
 
 	if ae := ctx.Request.Header.Peek("Accept-Encoding"); len(ae) > 0 {
 		var buf [64]byte

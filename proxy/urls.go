@@ -152,12 +152,54 @@ func pageIndependent(src string) bool {
 	return strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://")
 }
 
+// sources turns a src into a fragment target: its resolution against the
+// page and the host allowlist, the rule that matches it with the rule's
+// metrics, and the keys that do not depend on the request. It owns the
+// tables that remember resolutions and shared hints.
+type sources struct {
+	reach    *reach
+	rules    []rule
+	urls     urlTable
+	m        *metrics.Metrics
+	variants [2]fragFwd // the forwardings whose keys are precomputed
+}
+
+func newSources(r *reach, cfg *Config, m *metrics.Metrics, fw *forwarding) *sources {
+	sr := &sources{reach: r, urls: newURLTable(), m: m, variants: fw.forwardVariants()}
+	for _, fr := range cfg.Fragments {
+		name := fr.Name
+		if name == "" {
+			name = metrics.OtherFragment
+		}
+		sr.rules = append(sr.rules, rule{FragmentRule: fr, m: m.Fragment(name)})
+	}
+	return sr
+}
+
+// matchRule returns the first rule whose prefix matches an upstream
+// target's path, or nil.
+func (sr *sources) matchRule(t *target) *rule {
+	if !t.upstream || len(sr.rules) == 0 {
+		return nil
+	}
+	path := t.uri
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	for i := range sr.rules {
+		if strings.HasPrefix(path, sr.rules[i].Match) {
+			return &sr.rules[i]
+		}
+	}
+	return nil
+}
+
 // resolveSrc returns the resolution of src on the page pageURI (computed
 // by pageURI() only when needed).
-func (p *Proxy) resolveSrc(src string, pageURI func() string) *resolvedSrc {
+func (sr *sources) resolveSrc(src string, pageURI func() string) *resolvedSrc {
 	indep := pageIndependent(src) && len(src) <= maxSrcLen
 	if indep {
-		if r, ok := p.urls.srcs.get(src); ok {
+		if r, ok := sr.urls.srcs.get(src); ok {
 			return r
 		}
 	}
@@ -165,14 +207,14 @@ func (p *Proxy) resolveSrc(src string, pageURI func() string) *resolvedSrc {
 	if !pageIndependent(src) {
 		base = pageURI()
 	}
-	r := &resolvedSrc{frag: p.m.Fragment(metrics.OtherFragment)}
-	r.t, r.err = p.reach.resolve(base, src)
+	r := &resolvedSrc{frag: sr.m.Fragment(metrics.OtherFragment)}
+	r.t, r.err = sr.reach.resolve(base, src)
 	if r.err == nil {
-		r.rule = p.matchRule(&r.t)
+		r.rule = sr.matchRule(&r.t)
 		if r.rule != nil {
 			r.frag = r.rule.m
 		}
-		for i, f := range p.forwardVariants() {
+		for i, f := range sr.variants {
 			u := fragmentKeyURL(&r.t, &f)
 			r.sharedKeys[i] = fragmentKey(scopeShared, u, "")
 			r.anonKeys[i] = fragmentKey(scopeAnon, u, "")
@@ -180,7 +222,7 @@ func (p *Proxy) resolveSrc(src string, pageURI func() string) *resolvedSrc {
 	}
 	if indep {
 		// src, the URL and the key are about three copies of src.
-		return p.urls.srcs.put(src, r, 3*len(src)+256)
+		return sr.urls.srcs.put(src, r, 3*len(src)+256)
 	}
 	return r
 }

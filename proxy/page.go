@@ -1,0 +1,116 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/valyala/fasthttp"
+
+	"fragcache/fragment"
+	"fragcache/metrics"
+)
+
+// composePage is the page stage: it reads an opted-in page (bounded,
+// decoded), parses it (parsed templates are reused), has a composer fill
+// its includes and writes the response.
+func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *reqStats) {
+	bufp := pageBufPool.Get().(*[]byte)
+	defer func() {
+		if cap(*bufp) <= maxPooledPage {
+			pageBufPool.Put(bufp)
+		}
+	}()
+	raw, err := readLimited((*bufp)[:0], resp, p.cfg.MaxPageSize)
+	*bufp = raw[:0]
+	received := raw // as the upstream encoded it
+	if err == nil {
+		enc := resp.Header.ContentEncoding()
+		if len(enc) > 0 && !equalFold(enc, "identity") {
+			raw, err = decodeBody(nil, raw, enc, p.cfg.MaxPageSize)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, errTooLarge) {
+			p.m.ESIErrors[metrics.ErrTooLarge].Inc()
+			ctx.Error("upstream page too large", fasthttp.StatusBadGateway)
+		} else {
+			ctx.Error("upstream page unreadable", fasthttp.StatusBadGateway)
+		}
+		ctx.SetConnectionClose()
+		return
+	}
+	tpl, perr := p.tpls.get(raw, fragment.Limits{})
+	if perr != nil {
+		p.m.ESIErrors[metrics.ErrParse].Inc()
+	}
+	if !tpl.HasESI() {
+		// Nothing to compose: the answer goes out as a passthrough, every
+		// header (validators, length, encoding) as the upstream sent it
+		// (rule 7).
+		st.composed = false
+		writeUnchanged(ctx, resp, received)
+		return
+	}
+
+	c := newComposer(p.env, ctx, p.pages.Add(1))
+	defer c.release()
+	out, ok := c.compose(tpl, ctx.Response.SwapBody(nil)[:0])
+	if !ok {
+		// Variables, not includes, took it past the cap (includes are
+		// capped one by one in appendCapped).
+		p.m.ESIErrors[metrics.ErrTooLarge].Inc()
+		ctx.Response.SwapBody(out[:0])
+		ctx.Error("composed page too large", fasthttp.StatusBadGateway)
+		return
+	}
+	writePage(ctx, resp, out, c.facts())
+	*st = c.st
+	st.composed = true
+	st.includes = c.count
+	p.m.PageIncludes.Observe(float64(c.count))
+	if c.degraded {
+		p.m.CompositionsDegraded.Inc()
+	} else {
+		p.m.CompositionsComplete.Inc()
+	}
+}
+
+// pageBufPool holds the buffers upstream pages are read into; buffers
+// that grew past maxPooledPage are dropped rather than kept.
+var pageBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+
+const maxPooledPage = 1 << 20
+
+// readLimited appends the upstream page's body to dst, refusing more than
+// limit bytes.
+func readLimited(dst []byte, resp *fasthttp.Response, limit int64) ([]byte, error) {
+	r := resp.BodyStream()
+	if r == nil {
+		b := resp.Body()
+		if int64(len(b)) > limit {
+			return dst, errTooLarge
+		}
+		return append(dst, b...), nil
+	}
+	if cl := resp.Header.ContentLength(); cl > 0 && int64(cl) <= limit {
+		dst = slices.Grow(dst, cl+1)
+	}
+	for {
+		if len(dst) == cap(dst) {
+			dst = slices.Grow(dst, 16<<10)
+		}
+		n, err := r.Read(dst[len(dst):cap(dst)])
+		dst = dst[:len(dst)+n]
+		if int64(len(dst)) > limit {
+			return dst, errTooLarge
+		}
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			return dst, err
+		}
+	}
+}
