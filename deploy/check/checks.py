@@ -583,6 +583,9 @@ def cmd_k8s_lint(args):
             errors.append(str(e))
     if pod.get("automountServiceAccountToken") is not False:
         errors.append("pod mounts a service account token it does not need")
+    if pod.get("enableServiceLinks") is not False:
+        errors.append("pod has service links: Kubernetes would set FRAGCACHE_PORT, FRAGCACHE_SERVICE_HOST, ... "
+                      "(one set per Service), each warned about as an unknown setting")
     svcs = by_kind.get("Service", [])
     for s in svcs:
         if not labels_match(s["spec"].get("selector"), pod_labels):
