@@ -154,7 +154,8 @@ check_dockerfile() {
 check_kustomize() {
   local d kv
   kv=$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p' || true)
-  for d in base example; do
+  # base alone, the example overlay, and the example with the L2 component.
+  for d in base example example-l2; do
     "$PY" "$C" render "deploy/kubernetes/$d" >"$tmp/k8s-$d.yaml"
     "$PY" "$C" k8s-lint "$tmp/k8s-$d.yaml"
     # kubectl's kustomize renders components from v4 on; Debian 12's
@@ -165,9 +166,9 @@ check_kustomize() {
     fi
   done
   if [[ -n $kv ]] && ((kv >= 4)); then
-    echo "kustomize: base and example rendered offline and by kubectl kustomize (kustomize v$kv), identical and consistent"
+    echo "kustomize: base, example and example-l2 rendered offline and by kubectl kustomize (kustomize v$kv), identical and consistent"
   else
-    echo "kustomize: base and example rendered offline and consistent (no kubectl with kustomize >= v4 here)"
+    echo "kustomize: base, example and example-l2 rendered offline and consistent (no kubectl with kustomize >= v4 here)"
   fi
 }
 

@@ -11,8 +11,9 @@ exits non-zero with the reasons on failure.
   dashboard-lint OUT_RULES    dashboard structure; writes its queries as a rules file so that
                               `promtool check rules` parses every PromQL expression
   compose-lint                pinned images, health checks, loopback ports, mounted paths exist
-  render DIR                  offline kustomize: render DIR's kustomization to stdout
-  k8s-lint RENDERED           semantic checks of a rendered manifest stream
+  render DIR                  offline kustomize: render DIR's kustomization to stdout (resources,
+                              components, ConfigMap generators, JSON patches, images, namespace)
+  k8s-lint RENDERED           semantic checks of a rendered manifest stream (and of the L2's Redis)
   k8s-compare A B             two renders hold the same objects (generated-name hashes included)
   used-names                  metric names used by the dashboard and the rules
   scrape-check SCRAPE VERSION every used name exists in the scrape (see METRICS below)
@@ -42,9 +43,12 @@ COMPOSE = "deploy/compose/compose.yaml"
 SETTINGS = """listen upstream admin_listen wait fragment_ttl stale_ttl fetch_timeout cache_size
 allow_host esi_cookie max_depth max_includes esi_trigger max_wait upstream_timeout max_page_size
 max_fragment_size max_header_bytes fetch_concurrency fetch_per_host refresh_queue scope_secret
-public_host shutdown_timeout drain_delay access_log pprof log_format""".split()
+public_host shutdown_timeout drain_delay access_log pprof log_format
+redis redis_prefix redis_timeout""".split()
 YAML_ONLY = ["fragments"]
 ENV_ONLY = ["config"]
+# Secrets with an environment form only (DESIGN rule 24).
+SECRET_ENV = ["FRAGCACHE_REDIS_PASSWORD", "FRAGCACHE_PURGE_TOKEN"]
 
 # METRICS: the fragcache_* families of the design's "Metrics" section, plus the
 # circuit breaker's gauge. Families with labels (a *Vec in client_golang) are
@@ -351,12 +355,17 @@ def kustomize_hash(cm):
     return "".join(table.get(ch, ch) for ch in h)
 
 
-KNOWN_KUSTOMIZE = {"apiVersion", "kind", "resources", "components", "configMapGenerator", "images", "namespace"}
+KNOWN_KUSTOMIZE = {"apiVersion", "kind", "resources", "components", "configMapGenerator", "images", "namespace",
+                   "patches"}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 
 
-def build_kustomization(d, component=False):
-    """Returns (objects, generated) where generated maps ConfigMap name -> generator spec."""
+def build_kustomization(d, component=False, objs=None, gens=None):
+    """Returns (objects, generated) where generated maps ConfigMap name -> generator spec.
+
+    In kustomize's order: resources, then components (which work on what has
+    been accumulated so far, as kustomize's components do), then generators,
+    then transformers (patches, images, namespace)."""
     path = os.path.join(d, "kustomization.yaml")
     k = load_yaml(path)
     want = "Component" if component else "Kustomization"
@@ -366,15 +375,21 @@ def build_kustomization(d, component=False):
     if unknown:
         raise SystemExit(f"{path}: the offline renderer does not know {sorted(unknown)}; "
                          "render with kubectl kustomize or extend deploy/check/checks.py")
-    objs, gens = [], {}
+    objs = [] if objs is None else objs
+    gens = {} if gens is None else gens
     for r in k.get("resources", []):
         p = os.path.normpath(os.path.join(d, r))
         if os.path.isdir(p):
             o, g = build_kustomization(p)
             objs += o
+            for name in g:
+                if name in gens:
+                    raise SystemExit(f"{path}: ConfigMap {name} generated twice")
             gens.update(g)
         else:
             objs += load_all(p)
+    for c in k.get("components", []):
+        objs, gens = build_kustomization(os.path.normpath(os.path.join(d, c)), True, objs, gens)
     for g in k.get("configMapGenerator", []):
         data = {}
         for f in g.get("files", []):
@@ -397,10 +412,8 @@ def build_kustomization(d, component=False):
             gens[g["name"]] = {**gens[g["name"]], **data}
         else:
             raise SystemExit(f"{path}: unknown behavior {behavior}")
-    for c in k.get("components", []):
-        o, g = build_kustomization(os.path.normpath(os.path.join(d, c)), component=True)
-        objs += o
-        gens.update(g)
+    for pt in k.get("patches", []):
+        apply_patch(d, path, pt, objs)
     for img in k.get("images", []):
         for o in objs:
             for c in pod_containers(o):
@@ -419,6 +432,82 @@ def build_kustomization(d, component=False):
                 o["metadata"]["namespace"] = k["namespace"]
         gens = {n: dict(v, __namespace__=k["namespace"]) for n, v in gens.items()}
     return objs, gens
+
+
+def apply_patch(d, path, pt, objs):
+    """A `patches:` entry whose file is a JSON patch (RFC 6902, as a YAML
+    list) and whose target names the objects; strategic-merge patches are
+    left to kubectl kustomize."""
+    if "path" not in pt or "target" not in pt or "patch" in pt:
+        raise SystemExit(f"{path}: the offline renderer applies only `path:` patches with a `target:`")
+    ops = load_yaml(os.path.join(d, pt["path"]))
+    if not isinstance(ops, list):
+        raise SystemExit(f"{path}: {pt['path']} is not a JSON patch (a list of operations); "
+                         "the offline renderer does not apply strategic-merge patches")
+    t = pt["target"]
+    unknown = set(t) - {"group", "version", "kind", "name", "namespace"}
+    if unknown:
+        raise SystemExit(f"{path}: patch target keys {sorted(unknown)} not known to the offline renderer")
+    hits = 0
+    for o in objs:
+        group, _, version = o["apiVersion"].rpartition("/")
+        meta = o.get("metadata", {})
+        if (t.get("kind", o["kind"]) == o["kind"] and t.get("name", meta.get("name")) == meta.get("name")
+                and t.get("group", group) == group and t.get("version", version) == version
+                and t.get("namespace", meta.get("namespace")) == meta.get("namespace")):
+            for op in ops:
+                try:
+                    json_patch_op(o, op)
+                except (KeyError, IndexError, ValueError, TypeError) as e:
+                    raise SystemExit(f"{path}: {pt['path']}: {op.get('op')} {op.get('path')}: {e}")
+            hits += 1
+    if not hits:
+        raise SystemExit(f"{path}: patch {pt['path']} matches no object")
+
+
+def json_patch_op(doc, op):
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+    if not parts:
+        raise ValueError("patching the whole document is not supported")
+    parent = doc
+    for p in parts[:-1]:
+        parent = parent[int(p)] if isinstance(parent, list) else parent[p]
+    last = parts[-1]
+    kind = op["op"]
+    if isinstance(parent, list):
+        if kind == "add":
+            if last == "-":
+                parent.append(copy.deepcopy(op["value"]))
+            else:
+                i = int(last)
+                if i > len(parent):
+                    raise IndexError(f"index {i} past the end")
+                parent.insert(i, copy.deepcopy(op["value"]))
+            return
+        i = int(last)
+        if kind == "remove":
+            del parent[i]
+        elif kind == "replace":
+            parent[i] = copy.deepcopy(op["value"])
+        elif kind == "test":
+            if parent[i] != op["value"]:
+                raise ValueError(f"test failed: {parent[i]!r} is not {op['value']!r}")
+        else:
+            raise ValueError(f"operation {kind} not supported")
+        return
+    if kind == "add":
+        parent[last] = copy.deepcopy(op["value"])
+    elif kind == "remove":
+        del parent[last]
+    elif kind == "replace":
+        if last not in parent:
+            raise KeyError(f"{last} does not exist")
+        parent[last] = copy.deepcopy(op["value"])
+    elif kind == "test":
+        if parent[last] != op["value"]:
+            raise ValueError(f"test failed: {parent[last]!r} is not {op['value']!r}")
+    else:
+        raise ValueError(f"operation {kind} not supported")
 
 
 def pod_spec(o):
@@ -586,10 +675,18 @@ def cmd_k8s_lint(args):
     if pod.get("enableServiceLinks") is not False:
         errors.append("pod has service links: Kubernetes would set FRAGCACHE_PORT, FRAGCACHE_SERVICE_HOST, ... "
                       "(one set per Service), each warned about as an unknown setting")
-    svcs = by_kind.get("Service", [])
-    for s in svcs:
-        if not labels_match(s["spec"].get("selector"), pod_labels):
+    for c in pod["containers"]:
+        for e in c.get("env", []):
+            n = e["name"]
+            if n.startswith("FRAGCACHE_") and n not in known_env():
+                errors.append(f"container {c['name']}: env {n} is no fragcache setting")
+    # The Services of fragcache's pods; any other (the L2's) is checked by l2_lint.
+    svcs = [s for s in by_kind.get("Service", [])
+            if labels_match(s["spec"].get("selector"), pod_labels)]
+    for s in by_kind.get("Service", []):
+        if s not in svcs and not by_kind.get("StatefulSet"):
             errors.append(f"Service {s['metadata']['name']} does not select the pods")
+    for s in svcs:
         names = {p.get("name") for p in s["spec"]["ports"]}
         if not {"http", "metrics"} <= names:
             errors.append(f"Service {s['metadata']['name']}: ports named http and metrics expected, got {names}")
@@ -622,9 +719,242 @@ def cmd_k8s_lint(args):
     for pr in by_kind.get("PrometheusRule", []):
         if pr["spec"] != load_yaml(RULES):
             errors.append(f"PrometheusRule {pr['metadata']['name']} differs from {RULES}")
+    if by_kind.get("StatefulSet") or by_kind.get("NetworkPolicy"):
+        errors += l2_lint(by_kind, dep, svcs, cms)
+    elif any(e["name"] == "FRAGCACHE_REDIS" for c in pod["containers"] for e in c.get("env", [])):
+        errors.append("the Deployment sets FRAGCACHE_REDIS but the render has no Redis")
     fail(errors, "k8s-lint")
     kinds = ", ".join(f"{k}" for k in sorted(by_kind))
     print(f"k8s-lint: {len(docs)} objects ({kinds}) consistent")
+
+
+def known_env():
+    return {"FRAGCACHE_" + x.upper() for x in SETTINGS + ENV_ONLY} | set(SECRET_ENV)
+
+
+def k8s_bytes(q):
+    """A Kubernetes memory quantity in bytes."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(q))
+    if not m:
+        raise ValueError(f"not a memory quantity: {q!r}")
+    mult = {None: 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}[m.group(2)]
+    return float(m.group(1)) * mult
+
+
+def redis_bytes(v):
+    """A redis.conf memory value in bytes (1k = 1000, 1kb = 1024, ...)."""
+    m = re.fullmatch(r"(\d+)(k|kb|m|mb|g|gb)?", str(v).lower())
+    if not m:
+        raise ValueError(f"not a redis memory value: {v!r}")
+    mult = {None: 1, "k": 1e3, "kb": 2**10, "m": 1e6, "mb": 2**20, "g": 1e9, "gb": 2**30}[m.group(2)]
+    return int(m.group(1)) * mult
+
+
+def parse_redis_conf(text):
+    """redis.conf directives: name -> list of argument lists (quotes removed)."""
+    import shlex
+    conf = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        words = shlex.split(line)
+        conf.setdefault(words[0].lower(), []).append(words[1:])
+    return conf
+
+
+# The L2 may use at most this share of Redis's container memory limit for
+# maxmemory: the rest is client and pub/sub buffers, Lua and fragmentation.
+REDIS_MAXMEMORY_SHARE = 0.8
+
+
+def env_secret(container, name):
+    """(Secret, key, optional) of an env var taken from a Secret, or None."""
+    for e in container.get("env", []):
+        if e["name"] == name:
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            return (ref["name"], ref["key"], ref.get("optional", False)) if ref else None
+    return None
+
+
+def l2_lint(by_kind, dep, fc_svcs, cms):
+    """The Redis of the shared L2 and its wiring (DESIGN rules 25 and 27)."""
+    errors = []
+    fc_pod = dep["spec"]["template"]
+    fc_labels = fc_pod["metadata"].get("labels", {})
+    sts_list = by_kind.get("StatefulSet", [])
+    if len(sts_list) != 1:
+        return [f"expected one Redis StatefulSet, found {len(sts_list)}"]
+    sts = sts_list[0]
+    name = sts["metadata"]["name"]
+    spec = sts["spec"]
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"].get("labels", {})
+    if spec.get("replicas") != 1:
+        errors.append(f"StatefulSet {name}: replicas {spec.get('replicas')}, the L2 is one Redis")
+    if not labels_match(spec["selector"]["matchLabels"], labels):
+        errors.append(f"StatefulSet {name}: selector does not match its pod labels")
+    if labels_match(dep["spec"]["selector"]["matchLabels"], labels):
+        errors.append("the fragcache Deployment's selector also selects the Redis pods")
+    for s in fc_svcs:
+        if labels_match(s["spec"].get("selector"), labels):
+            errors.append(f"Service {s['metadata']['name']} selects both fragcache and Redis pods")
+    for pdb in by_kind.get("PodDisruptionBudget", []):
+        if labels_match(pdb["spec"]["selector"]["matchLabels"], labels):
+            errors.append(f"PodDisruptionBudget {pdb['metadata']['name']} selects the Redis pods")
+    psc = pod.get("securityContext", {})
+    if psc.get("runAsNonRoot") is not True or not psc.get("runAsUser"):
+        errors.append(f"StatefulSet {name}: pod does not run as a non-root uid")
+    if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        errors.append(f"StatefulSet {name}: seccomp profile is not RuntimeDefault")
+    if pod.get("automountServiceAccountToken") is not False:
+        errors.append(f"StatefulSet {name}: pod mounts a service account token it does not need")
+    if len(pod["containers"]) != 1:
+        errors.append(f"StatefulSet {name}: expected one container")
+        return errors
+    c = pod["containers"][0]
+    sc = c.get("securityContext", {})
+    if sc.get("readOnlyRootFilesystem") is not True:
+        errors.append("redis: root filesystem not read-only")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        errors.append("redis: allowPrivilegeEscalation not false")
+    if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+        errors.append("redis: capabilities not dropped (ALL)")
+    img = c.get("image", "")
+    tag = img.rsplit("/", 1)[-1]
+    if (":" not in tag and "@" not in img) or tag.endswith(":latest"):
+        errors.append(f"redis: image {img} not pinned")
+    res = c.get("resources", {})
+    if not res.get("requests", {}).get("cpu") or not res.get("requests", {}).get("memory"):
+        errors.append("redis: cpu/memory requests missing")
+    limit = res.get("limits", {}).get("memory")
+    if not limit:
+        errors.append("redis: memory limit missing")
+    for probe in ("livenessProbe", "readinessProbe"):
+        if not c.get(probe):
+            errors.append(f"redis: no {probe}")
+        elif "exec" not in c[probe]:
+            errors.append(f"redis: {probe} is not an exec probe (the NetworkPolicy admits fragcache only)")
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    if ports.get("redis") != 6379:
+        errors.append("redis: no container port redis = 6379")
+    # redis.conf: the first argument, a file of a mounted ConfigMap.
+    args = c.get("command", [])[1:] + c.get("args", [])
+    conf_text = None
+    if args and not args[0].startswith("-"):
+        for m in c.get("volumeMounts", []):
+            v = next((v for v in pod.get("volumes", []) if v["name"] == m["name"]), {})
+            cm = cms.get(v.get("configMap", {}).get("name"))
+            if cm:
+                for key, text in cm.get("data", {}).items():
+                    if args[0] == os.path.join(m["mountPath"], key):
+                        conf_text = text
+    if conf_text is None:
+        errors.append("redis: its first argument is not a redis.conf of a mounted ConfigMap")
+        return errors
+    conf = parse_redis_conf(conf_text)
+    # Command-line options override the file, as redis-server reads them.
+    i = 1
+    while i < len(args):
+        if args[i].startswith("--"):
+            j = i + 1
+            while j < len(args) and not args[j].startswith("--"):
+                j += 1
+            conf[args[i][2:].lower()] = [args[i + 1:j]]
+            i = j
+        else:
+            i += 1
+    last = {k: v[-1] for k, v in conf.items()}
+    if last.get("maxmemory-policy") != ["volatile-lru"]:
+        errors.append(f"redis: maxmemory-policy {last.get('maxmemory-policy')}, DESIGN rule 27 wants volatile-lru "
+                      "(the purge records and the run marker have no TTL and must not be evicted)")
+    try:
+        mm = redis_bytes(last.get("maxmemory", ["0"])[0])
+        if mm == 0:
+            errors.append("redis: no maxmemory: Redis would grow until the container is killed")
+        elif limit and mm > REDIS_MAXMEMORY_SHARE * k8s_bytes(limit):
+            errors.append(f"redis: maxmemory {mm / 2**20:.0f}MiB is more than {REDIS_MAXMEMORY_SHARE:.0%} "
+                          f"of the memory limit {limit}")
+    except ValueError as e:
+        errors.append(f"redis: {e}")
+    if not spec.get("volumeClaimTemplates"):
+        if last.get("save") != [""] or last.get("appendonly", ["no"]) != ["no"]:
+            errors.append("redis: persistence on (save / appendonly) without a volume")
+    rp = conf.get("requirepass")
+    if "requirepass" in parse_redis_conf(conf_text):
+        errors.append("redis: requirepass written in redis.conf (a ConfigMap); it must come from a Secret")
+    m = re.fullmatch(r"\$\((\w+)\)", rp[-1][0]) if rp and rp[-1] else None
+    redis_secret = env_secret(c, m.group(1)) if m else None
+    if not redis_secret:
+        errors.append("redis: --requirepass is not $(VAR) of an env var from a Secret")
+    elif redis_secret[2]:
+        errors.append("redis: the requirepass Secret is optional")
+    # The Service and who may reach it.
+    for s in by_kind.get("Service", []):
+        if s not in fc_svcs and not labels_match(s["spec"].get("selector"), labels):
+            errors.append(f"Service {s['metadata']['name']} selects neither fragcache's nor Redis's pods")
+    svcs = [s for s in by_kind.get("Service", []) if labels_match(s["spec"].get("selector"), labels)]
+    if len(svcs) != 1:
+        errors.append(f"expected one Service of the Redis pods, found {len(svcs)}")
+        return errors
+    svc = svcs[0]
+    if spec.get("serviceName") != svc["metadata"]["name"]:
+        errors.append(f"StatefulSet {name}: serviceName {spec.get('serviceName')} is not its Service")
+    svc_port = None
+    for p in svc["spec"]["ports"]:
+        if ports.get(p.get("targetPort"), p.get("targetPort")) == 6379:
+            svc_port = p["port"]
+    if svc_port is None:
+        errors.append(f"Service {svc['metadata']['name']}: no port to the Redis container port 6379")
+    nps = [n for n in by_kind.get("NetworkPolicy", [])
+           if labels_match(n["spec"]["podSelector"].get("matchLabels"), labels)]
+    if not nps:
+        errors.append("no NetworkPolicy selects the Redis pods (DESIGN rule 25)")
+    for n in nps:
+        where = f"NetworkPolicy {n['metadata']['name']}"
+        if "Ingress" not in n["spec"].get("policyTypes", ["Ingress"]):
+            errors.append(f"{where}: policyTypes lacks Ingress")
+        dep_sel = dep["spec"]["selector"]["matchLabels"]
+        for rule in n["spec"].get("ingress", []):
+            if not rule.get("from"):
+                errors.append(f"{where}: an ingress rule without `from` admits every pod")
+            for peer in rule.get("from", []):
+                sel = (peer.get("podSelector") or {}).get("matchLabels")
+                if set(peer) != {"podSelector"} or not sel:
+                    errors.append(f"{where}: peer {peer} is not a podSelector of this namespace")
+                elif not labels_match(sel, fc_labels) or not labels_match(dep_sel, sel):
+                    errors.append(f"{where}: peer {sel} is not (only) the fragcache pods")
+            got = [(p.get("protocol", "TCP"), ports.get(p.get("port"), p.get("port"))) for p in rule.get("ports", [])]
+            if got != [("TCP", 6379)]:
+                errors.append(f"{where}: ingress ports {got}, expected TCP 6379 only")
+    # fragcache's side: --redis at the Service, the password from the same
+    # Secret, the scope secret shared and required.
+    fc = next(c for c in fc_pod["spec"]["containers"] if c["name"] == "fragcache")
+    env = {e["name"]: e for e in fc.get("env", [])}
+    url = env.get("FRAGCACHE_REDIS", {}).get("value", "")
+    m = re.fullmatch(r"rediss?://(?:([^:@/]*)(?::([^@/]*))?@)?([^:/]+):(\d+)(?:/(\d+))?", url)
+    if not m:
+        errors.append(f"fragcache: FRAGCACHE_REDIS {url!r} is not a redis://host:port/db URL")
+    else:
+        if m.group(2):
+            errors.append("fragcache: FRAGCACHE_REDIS holds a password; use FRAGCACHE_REDIS_PASSWORD from the Secret")
+        host = m.group(3).split(".")[0]
+        if host != svc["metadata"]["name"] or int(m.group(4)) != svc_port:
+            errors.append(f"fragcache: FRAGCACHE_REDIS points at {m.group(3)}:{m.group(4)}, the Service is "
+                          f"{svc['metadata']['name']}:{svc_port}")
+    fc_secret = env_secret(fc, "FRAGCACHE_REDIS_PASSWORD")
+    if not fc_secret or not redis_secret or fc_secret[:2] != redis_secret[:2]:
+        errors.append(f"fragcache: FRAGCACHE_REDIS_PASSWORD {fc_secret} is not Redis's requirepass Secret {redis_secret}")
+    elif fc_secret[2]:
+        errors.append("fragcache: the Redis password Secret is optional")
+    scope = env_secret(fc, "FRAGCACHE_SCOPE_SECRET")
+    if not scope:
+        errors.append("fragcache: FRAGCACHE_SCOPE_SECRET does not come from a Secret: replicas would not share "
+                      "user-scoped entries")
+    elif scope[2]:
+        errors.append("fragcache: the scope secret is optional: a pod without it keeps user-scoped entries to itself")
+    return errors
 
 
 # -------------------------------------------------------------- config and env
@@ -655,7 +985,7 @@ def cmd_config_keys(args):
         if path.endswith((".yaml", ".yml")):
             errors += config_key_errors(load_yaml(path) or {}, path)
             continue
-        allowed = {"FRAGCACHE_" + s.upper() for s in SETTINGS + ENV_ONLY}
+        allowed = known_env()
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
                 line = line.strip()
