@@ -5,7 +5,8 @@
 #
 # Installs what it needs from Debian packages when missing (prometheus for
 # promtool and the server, systemd for systemd-analyze, python3-yaml, curl,
-# docker-compose for its Compose schema), then runs every check, each bounded
+# docker-compose for its Compose schema, redis-server for the L2's Redis
+# configuration), then runs every check, each bounded
 # in time, and ends with one line "deploy-check: N passed, N failed, N skipped".
 # Exits non-zero when a check failed. See deploy/README.md for what each does.
 #
@@ -52,6 +53,7 @@ install_missing() {
   "$PY" -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
   command -v curl >/dev/null || need+=(curl)
   command -v docker-compose >/dev/null || need+=(docker-compose)
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null || need+=(redis-server)
   if ((${#need[@]})); then
     echo "installing from Debian: ${need[*]}"
     local t0
@@ -60,6 +62,10 @@ install_missing() {
     DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >"$tmp/apt.log" 2>&1 ||
       { cat "$tmp/apt.log"; exit 1; }
     echo "installed in $(($(date +%s) - t0))s"
+    # The package may start its own service; no check uses it.
+    if [[ " ${need[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null; then
+      systemctl stop redis-server 2>/dev/null || true
+    fi
     PY=python3
     [[ -x /usr/bin/python3 ]] && PY=/usr/bin/python3
   fi
@@ -118,6 +124,101 @@ check_prometheusrule() {
   "$PY" "$C" sync-prometheusrule --check
 }
 
+check_names() {
+  "$PY" "$C" names-lint
+}
+
+# redis_cli PORT PASSWORD ARGS...: redis-cli against a loopback Redis.
+redis_cli() {
+  local port=$1 pw=$2
+  shift 2
+  REDISCLI_AUTH=$pw timeout 10 redis-cli -h 127.0.0.1 -p "$port" "$@"
+}
+
+# start_redis NAME PORT PASSWORD [ARGS...]: redis-server with the kit's
+# redis.conf and --requirepass, as the StatefulSet and compose start it, on
+# loopback (--port and --bind override the file), in its own directory.
+start_redis() {
+  local name=$1 port=$2 pw=$3 _
+  shift 3
+  mkdir -p "$tmp/$name"
+  (cd "$tmp/$name" && exec redis-server "$ROOT/deploy/kubernetes/redis/redis.conf" --requirepass "$pw" \
+    --port "$port" --bind 127.0.0.1 --logfile "$tmp/$name/redis.log" "$@") >"$tmp/$name.out" 2>&1 &
+  echo $! >>"$tmp/pids"
+  echo $! >"$tmp/$name.pid"
+  for _ in $(seq 50); do
+    [[ $(redis_cli "$port" "$pw" ping 2>/dev/null) == PONG ]] && return 0
+    sleep 0.2
+  done
+  echo "redis-server did not answer PING"; cat "$tmp/$name.out" "$tmp/$name/redis.log" 2>/dev/null
+  return 1
+}
+
+# stop_redis NAME: SIGTERM, then waits for the exit.
+stop_redis() {
+  local pid _
+  pid=$(cat "$tmp/$1.pid")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  echo "redis-server $pid still running"; return 1
+}
+
+# readme_acl PASSWORD: the words of deploy/README.md's ACL SETUSER rule,
+# one a line, with the PASSWORD placeholder replaced.
+readme_acl() {
+  local rule
+  rule=$(grep -m1 -o 'ACL SETUSER fragcache [^`]*' deploy/README.md) || { echo "no ACL SETUSER fragcache rule in deploy/README.md" >&2; return 1; }
+  read -r -a words <<<"${rule#ACL SETUSER }"
+  printf '%s\n' "${words[@]}" | sed "s/^>PASSWORD\$/>$1/"
+}
+
+check_redis_conf() {
+  local port pw out i
+  port=$("$PY" "$C" free-ports 1)
+  pw=$("$PY" -c 'import secrets; print(secrets.token_hex(16))')
+  start_redis redis-conf "$port" "$pw"
+  # requirepass holds: no password, no answer.
+  out=$(timeout 10 redis-cli -h 127.0.0.1 -p "$port" ping 2>&1)
+  [[ $out == NOAUTH* ]] || { echo "PING without the password answered: $out"; exit 1; }
+  local key want got
+  for key in maxmemory-policy:volatile-lru save: appendonly:no; do
+    want=${key#*:} got=$(redis_cli "$port" "$pw" config get "${key%%:*}" | tail -n 1)
+    [[ $got == "$want" ]] || { echo "CONFIG GET ${key%%:*}: '$got', want '$want'"; exit 1; }
+  done
+  got=$(redis_cli "$port" "$pw" config get maxmemory | tail -n 1)
+  ((got > 0)) || { echo "no maxmemory"; exit 1; }
+  # volatile-lru under pressure: entries (with TTLs) are evicted, writes keep
+  # succeeding, and the keys without a TTL (purge records, run marker;
+  # DESIGN rule 27) stay.
+  redis_cli "$port" "$pw" config set maxmemory 4mb >/dev/null
+  redis_cli "$port" "$pw" set fragcache:v1:epoch run1 >/dev/null
+  redis_cli "$port" "$pw" zadd fragcache:v1:purges 1 tag >/dev/null
+  "$PY" -c '
+import sys
+v = "x" * 1024
+for i in range(12000):
+    sys.stdout.write("SET fragcache:v1:e:%d %s PX 600000\n" % (i, v))' | redis_cli "$port" "$pw" >"$tmp/redis-fill.out"
+  if grep -v '^OK$' "$tmp/redis-fill.out" | head -3 | grep .; then echo "writes failed under maxmemory"; exit 1; fi
+  local evicted
+  evicted=$(redis_cli "$port" "$pw" info stats | tr -d '\r' | sed -n 's/^evicted_keys://p')
+  ((evicted > 0)) || { echo "nothing evicted after 12 MB of writes into 4mb"; exit 1; }
+  [[ $(redis_cli "$port" "$pw" exists fragcache:v1:epoch fragcache:v1:purges) == 2 ]] ||
+    { echo "a key without a TTL was evicted"; exit 1; }
+  # The ACL of deploy/README.md is valid Redis syntax and confines its user
+  # to the prefix.
+  mapfile -t acl < <(readme_acl "$pw")
+  out=$(redis_cli "$port" "$pw" acl setuser "${acl[@]}" 2>&1)
+  [[ $out == OK ]] || { echo "ACL SETUSER of deploy/README.md: $out"; exit 1; }
+  out=$(redis_cli "$port" "$pw" --user fragcache set fragcache:v1:x 1 px 1000 2>&1)
+  [[ $out == OK ]] || { echo "the README's ACL user cannot write under the prefix: $out"; exit 1; }
+  out=$(redis_cli "$port" "$pw" --user fragcache set other:x 1 2>&1)
+  [[ $out == *NOPERM* ]] || { echo "the README's ACL lets its user write outside the prefix: $out"; exit 1; }
+  out=$(redis_cli "$port" "$pw" --user fragcache flushall 2>&1)
+  [[ $out == *NOPERM* ]] || { echo "the README's ACL allows FLUSHALL: $out"; exit 1; }
+  redis_cli "$port" "$pw" shutdown nosave >/dev/null 2>&1 || true
+  echo "redis.conf: redis-server $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') accepts it with --requirepass; volatile-lru, maxmemory, no persistence; evicted $evicted entries and kept the keys without TTL; README ACL confines its user"
+}
+
 check_dashboard() {
   "$PY" -c 'import json,sys; json.load(open(sys.argv[1]))' deploy/grafana/fragcache.json
   "$PY" deploy/grafana/dashboard.py --check
@@ -134,6 +235,16 @@ check_compose() {
   # time, which predates the top-level `name:`; it is dropped for this check.
   grep -v '^name:' deploy/compose/compose.yaml >"$tmp/compose.yaml"
   docker-compose --project-directory deploy/compose -f "$tmp/compose.yaml" config -q
+  # With the L2 override: valid once its two secrets are in the environment,
+  # and refused while they are not.
+  FRAGCACHE_REDIS_PASSWORD=check FRAGCACHE_SCOPE_SECRET=check docker-compose --project-directory deploy/compose \
+    -f "$tmp/compose.yaml" -f deploy/compose/compose.l2.yaml config -q
+  if env -u FRAGCACHE_REDIS_PASSWORD -u FRAGCACHE_SCOPE_SECRET docker-compose --project-directory deploy/compose \
+    -f "$tmp/compose.yaml" -f deploy/compose/compose.l2.yaml config -q 2>"$tmp/compose-l2.err"; then
+    echo "compose.l2.yaml is accepted without FRAGCACHE_REDIS_PASSWORD and FRAGCACHE_SCOPE_SECRET"
+    exit 1
+  fi
+  grep -q FRAGCACHE_REDIS_PASSWORD "$tmp/compose-l2.err"
   "$PY" "$C" compose-lint
 }
 
@@ -199,7 +310,8 @@ check_systemd() {
 }
 
 export -f check_rules check_rule_tests check_prometheusrule check_dashboard check_compose \
-  check_dockerfile check_kustomize check_config_files check_systemd
+  check_dockerfile check_kustomize check_config_files check_systemd check_names redis_cli start_redis \
+  stop_redis readme_acl check_redis_conf
 
 # ----------------------------------------------------------- runtime checks
 
@@ -369,10 +481,12 @@ step promtool-rules 60 check_rules
 step promtool-test-rules 60 check_rule_tests
 step prometheusrule-sync 30 check_prometheusrule
 step dashboard 60 check_dashboard
+step metric-names 30 check_names
 step compose 60 check_compose
 step dockerfile 10 check_dockerfile
 step kustomize 60 check_kustomize
 step config-files 30 check_config_files
+step redis-conf 60 check_redis_conf
 
 echo "== runtime checks"
 if [[ -z ${FRAGCACHE_BIN:-} ]] && ! compgen -G '*.go' >/dev/null; then

@@ -16,6 +16,8 @@ exits non-zero with the reasons on failure.
   k8s-lint RENDERED           semantic checks of a rendered manifest stream (and of the L2's Redis)
   k8s-compare A B             two renders hold the same objects (generated-name hashes included)
   used-names                  metric names used by the dashboard and the rules
+  names-lint                  those names are the design's (METRICS, L2_METRICS) or recorded, and
+                              the label values they match are the design's (LABEL_VALUES)
   scrape-check SCRAPE VERSION every used name exists in the scrape (see METRICS below)
   config-keys FILE...         YAML config / env files use only known settings
   free-ports N                N free loopback TCP ports
@@ -36,6 +38,8 @@ RULE_TESTS = "deploy/prometheus/tests/fragcache.rules.test.yml"
 PROMRULE = "deploy/kubernetes/monitoring/prometheusrule.yaml"
 DASHBOARD = "deploy/grafana/fragcache.json"
 COMPOSE = "deploy/compose/compose.yaml"
+COMPOSE_L2 = "deploy/compose/compose.l2.yaml"
+REDIS_CONF = "deploy/kubernetes/redis/redis.conf"
 
 # Settings of the "Command line" section of the design (snake_case YAML keys;
 # FRAGCACHE_<UPPER> variables). --demo and --version are flags only; --config
@@ -83,6 +87,34 @@ METRICS = {
 # fragcache resolves every labelled child at start-up, so every series is
 # in the first scrape; nothing may be absent.
 MAY_BE_ABSENT: set[str] = set()
+# The shared L2's families (DESIGN "Beyond one machine", labels by rule 38).
+# A process started without --redis need not export them, so the plain
+# scrape may lack them; check.sh's l2 step requires them of a process with
+# --redis.
+L2_METRICS = {
+    "fragcache_l2_requests_total": "counter",
+    "fragcache_l2_request_duration_seconds": "histogram",
+    "fragcache_l2_up": "gauge",
+    "fragcache_l2_lock_waits_total": "counter",
+}
+# Label values the design names, per family and label: a query matching
+# another value (a typo, a value the design does not have) selects nothing.
+LABEL_VALUES = {
+    "fragcache_fragment_lookups_total": {"result": "hit updating stale miss bypass"},
+    "fragcache_fragment_fallbacks_total": {"action": "placeholder alt except removed"},
+    "fragcache_fragment_fetches_total": {
+        "trigger": "foreground background",
+        "result": "success status_error timeout connect_error too_large denied"},
+    "fragcache_page_compositions_total": {"outcome": "complete degraded"},
+    "fragcache_l2_requests_total": {
+        "op": "get set lock unlock publish purge",
+        "result": "hit miss stale error timeout corrupt breaker_open"},
+    "fragcache_l2_request_duration_seconds": {"op": "get set lock unlock publish purge"},
+    "fragcache_l2_lock_waits_total": {"result": "filled failed expired timeout"},
+}
+# Families of client_golang's Go and process collectors (DESIGN: "plus the
+# Go and process collectors").
+COLLECTOR_PREFIXES = ("go_", "process_")
 # Series Prometheus makes itself, not found in a scrape.
 SYNTHETIC = {"up", "scrape_duration_seconds", "ALERTS", "ALERTS_FOR_STATE"}
 
@@ -185,6 +217,72 @@ def used_names():
         for n in metric_names(substitute_vars(expr)):
             used.setdefault(n, set()).add("panel " + title)
     return used
+
+
+SELECTOR_RE = re.compile(r"\b(fragcache_[a-z0-9_]+)\s*\{([^}]*)\}")
+MATCHER_RE = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def used_selectors():
+    """(place, family, label, op, value) of every label matcher on a fragcache_* series."""
+    out = []
+    exprs = [("alert " + r["alert"] if "alert" in r else "rule " + r["record"], e)
+             for r, e in rule_exprs(load_yaml(RULES)["groups"])]
+    with open(DASHBOARD, encoding="utf-8") as f:
+        exprs += [("panel " + t, substitute_vars(e)) for t, e in grafana_exprs(json.load(f))]
+    for where, expr in exprs:
+        for m in SELECTOR_RE.finditer(expr):
+            name = m.group(1)
+            for s in SUFFIXES:
+                if name.endswith(s) and name[: -len(s)] in LABEL_VALUES:
+                    name = name[: -len(s)]
+            for lm in MATCHER_RE.finditer(m.group(2)):
+                out.append((where, name, lm.group(1), lm.group(2), lm.group(3)))
+    return out
+
+
+def cmd_names_lint(_args):
+    """Every name the rules and the dashboard use is the design's (or a
+    recorded series, or the Go/process collectors'), and every label value
+    they match on is one the design names."""
+    errors = []
+    groups = load_yaml(RULES)["groups"]
+    recorded = {r["record"] for g in groups for r in g["rules"] if "record" in r}
+    design = set(METRICS) | set(L2_METRICS)
+    used = used_names()
+    for n, where in sorted(used.items()):
+        base = n
+        for s in SUFFIXES:
+            if n.endswith(s) and n[: -len(s)] in design:
+                base = n[: -len(s)]
+        if base in design or n in recorded or n in SYNTHETIC or n.startswith(COLLECTOR_PREFIXES):
+            continue
+        errors.append(f"{n} (used by {', '.join(sorted(where))}) is not in the design's metric list")
+    for name, typ in {**METRICS, **L2_METRICS}.items():
+        for s in ("_bucket", "_sum", "_count"):
+            if typ != "histogram" and name + s in used:
+                errors.append(f"{name + s} used, but {name} is a {typ}")
+    checked = 0
+    for where, fam, label, op, value in used_selectors():
+        allowed = LABEL_VALUES.get(fam, {}).get(label)
+        if allowed is None:
+            continue
+        allowed = set(allowed.split())
+        if op in ("=~", "!~"):
+            if not re.fullmatch(r"[a-z_]+(\|[a-z_]+)*", value):
+                errors.append(f"{where}: {fam}{{{label}{op}\"{value}\"}}: only plain alternations are checked")
+                continue
+            values = value.split("|")
+        else:
+            values = [value]
+        for v in values:
+            checked += 1
+            if v not in allowed:
+                errors.append(f"{where}: {fam}{{{label}{op}\"{value}\"}}: {v!r} is not a value of {label} "
+                              f"in the design ({', '.join(sorted(allowed))})")
+    fail(errors, "names-lint")
+    print(f"names-lint: {len(used)} names used by rules and dashboard are the design's, recorded, or the "
+          f"Go/process collectors'; {checked} label values are the design's")
 
 
 # ------------------------------------------------------------------------ rules
@@ -306,10 +404,86 @@ def cmd_dashboard_lint(args):
 
 # ---------------------------------------------------------------------- compose
 
+def merge_compose(base, over):
+    """compose's merge of an override file, for the keys this kit uses:
+    mappings merge, lists of networks/ports/volumes add up, the rest replaces."""
+    out = copy.deepcopy(base)
+    for name, svc in over.get("services", {}).items():
+        cur = out["services"].setdefault(name, {})
+        for k, v in svc.items():
+            if isinstance(v, dict) and isinstance(cur.get(k), dict):
+                cur[k] = {**cur[k], **v}
+            elif k in ("ports", "volumes", "networks") and isinstance(cur.get(k), list):
+                cur[k] = cur[k] + [x for x in v if x not in cur[k]]
+            else:
+                cur[k] = copy.deepcopy(v)
+    for k in ("networks", "volumes"):
+        if k in over:
+            out[k] = {**(out.get(k) or {}), **over[k]}
+    return out
+
+
+INTERP_RE = re.compile(r"\$\{(\w+):\?[^}]*\}")
+
+
+def compose_l2_errors(c):
+    """The L2 override: Redis reachable by fragcache only, secrets from the
+    environment, the kit's redis.conf."""
+    errors = []
+    svcs = c["services"]
+    r = svcs.get("redis")
+    if not r:
+        return ["compose.l2.yaml: no service redis"]
+    nets = c.get("networks") or {}
+    rnets = r.get("networks", ["default"])
+    if r.get("ports"):
+        errors.append("redis: publishes ports; only fragcache may reach it")
+    for n in rnets:
+        if not (nets.get(n) or {}).get("internal"):
+            errors.append(f"redis: network {n} is not internal")
+    for name, s in svcs.items():
+        if name not in ("redis", "fragcache") and set(s.get("networks", ["default"])) & set(rnets):
+            errors.append(f"service {name} shares a network with redis; only fragcache may reach it")
+    cmd = r.get("command", [])
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in r.get("volumes", [])}
+    conf = next((a for a in cmd[1:2] if a in mounts), None)
+    if not cmd or cmd[0] != "redis-server" or not conf:
+        errors.append("redis: command is not redis-server with a mounted redis.conf")
+    elif os.path.normpath(os.path.join(os.path.dirname(COMPOSE), mounts[conf])) != REDIS_CONF:
+        errors.append(f"redis: mounts {mounts[conf]}, not the kit's {REDIS_CONF}")
+    if "--requirepass" not in cmd:
+        errors.append("redis: no --requirepass")
+    else:
+        pw = cmd[cmd.index("--requirepass") + 1] if cmd.index("--requirepass") + 1 < len(cmd) else ""
+        m = INTERP_RE.fullmatch(pw)
+        if not m:
+            errors.append("redis: --requirepass is not a required ${VAR:?...} from the environment")
+    for o in cmd:
+        if o.startswith("--maxmemory") or o.startswith("--save") or o.startswith("--appendonly"):
+            errors.append(f"redis: {o} on the command line overrides redis.conf")
+    f = svcs.get("fragcache", {})
+    env = f.get("environment", {})
+    url = str(env.get("FRAGCACHE_REDIS", ""))
+    if not re.fullmatch(r"rediss?://redis:6379(/\d+)?", url):
+        errors.append(f"fragcache: FRAGCACHE_REDIS {url!r} is not redis://redis:6379/<db>")
+    for k in ("FRAGCACHE_REDIS_PASSWORD", "FRAGCACHE_SCOPE_SECRET"):
+        m = INTERP_RE.fullmatch(str(env.get(k, "")))
+        if not m:
+            errors.append(f"fragcache: {k} is not a required ${{VAR:?...}} from the environment")
+    fpw = INTERP_RE.fullmatch(str(env.get("FRAGCACHE_REDIS_PASSWORD", "")))
+    rpw = INTERP_RE.fullmatch(cmd[cmd.index("--requirepass") + 1]) if "--requirepass" in cmd else None
+    if fpw and rpw and fpw.group(1) != rpw.group(1):
+        errors.append("fragcache's FRAGCACHE_REDIS_PASSWORD and redis's --requirepass come from different variables")
+    if not set(f.get("networks", ["default"])) >= set(rnets) | {"default"}:
+        errors.append("fragcache: not on both the default network and redis's")
+    return errors
+
+
 def cmd_compose_lint(_args):
     errors = []
     base = os.path.dirname(COMPOSE)
-    c = load_yaml(COMPOSE)
+    c = merge_compose(load_yaml(COMPOSE), load_yaml(COMPOSE_L2))
+    errors += compose_l2_errors(c)
     for name, s in c["services"].items():
         img = s.get("image", "")
         if not img:
@@ -335,8 +509,8 @@ def cmd_compose_lint(_args):
     for f in ("grafana/provisioning/datasources/prometheus.yaml", "grafana/provisioning/dashboards/fragcache.yaml"):
         load_yaml(os.path.join(base, f))
     fail(errors, "compose-lint")
-    print(f"compose-lint: {len(c['services'])} services, images pinned, health checks set, "
-          "ports on loopback, mounted files exist")
+    print(f"compose-lint: {len(c['services'])} services (with {os.path.basename(COMPOSE_L2)}), images pinned, "
+          "health checks set, ports on loopback, mounted files exist; Redis internal, secrets from the environment")
 
 
 # ------------------------------------------------------------ offline kustomize
@@ -1028,6 +1202,7 @@ def cmd_scrape_check(args):
     groups = load_yaml(RULES)["groups"]
     recorded = {r["record"] for g in groups for r in g["rules"] if "record" in r}
     errors, warnings = [], []
+    absent_l2 = set()
     checked = 0
     for n, where in sorted(used_names().items()):
         if n in SYNTHETIC or n in recorded:
@@ -1035,7 +1210,7 @@ def cmd_scrape_check(args):
         checked += 1
         base, suffix = n, ""
         for s in SUFFIXES:
-            if n.endswith(s) and n[: -len(s)] in (set(families) | set(METRICS)):
+            if n.endswith(s) and n[: -len(s)] in (set(families) | set(METRICS) | set(L2_METRICS)):
                 base, suffix = n[: -len(s)], s
         places = ", ".join(sorted(where))
         if base in families:
@@ -1044,10 +1219,14 @@ def cmd_scrape_check(args):
                 errors.append(f"{n} ({places}): {base} is a {typ}, not a histogram")
             if suffix in ("_sum", "_count") and typ not in ("histogram", "summary"):
                 errors.append(f"{n} ({places}): {base} is a {typ}, has no {suffix}")
-            if base in METRICS and METRICS[base] != typ:
-                errors.append(f"{base}: scraped as {typ}, expected {METRICS[base]}")
+            want = {**METRICS, **L2_METRICS}.get(base)
+            if want and want != typ:
+                errors.append(f"{base}: scraped as {typ}, expected {want}")
         elif n in samples:
             pass
+        elif base in L2_METRICS:
+            absent_l2.add(base)
+            checked -= 1
         elif base in MAY_BE_ABSENT:
             warnings.append(f"{base} ({places}) not in the scrape yet: no child of this labelled family "
                             "exists (the demo traffic produced no such event)")
@@ -1062,6 +1241,9 @@ def cmd_scrape_check(args):
     if not any(f'version="{version}"' in l for l in info):
         errors.append(f'fragcache_build_info has no version="{version}" (the Dockerfile sets '
                       f"-X main.version): {info}")
+    if absent_l2:
+        print(f"  note: {len(absent_l2)} L2 families not exported without --redis "
+              f"({', '.join(sorted(absent_l2))}); the l2 step checks them against a process with --redis")
     for w in warnings:
         print("  warning: " + w)
     fail(errors, "scrape-check")
@@ -1089,6 +1271,7 @@ COMMANDS = {
     "k8s-lint": cmd_k8s_lint,
     "k8s-compare": cmd_k8s_compare,
     "used-names": cmd_used_names,
+    "names-lint": cmd_names_lint,
     "scrape-check": cmd_scrape_check,
     "config-keys": cmd_config_keys,
     "free-ports": cmd_free_ports,
