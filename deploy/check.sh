@@ -471,8 +471,106 @@ check_configs_start() {
   echo "started with the example ConfigMap's YAML and with the systemd env file"
 }
 
+# l2_sum FILE NAME [LABEL=VALUE|LABEL=~RE ...]: a scrape's sum of NAME's matching samples.
+l2_sum() {
+  "$PY" "$C" metric-sum "$@"
+}
+
+# l2_scrape N: scrapes replica N of the l2 step into $tmp/l2-scrape-N.txt.
+l2_scrape() {
+  local port
+  port=$(cat "$tmp/l2-admin-$1")
+  curl -sf -m 5 "http://127.0.0.1:$port/metrics" >"$tmp/l2-scrape-$1.txt"
+}
+
+# l2_pages N COUNT TAG: COUNT pages from replica N, each as a new user (new
+# user-scoped keys: L1 misses that reach the L2); every one must be 200.
+l2_pages() {
+  local port code i
+  port=$(cat "$tmp/l2-front-$1")
+  for ((i = 0; i < $2; i++)); do
+    code=$(curl -s -o /dev/null -m 10 -w '%{http_code}' -b "demo_user=$3-$i" "http://127.0.0.1:$port/?tab=orders")
+    [[ $code == 200 ]] || { echo "replica $1 answered $code (user $3-$i)" >&2; return 1; }
+  done
+}
+
+# l2_wait_up N VALUE SECONDS: drives pages through replica N until its
+# fragcache_l2_up is VALUE; prints how long it took.
+l2_wait_up() {
+  local t0 deadline got round=0
+  t0=$(date +%s%N)
+  deadline=$(($(date +%s) + $3))
+  while (($(date +%s) < deadline)); do
+    l2_pages "$1" 2 "wait$2-$round" || return 1
+    round=$((round + 1))
+    l2_scrape "$1"
+    got=$(l2_sum "$tmp/l2-scrape-$1.txt" fragcache_l2_up)
+    if [[ $got == "$2" ]]; then
+      echo "$((($(date +%s%N) - t0) / 1000000))"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "replica $1: fragcache_l2_up is ${got:-absent} after $3s, want $2" >&2
+  return 1
+}
+
+check_l2() {
+  local rport dport pw ss i n ms
+  read -r rport dport F1 A1 F2 A2 <<<"$("$PY" "$C" free-ports 6)"
+  echo "$F1" >"$tmp/l2-front-1"; echo "$A1" >"$tmp/l2-admin-1"
+  echo "$F2" >"$tmp/l2-front-2"; echo "$A2" >"$tmp/l2-admin-2"
+  pw=$("$PY" -c 'import secrets; print(secrets.token_hex(16))')
+  ss=$("$PY" -c 'import secrets; print(secrets.token_hex(32))')
+  # Redis as the kit runs it, with the README's ACL user for fragcache.
+  mapfile -t acl < <(readme_acl "$pw")
+  start_redis l2-redis "$rport" "$pw" --user "${acl[@]}"
+  # One upstream for both replicas (as in compose), so they share keys.
+  start l2-demo "$tmp/fragcache" demo --listen "127.0.0.1:$dport"
+  wait_http "http://127.0.0.1:$dport/" 200 20
+  for i in 1 2; do
+    start "l2-fc$i" env FRAGCACHE_REDIS="redis://fragcache@127.0.0.1:$rport/0" FRAGCACHE_REDIS_PASSWORD="$pw" \
+      FRAGCACHE_SCOPE_SECRET="$ss" FRAGCACHE_REDIS_TIMEOUT=250ms \
+      "$tmp/fragcache" --upstream "http://127.0.0.1:$dport" --esi-cookie demo_user \
+      --listen "127.0.0.1:$(cat "$tmp/l2-front-$i")" --admin-listen "127.0.0.1:$(cat "$tmp/l2-admin-$i")"
+  done
+  for i in 1 2; do
+    wait_http "http://127.0.0.1:$(cat "$tmp/l2-admin-$i")/readyz" 200 30 || { cat "$tmp/l2-fc$i.out"; exit 1; }
+  done
+  # Replica 1 fetches and fills (the slow fragments take about 1s and 3s).
+  curl -s -o /dev/null -m 10 "http://127.0.0.1:$F1/"
+  sleep 3.5
+  curl -s -o /dev/null -m 10 "http://127.0.0.1:$F1/"
+  # Replica 2's first page reads what replica 1 stored.
+  curl -s -o /dev/null -m 10 "http://127.0.0.1:$F2/"
+  for i in 1 2; do
+    l2_scrape "$i"
+    "$PY" "$C" l2-scrape "$tmp/l2-scrape-$i.txt"
+    [[ $(l2_sum "$tmp/l2-scrape-$i.txt" fragcache_l2_up) == 1 ]] || { echo "replica $i: fragcache_l2_up is not 1"; exit 1; }
+    n=$(l2_sum "$tmp/l2-scrape-$i.txt" fragcache_l2_requests_total 'result=~error|timeout|breaker_open')
+    [[ $n == 0 ]] || { echo "replica $i: $n L2 requests failed (is the README's ACL enough?)"; grep '^fragcache_l2_requests_total' "$tmp/l2-scrape-$i.txt" | grep -v ' 0$'; exit 1; }
+  done
+  n=$(l2_sum "$tmp/l2-scrape-2.txt" fragcache_l2_requests_total op=get 'result=~hit|stale')
+  [[ $n != 0 ]] || { echo "replica 2 found nothing in the L2 of what replica 1 fetched"; grep '^fragcache_l2_requests_total' "$tmp/l2-scrape-2.txt" | grep -v ' 0$'; exit 1; }
+  echo "  two replicas as the README's ACL user: L2 families present, l2_up 1, no failed request; replica 2 had $n L2 hits from replica 1's fetches"
+  # Redis stops: pages keep coming, readiness holds, the L2 is reported down.
+  stop_redis l2-redis
+  ms=$(l2_wait_up 1 0 15)
+  l2_pages 1 5 down
+  l2_pages 2 5 down
+  for i in 1 2; do
+    [[ $(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$(cat "$tmp/l2-admin-$i")/readyz") == 200 ]] ||
+      { echo "replica $i: /readyz is not 200 with Redis down"; exit 1; }
+  done
+  echo "  Redis stopped: every page 200, /readyz 200 on both, fragcache_l2_up 0 after ${ms}ms"
+  # Redis is back: the L2 is used again.
+  start_redis l2-redis "$rport" "$pw" --user "${acl[@]}"
+  ms=$(l2_wait_up 1 1 10)
+  echo "l2: shared fills between two replicas; Redis down costs no page and no readiness; back in use ${ms}ms after Redis restarted"
+}
+
 export -f build_binary wait_http start start_fragcache drive_traffic check_scrape prom_query \
-  wait_series check_prometheus check_drain check_configs_start
+  wait_series check_prometheus check_drain check_configs_start l2_sum l2_scrape l2_pages l2_wait_up check_l2
 
 # ------------------------------------------------------------------- run
 
@@ -506,6 +604,11 @@ else
       step prometheus 150 check_prometheus
       step drain 30 check_drain
       step config-start 60 check_configs_start
+      if "$tmp/fragcache" --help 2>&1 | grep -q -- '--redis-timeout'; then
+        step l2 150 check_l2
+      else
+        skip l2 "this fragcache has no --redis yet: the L2 wiring is not built"
+      fi
     else
       skip runtime "fragcache did not start"
     fi

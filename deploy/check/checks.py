@@ -21,6 +21,8 @@ exits non-zero with the reasons on failure.
   scrape-check SCRAPE VERSION every used name exists in the scrape (see METRICS below)
   config-keys FILE...         YAML config / env files use only known settings
   free-ports N                N free loopback TCP ports
+  metric-sum SCRAPE NAME [L=V|L=~RE ...]  sum of NAME's matching samples in a scrape
+  l2-scrape SCRAPE            the L2 families are in a scrape, with their types
 """
 import copy
 import hashlib
@@ -1251,6 +1253,46 @@ def cmd_scrape_check(args):
           f"({len(warnings)} labelled families not yet populated), build_info version={version}")
 
 
+SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+
+
+def cmd_metric_sum(args):
+    """Sum of the samples of NAME in SCRAPE whose labels match every
+    LABEL=VALUE or LABEL=~REGEX; 0 when none does."""
+    path, name, conds = args[0], args[1], args[2:]
+    total = 0.0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = SAMPLE_RE.match(line)
+            if not m or m.group(1) != name:
+                continue
+            labels = {k: v for k, _op, v in MATCHER_RE.findall(m.group(2) or "")}
+            ok = True
+            for c in conds:
+                if "=~" in c:
+                    k, rx = c.split("=~", 1)
+                    ok = ok and re.fullmatch(rx, labels.get(k, "")) is not None
+                else:
+                    k, v = c.split("=", 1)
+                    ok = ok and labels.get(k, "") == v
+            if ok:
+                total += float(m.group(3))
+    print(f"{total:g}")
+
+
+def cmd_l2_scrape(args):
+    """Every L2 family of the design is in SCRAPE, with its type."""
+    families, _ = parse_scrape(args[0])
+    errors = []
+    for name, typ in L2_METRICS.items():
+        if name not in families:
+            errors.append(f"{name} ({typ}) is missing from the scrape of a process with --redis")
+        elif families[name] != typ:
+            errors.append(f"{name}: scraped as {families[name]}, expected {typ}")
+    fail(errors, "l2-scrape")
+    print(f"l2-scrape: the {len(L2_METRICS)} L2 families are in the scrape with their types")
+
+
 def cmd_free_ports(args):
     socks = []
     for _ in range(int(args[0])):
@@ -1275,6 +1317,8 @@ COMMANDS = {
     "scrape-check": cmd_scrape_check,
     "config-keys": cmd_config_keys,
     "free-ports": cmd_free_ports,
+    "metric-sum": cmd_metric_sum,
+    "l2-scrape": cmd_l2_scrape,
 }
 
 if __name__ == "__main__":
