@@ -5,7 +5,8 @@
 #
 # Installs what it needs from Debian packages when missing (prometheus for
 # promtool and the server, systemd for systemd-analyze, python3-yaml, curl,
-# docker-compose for its Compose schema), then runs every check, each bounded
+# docker-compose for its Compose schema, redis-server for the L2's Redis
+# configuration), then runs every check, each bounded
 # in time, and ends with one line "deploy-check: N passed, N failed, N skipped".
 # Exits non-zero when a check failed. See deploy/README.md for what each does.
 #
@@ -52,6 +53,7 @@ install_missing() {
   "$PY" -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
   command -v curl >/dev/null || need+=(curl)
   command -v docker-compose >/dev/null || need+=(docker-compose)
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null || need+=(redis-server)
   if ((${#need[@]})); then
     echo "installing from Debian: ${need[*]}"
     local t0
@@ -60,6 +62,10 @@ install_missing() {
     DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >"$tmp/apt.log" 2>&1 ||
       { cat "$tmp/apt.log"; exit 1; }
     echo "installed in $(($(date +%s) - t0))s"
+    # The package may start its own service; no check uses it.
+    if [[ " ${need[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null; then
+      systemctl stop redis-server 2>/dev/null || true
+    fi
     PY=python3
     [[ -x /usr/bin/python3 ]] && PY=/usr/bin/python3
   fi
@@ -118,6 +124,101 @@ check_prometheusrule() {
   "$PY" "$C" sync-prometheusrule --check
 }
 
+check_names() {
+  "$PY" "$C" names-lint
+}
+
+# redis_cli PORT PASSWORD ARGS...: redis-cli against a loopback Redis.
+redis_cli() {
+  local port=$1 pw=$2
+  shift 2
+  REDISCLI_AUTH=$pw timeout 10 redis-cli -h 127.0.0.1 -p "$port" "$@"
+}
+
+# start_redis NAME PORT PASSWORD [ARGS...]: redis-server with the kit's
+# redis.conf and --requirepass, as the StatefulSet and compose start it, on
+# loopback (--port and --bind override the file), in its own directory.
+start_redis() {
+  local name=$1 port=$2 pw=$3 _
+  shift 3
+  mkdir -p "$tmp/$name"
+  (cd "$tmp/$name" && exec redis-server "$ROOT/deploy/kubernetes/redis/redis.conf" --requirepass "$pw" \
+    --port "$port" --bind 127.0.0.1 --logfile "$tmp/$name/redis.log" "$@") >"$tmp/$name.out" 2>&1 &
+  echo $! >>"$tmp/pids"
+  echo $! >"$tmp/$name.pid"
+  for _ in $(seq 50); do
+    [[ $(redis_cli "$port" "$pw" ping 2>/dev/null) == PONG ]] && return 0
+    sleep 0.2
+  done
+  echo "redis-server did not answer PING"; cat "$tmp/$name.out" "$tmp/$name/redis.log" 2>/dev/null
+  return 1
+}
+
+# stop_redis NAME: SIGTERM, then waits for the exit.
+stop_redis() {
+  local pid _
+  pid=$(cat "$tmp/$1.pid")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  echo "redis-server $pid still running"; return 1
+}
+
+# readme_acl PASSWORD: the words of deploy/README.md's ACL SETUSER rule,
+# one a line, with the PASSWORD placeholder replaced.
+readme_acl() {
+  local rule
+  rule=$(grep -m1 -o 'ACL SETUSER fragcache [^`]*' deploy/README.md) || { echo "no ACL SETUSER fragcache rule in deploy/README.md" >&2; return 1; }
+  read -r -a words <<<"${rule#ACL SETUSER }"
+  printf '%s\n' "${words[@]}" | sed "s/^>PASSWORD\$/>$1/"
+}
+
+check_redis_conf() {
+  local port pw out i
+  port=$("$PY" "$C" free-ports 1)
+  pw=$("$PY" -c 'import secrets; print(secrets.token_hex(16))')
+  start_redis redis-conf "$port" "$pw"
+  # requirepass holds: no password, no answer.
+  out=$(timeout 10 redis-cli -h 127.0.0.1 -p "$port" ping 2>&1)
+  [[ $out == NOAUTH* ]] || { echo "PING without the password answered: $out"; exit 1; }
+  local key want got
+  for key in maxmemory-policy:volatile-lru save: appendonly:no; do
+    want=${key#*:} got=$(redis_cli "$port" "$pw" config get "${key%%:*}" | tail -n 1)
+    [[ $got == "$want" ]] || { echo "CONFIG GET ${key%%:*}: '$got', want '$want'"; exit 1; }
+  done
+  got=$(redis_cli "$port" "$pw" config get maxmemory | tail -n 1)
+  ((got > 0)) || { echo "no maxmemory"; exit 1; }
+  # volatile-lru under pressure: entries (with TTLs) are evicted, writes keep
+  # succeeding, and the keys without a TTL (purge records, run marker;
+  # DESIGN rule 27) stay.
+  redis_cli "$port" "$pw" config set maxmemory 4mb >/dev/null
+  redis_cli "$port" "$pw" set fragcache:v1:epoch run1 >/dev/null
+  redis_cli "$port" "$pw" zadd fragcache:v1:purges 1 tag >/dev/null
+  "$PY" -c '
+import sys
+v = "x" * 1024
+for i in range(12000):
+    sys.stdout.write("SET fragcache:v1:e:%d %s PX 600000\n" % (i, v))' | redis_cli "$port" "$pw" >"$tmp/redis-fill.out"
+  if grep -v '^OK$' "$tmp/redis-fill.out" | head -3 | grep .; then echo "writes failed under maxmemory"; exit 1; fi
+  local evicted
+  evicted=$(redis_cli "$port" "$pw" info stats | tr -d '\r' | sed -n 's/^evicted_keys://p')
+  ((evicted > 0)) || { echo "nothing evicted after 12 MB of writes into 4mb"; exit 1; }
+  [[ $(redis_cli "$port" "$pw" exists fragcache:v1:epoch fragcache:v1:purges) == 2 ]] ||
+    { echo "a key without a TTL was evicted"; exit 1; }
+  # The ACL of deploy/README.md is valid Redis syntax and confines its user
+  # to the prefix.
+  mapfile -t acl < <(readme_acl "$pw")
+  out=$(redis_cli "$port" "$pw" acl setuser "${acl[@]}" 2>&1)
+  [[ $out == OK ]] || { echo "ACL SETUSER of deploy/README.md: $out"; exit 1; }
+  out=$(redis_cli "$port" "$pw" --user fragcache set fragcache:v1:x 1 px 1000 2>&1)
+  [[ $out == OK ]] || { echo "the README's ACL user cannot write under the prefix: $out"; exit 1; }
+  out=$(redis_cli "$port" "$pw" --user fragcache set other:x 1 2>&1)
+  [[ $out == *NOPERM* ]] || { echo "the README's ACL lets its user write outside the prefix: $out"; exit 1; }
+  out=$(redis_cli "$port" "$pw" --user fragcache flushall 2>&1)
+  [[ $out == *NOPERM* ]] || { echo "the README's ACL allows FLUSHALL: $out"; exit 1; }
+  redis_cli "$port" "$pw" shutdown nosave >/dev/null 2>&1 || true
+  echo "redis.conf: redis-server $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') accepts it with --requirepass; volatile-lru, maxmemory, no persistence; evicted $evicted entries and kept the keys without TTL; README ACL confines its user"
+}
+
 check_dashboard() {
   "$PY" -c 'import json,sys; json.load(open(sys.argv[1]))' deploy/grafana/fragcache.json
   "$PY" deploy/grafana/dashboard.py --check
@@ -134,6 +235,16 @@ check_compose() {
   # time, which predates the top-level `name:`; it is dropped for this check.
   grep -v '^name:' deploy/compose/compose.yaml >"$tmp/compose.yaml"
   docker-compose --project-directory deploy/compose -f "$tmp/compose.yaml" config -q
+  # With the L2 override: valid once its two secrets are in the environment,
+  # and refused while they are not.
+  FRAGCACHE_REDIS_PASSWORD=check FRAGCACHE_SCOPE_SECRET=check docker-compose --project-directory deploy/compose \
+    -f "$tmp/compose.yaml" -f deploy/compose/compose.l2.yaml config -q
+  if env -u FRAGCACHE_REDIS_PASSWORD -u FRAGCACHE_SCOPE_SECRET docker-compose --project-directory deploy/compose \
+    -f "$tmp/compose.yaml" -f deploy/compose/compose.l2.yaml config -q 2>"$tmp/compose-l2.err"; then
+    echo "compose.l2.yaml is accepted without FRAGCACHE_REDIS_PASSWORD and FRAGCACHE_SCOPE_SECRET"
+    exit 1
+  fi
+  grep -q FRAGCACHE_REDIS_PASSWORD "$tmp/compose-l2.err"
   "$PY" "$C" compose-lint
 }
 
@@ -154,7 +265,8 @@ check_dockerfile() {
 check_kustomize() {
   local d kv
   kv=$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p' || true)
-  for d in base example; do
+  # base alone, the example overlay, and the example with the L2 component.
+  for d in base example example-l2; do
     "$PY" "$C" render "deploy/kubernetes/$d" >"$tmp/k8s-$d.yaml"
     "$PY" "$C" k8s-lint "$tmp/k8s-$d.yaml"
     # kubectl's kustomize renders components from v4 on; Debian 12's
@@ -165,9 +277,9 @@ check_kustomize() {
     fi
   done
   if [[ -n $kv ]] && ((kv >= 4)); then
-    echo "kustomize: base and example rendered offline and by kubectl kustomize (kustomize v$kv), identical and consistent"
+    echo "kustomize: base, example and example-l2 rendered offline and by kubectl kustomize (kustomize v$kv), identical and consistent"
   else
-    echo "kustomize: base and example rendered offline and consistent (no kubectl with kustomize >= v4 here)"
+    echo "kustomize: base, example and example-l2 rendered offline and consistent (no kubectl with kustomize >= v4 here)"
   fi
 }
 
@@ -198,7 +310,8 @@ check_systemd() {
 }
 
 export -f check_rules check_rule_tests check_prometheusrule check_dashboard check_compose \
-  check_dockerfile check_kustomize check_config_files check_systemd
+  check_dockerfile check_kustomize check_config_files check_systemd check_names redis_cli start_redis \
+  stop_redis readme_acl check_redis_conf
 
 # ----------------------------------------------------------- runtime checks
 
@@ -358,8 +471,106 @@ check_configs_start() {
   echo "started with the example ConfigMap's YAML and with the systemd env file"
 }
 
+# l2_sum FILE NAME [LABEL=VALUE|LABEL=~RE ...]: a scrape's sum of NAME's matching samples.
+l2_sum() {
+  "$PY" "$C" metric-sum "$@"
+}
+
+# l2_scrape N: scrapes replica N of the l2 step into $tmp/l2-scrape-N.txt.
+l2_scrape() {
+  local port
+  port=$(cat "$tmp/l2-admin-$1")
+  curl -sf -m 5 "http://127.0.0.1:$port/metrics" >"$tmp/l2-scrape-$1.txt"
+}
+
+# l2_pages N COUNT TAG: COUNT pages from replica N, each as a new user (new
+# user-scoped keys: L1 misses that reach the L2); every one must be 200.
+l2_pages() {
+  local port code i
+  port=$(cat "$tmp/l2-front-$1")
+  for ((i = 0; i < $2; i++)); do
+    code=$(curl -s -o /dev/null -m 10 -w '%{http_code}' -b "demo_user=$3-$i" "http://127.0.0.1:$port/?tab=orders")
+    [[ $code == 200 ]] || { echo "replica $1 answered $code (user $3-$i)" >&2; return 1; }
+  done
+}
+
+# l2_wait_up N VALUE SECONDS: drives pages through replica N until its
+# fragcache_l2_up is VALUE; prints how long it took.
+l2_wait_up() {
+  local t0 deadline got round=0
+  t0=$(date +%s%N)
+  deadline=$(($(date +%s) + $3))
+  while (($(date +%s) < deadline)); do
+    l2_pages "$1" 2 "wait$2-$round" || return 1
+    round=$((round + 1))
+    l2_scrape "$1"
+    got=$(l2_sum "$tmp/l2-scrape-$1.txt" fragcache_l2_up)
+    if [[ $got == "$2" ]]; then
+      echo "$((($(date +%s%N) - t0) / 1000000))"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "replica $1: fragcache_l2_up is ${got:-absent} after $3s, want $2" >&2
+  return 1
+}
+
+check_l2() {
+  local rport dport pw ss i n ms
+  read -r rport dport F1 A1 F2 A2 <<<"$("$PY" "$C" free-ports 6)"
+  echo "$F1" >"$tmp/l2-front-1"; echo "$A1" >"$tmp/l2-admin-1"
+  echo "$F2" >"$tmp/l2-front-2"; echo "$A2" >"$tmp/l2-admin-2"
+  pw=$("$PY" -c 'import secrets; print(secrets.token_hex(16))')
+  ss=$("$PY" -c 'import secrets; print(secrets.token_hex(32))')
+  # Redis as the kit runs it, with the README's ACL user for fragcache.
+  mapfile -t acl < <(readme_acl "$pw")
+  start_redis l2-redis "$rport" "$pw" --user "${acl[@]}"
+  # One upstream for both replicas (as in compose), so they share keys.
+  start l2-demo "$tmp/fragcache" demo --listen "127.0.0.1:$dport"
+  wait_http "http://127.0.0.1:$dport/" 200 20
+  for i in 1 2; do
+    start "l2-fc$i" env FRAGCACHE_REDIS="redis://fragcache@127.0.0.1:$rport/0" FRAGCACHE_REDIS_PASSWORD="$pw" \
+      FRAGCACHE_SCOPE_SECRET="$ss" FRAGCACHE_REDIS_TIMEOUT=250ms \
+      "$tmp/fragcache" --upstream "http://127.0.0.1:$dport" --esi-cookie demo_user \
+      --listen "127.0.0.1:$(cat "$tmp/l2-front-$i")" --admin-listen "127.0.0.1:$(cat "$tmp/l2-admin-$i")"
+  done
+  for i in 1 2; do
+    wait_http "http://127.0.0.1:$(cat "$tmp/l2-admin-$i")/readyz" 200 30 || { cat "$tmp/l2-fc$i.out"; exit 1; }
+  done
+  # Replica 1 fetches and fills (the slow fragments take about 1s and 3s).
+  curl -s -o /dev/null -m 10 "http://127.0.0.1:$F1/"
+  sleep 3.5
+  curl -s -o /dev/null -m 10 "http://127.0.0.1:$F1/"
+  # Replica 2's first page reads what replica 1 stored.
+  curl -s -o /dev/null -m 10 "http://127.0.0.1:$F2/"
+  for i in 1 2; do
+    l2_scrape "$i"
+    "$PY" "$C" l2-scrape "$tmp/l2-scrape-$i.txt"
+    [[ $(l2_sum "$tmp/l2-scrape-$i.txt" fragcache_l2_up) == 1 ]] || { echo "replica $i: fragcache_l2_up is not 1"; exit 1; }
+    n=$(l2_sum "$tmp/l2-scrape-$i.txt" fragcache_l2_requests_total 'result=~error|timeout|breaker_open')
+    [[ $n == 0 ]] || { echo "replica $i: $n L2 requests failed (is the README's ACL enough?)"; grep '^fragcache_l2_requests_total' "$tmp/l2-scrape-$i.txt" | grep -v ' 0$'; exit 1; }
+  done
+  n=$(l2_sum "$tmp/l2-scrape-2.txt" fragcache_l2_requests_total op=get 'result=~hit|stale')
+  [[ $n != 0 ]] || { echo "replica 2 found nothing in the L2 of what replica 1 fetched"; grep '^fragcache_l2_requests_total' "$tmp/l2-scrape-2.txt" | grep -v ' 0$'; exit 1; }
+  echo "  two replicas as the README's ACL user: L2 families present, l2_up 1, no failed request; replica 2 had $n L2 hits from replica 1's fetches"
+  # Redis stops: pages keep coming, readiness holds, the L2 is reported down.
+  stop_redis l2-redis
+  ms=$(l2_wait_up 1 0 15)
+  l2_pages 1 5 down
+  l2_pages 2 5 down
+  for i in 1 2; do
+    [[ $(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$(cat "$tmp/l2-admin-$i")/readyz") == 200 ]] ||
+      { echo "replica $i: /readyz is not 200 with Redis down"; exit 1; }
+  done
+  echo "  Redis stopped: every page 200, /readyz 200 on both, fragcache_l2_up 0 after ${ms}ms"
+  # Redis is back: the L2 is used again.
+  start_redis l2-redis "$rport" "$pw" --user "${acl[@]}"
+  ms=$(l2_wait_up 1 1 10)
+  echo "l2: shared fills between two replicas; Redis down costs no page and no readiness; back in use ${ms}ms after Redis restarted"
+}
+
 export -f build_binary wait_http start start_fragcache drive_traffic check_scrape prom_query \
-  wait_series check_prometheus check_drain check_configs_start
+  wait_series check_prometheus check_drain check_configs_start l2_sum l2_scrape l2_pages l2_wait_up check_l2
 
 # ------------------------------------------------------------------- run
 
@@ -368,10 +579,12 @@ step promtool-rules 60 check_rules
 step promtool-test-rules 60 check_rule_tests
 step prometheusrule-sync 30 check_prometheusrule
 step dashboard 60 check_dashboard
+step metric-names 30 check_names
 step compose 60 check_compose
 step dockerfile 10 check_dockerfile
 step kustomize 60 check_kustomize
 step config-files 30 check_config_files
+step redis-conf 60 check_redis_conf
 
 echo "== runtime checks"
 if [[ -z ${FRAGCACHE_BIN:-} ]] && ! compgen -G '*.go' >/dev/null; then
@@ -391,6 +604,11 @@ else
       step prometheus 150 check_prometheus
       step drain 30 check_drain
       step config-start 60 check_configs_start
+      if "$tmp/fragcache" --help 2>&1 | grep -q -- '--redis-timeout'; then
+        step l2 150 check_l2
+      else
+        skip l2 "this fragcache has no --redis yet: the L2 wiring is not built"
+      fi
     else
       skip runtime "fragcache did not start"
     fi

@@ -11,13 +11,18 @@ exits non-zero with the reasons on failure.
   dashboard-lint OUT_RULES    dashboard structure; writes its queries as a rules file so that
                               `promtool check rules` parses every PromQL expression
   compose-lint                pinned images, health checks, loopback ports, mounted paths exist
-  render DIR                  offline kustomize: render DIR's kustomization to stdout
-  k8s-lint RENDERED           semantic checks of a rendered manifest stream
+  render DIR                  offline kustomize: render DIR's kustomization to stdout (resources,
+                              components, ConfigMap generators, JSON patches, images, namespace)
+  k8s-lint RENDERED           semantic checks of a rendered manifest stream (and of the L2's Redis)
   k8s-compare A B             two renders hold the same objects (generated-name hashes included)
   used-names                  metric names used by the dashboard and the rules
+  names-lint                  those names are the design's (METRICS, L2_METRICS) or recorded, and
+                              the label values they match are the design's (LABEL_VALUES)
   scrape-check SCRAPE VERSION every used name exists in the scrape (see METRICS below)
   config-keys FILE...         YAML config / env files use only known settings
   free-ports N                N free loopback TCP ports
+  metric-sum SCRAPE NAME [L=V|L=~RE ...]  sum of NAME's matching samples in a scrape
+  l2-scrape SCRAPE            the L2 families are in a scrape, with their types
 """
 import copy
 import hashlib
@@ -35,6 +40,8 @@ RULE_TESTS = "deploy/prometheus/tests/fragcache.rules.test.yml"
 PROMRULE = "deploy/kubernetes/monitoring/prometheusrule.yaml"
 DASHBOARD = "deploy/grafana/fragcache.json"
 COMPOSE = "deploy/compose/compose.yaml"
+COMPOSE_L2 = "deploy/compose/compose.l2.yaml"
+REDIS_CONF = "deploy/kubernetes/redis/redis.conf"
 
 # Settings of the "Command line" section of the design (snake_case YAML keys;
 # FRAGCACHE_<UPPER> variables). --demo and --version are flags only; --config
@@ -42,9 +49,12 @@ COMPOSE = "deploy/compose/compose.yaml"
 SETTINGS = """listen upstream admin_listen wait fragment_ttl stale_ttl fetch_timeout cache_size
 allow_host esi_cookie max_depth max_includes esi_trigger max_wait upstream_timeout max_page_size
 max_fragment_size max_header_bytes fetch_concurrency fetch_per_host refresh_queue scope_secret
-public_host shutdown_timeout drain_delay access_log pprof log_format""".split()
+public_host shutdown_timeout drain_delay access_log pprof log_format
+redis redis_prefix redis_timeout""".split()
 YAML_ONLY = ["fragments"]
 ENV_ONLY = ["config"]
+# Secrets with an environment form only (DESIGN rule 24).
+SECRET_ENV = ["FRAGCACHE_REDIS_PASSWORD", "FRAGCACHE_PURGE_TOKEN"]
 
 # METRICS: the fragcache_* families of the design's "Metrics" section, plus the
 # circuit breaker's gauge. Families with labels (a *Vec in client_golang) are
@@ -79,6 +89,34 @@ METRICS = {
 # fragcache resolves every labelled child at start-up, so every series is
 # in the first scrape; nothing may be absent.
 MAY_BE_ABSENT: set[str] = set()
+# The shared L2's families (DESIGN "Beyond one machine", labels by rule 38).
+# A process started without --redis need not export them, so the plain
+# scrape may lack them; check.sh's l2 step requires them of a process with
+# --redis.
+L2_METRICS = {
+    "fragcache_l2_requests_total": "counter",
+    "fragcache_l2_request_duration_seconds": "histogram",
+    "fragcache_l2_up": "gauge",
+    "fragcache_l2_lock_waits_total": "counter",
+}
+# Label values the design names, per family and label: a query matching
+# another value (a typo, a value the design does not have) selects nothing.
+LABEL_VALUES = {
+    "fragcache_fragment_lookups_total": {"result": "hit updating stale miss bypass"},
+    "fragcache_fragment_fallbacks_total": {"action": "placeholder alt except removed"},
+    "fragcache_fragment_fetches_total": {
+        "trigger": "foreground background",
+        "result": "success status_error timeout connect_error too_large denied"},
+    "fragcache_page_compositions_total": {"outcome": "complete degraded"},
+    "fragcache_l2_requests_total": {
+        "op": "get set lock unlock publish purge",
+        "result": "hit miss stale error timeout corrupt breaker_open"},
+    "fragcache_l2_request_duration_seconds": {"op": "get set lock unlock publish purge"},
+    "fragcache_l2_lock_waits_total": {"result": "filled failed expired timeout"},
+}
+# Families of client_golang's Go and process collectors (DESIGN: "plus the
+# Go and process collectors").
+COLLECTOR_PREFIXES = ("go_", "process_")
 # Series Prometheus makes itself, not found in a scrape.
 SYNTHETIC = {"up", "scrape_duration_seconds", "ALERTS", "ALERTS_FOR_STATE"}
 
@@ -181,6 +219,72 @@ def used_names():
         for n in metric_names(substitute_vars(expr)):
             used.setdefault(n, set()).add("panel " + title)
     return used
+
+
+SELECTOR_RE = re.compile(r"\b(fragcache_[a-z0-9_]+)\s*\{([^}]*)\}")
+MATCHER_RE = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def used_selectors():
+    """(place, family, label, op, value) of every label matcher on a fragcache_* series."""
+    out = []
+    exprs = [("alert " + r["alert"] if "alert" in r else "rule " + r["record"], e)
+             for r, e in rule_exprs(load_yaml(RULES)["groups"])]
+    with open(DASHBOARD, encoding="utf-8") as f:
+        exprs += [("panel " + t, substitute_vars(e)) for t, e in grafana_exprs(json.load(f))]
+    for where, expr in exprs:
+        for m in SELECTOR_RE.finditer(expr):
+            name = m.group(1)
+            for s in SUFFIXES:
+                if name.endswith(s) and name[: -len(s)] in LABEL_VALUES:
+                    name = name[: -len(s)]
+            for lm in MATCHER_RE.finditer(m.group(2)):
+                out.append((where, name, lm.group(1), lm.group(2), lm.group(3)))
+    return out
+
+
+def cmd_names_lint(_args):
+    """Every name the rules and the dashboard use is the design's (or a
+    recorded series, or the Go/process collectors'), and every label value
+    they match on is one the design names."""
+    errors = []
+    groups = load_yaml(RULES)["groups"]
+    recorded = {r["record"] for g in groups for r in g["rules"] if "record" in r}
+    design = set(METRICS) | set(L2_METRICS)
+    used = used_names()
+    for n, where in sorted(used.items()):
+        base = n
+        for s in SUFFIXES:
+            if n.endswith(s) and n[: -len(s)] in design:
+                base = n[: -len(s)]
+        if base in design or n in recorded or n in SYNTHETIC or n.startswith(COLLECTOR_PREFIXES):
+            continue
+        errors.append(f"{n} (used by {', '.join(sorted(where))}) is not in the design's metric list")
+    for name, typ in {**METRICS, **L2_METRICS}.items():
+        for s in ("_bucket", "_sum", "_count"):
+            if typ != "histogram" and name + s in used:
+                errors.append(f"{name + s} used, but {name} is a {typ}")
+    checked = 0
+    for where, fam, label, op, value in used_selectors():
+        allowed = LABEL_VALUES.get(fam, {}).get(label)
+        if allowed is None:
+            continue
+        allowed = set(allowed.split())
+        if op in ("=~", "!~"):
+            if not re.fullmatch(r"[a-z_]+(\|[a-z_]+)*", value):
+                errors.append(f"{where}: {fam}{{{label}{op}\"{value}\"}}: only plain alternations are checked")
+                continue
+            values = value.split("|")
+        else:
+            values = [value]
+        for v in values:
+            checked += 1
+            if v not in allowed:
+                errors.append(f"{where}: {fam}{{{label}{op}\"{value}\"}}: {v!r} is not a value of {label} "
+                              f"in the design ({', '.join(sorted(allowed))})")
+    fail(errors, "names-lint")
+    print(f"names-lint: {len(used)} names used by rules and dashboard are the design's, recorded, or the "
+          f"Go/process collectors'; {checked} label values are the design's")
 
 
 # ------------------------------------------------------------------------ rules
@@ -302,10 +406,86 @@ def cmd_dashboard_lint(args):
 
 # ---------------------------------------------------------------------- compose
 
+def merge_compose(base, over):
+    """compose's merge of an override file, for the keys this kit uses:
+    mappings merge, lists of networks/ports/volumes add up, the rest replaces."""
+    out = copy.deepcopy(base)
+    for name, svc in over.get("services", {}).items():
+        cur = out["services"].setdefault(name, {})
+        for k, v in svc.items():
+            if isinstance(v, dict) and isinstance(cur.get(k), dict):
+                cur[k] = {**cur[k], **v}
+            elif k in ("ports", "volumes", "networks") and isinstance(cur.get(k), list):
+                cur[k] = cur[k] + [x for x in v if x not in cur[k]]
+            else:
+                cur[k] = copy.deepcopy(v)
+    for k in ("networks", "volumes"):
+        if k in over:
+            out[k] = {**(out.get(k) or {}), **over[k]}
+    return out
+
+
+INTERP_RE = re.compile(r"\$\{(\w+):\?[^}]*\}")
+
+
+def compose_l2_errors(c):
+    """The L2 override: Redis reachable by fragcache only, secrets from the
+    environment, the kit's redis.conf."""
+    errors = []
+    svcs = c["services"]
+    r = svcs.get("redis")
+    if not r:
+        return ["compose.l2.yaml: no service redis"]
+    nets = c.get("networks") or {}
+    rnets = r.get("networks", ["default"])
+    if r.get("ports"):
+        errors.append("redis: publishes ports; only fragcache may reach it")
+    for n in rnets:
+        if not (nets.get(n) or {}).get("internal"):
+            errors.append(f"redis: network {n} is not internal")
+    for name, s in svcs.items():
+        if name not in ("redis", "fragcache") and set(s.get("networks", ["default"])) & set(rnets):
+            errors.append(f"service {name} shares a network with redis; only fragcache may reach it")
+    cmd = r.get("command", [])
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in r.get("volumes", [])}
+    conf = next((a for a in cmd[1:2] if a in mounts), None)
+    if not cmd or cmd[0] != "redis-server" or not conf:
+        errors.append("redis: command is not redis-server with a mounted redis.conf")
+    elif os.path.normpath(os.path.join(os.path.dirname(COMPOSE), mounts[conf])) != REDIS_CONF:
+        errors.append(f"redis: mounts {mounts[conf]}, not the kit's {REDIS_CONF}")
+    if "--requirepass" not in cmd:
+        errors.append("redis: no --requirepass")
+    else:
+        pw = cmd[cmd.index("--requirepass") + 1] if cmd.index("--requirepass") + 1 < len(cmd) else ""
+        m = INTERP_RE.fullmatch(pw)
+        if not m:
+            errors.append("redis: --requirepass is not a required ${VAR:?...} from the environment")
+    for o in cmd:
+        if o.startswith("--maxmemory") or o.startswith("--save") or o.startswith("--appendonly"):
+            errors.append(f"redis: {o} on the command line overrides redis.conf")
+    f = svcs.get("fragcache", {})
+    env = f.get("environment", {})
+    url = str(env.get("FRAGCACHE_REDIS", ""))
+    if not re.fullmatch(r"rediss?://redis:6379(/\d+)?", url):
+        errors.append(f"fragcache: FRAGCACHE_REDIS {url!r} is not redis://redis:6379/<db>")
+    for k in ("FRAGCACHE_REDIS_PASSWORD", "FRAGCACHE_SCOPE_SECRET"):
+        m = INTERP_RE.fullmatch(str(env.get(k, "")))
+        if not m:
+            errors.append(f"fragcache: {k} is not a required ${{VAR:?...}} from the environment")
+    fpw = INTERP_RE.fullmatch(str(env.get("FRAGCACHE_REDIS_PASSWORD", "")))
+    rpw = INTERP_RE.fullmatch(cmd[cmd.index("--requirepass") + 1]) if "--requirepass" in cmd else None
+    if fpw and rpw and fpw.group(1) != rpw.group(1):
+        errors.append("fragcache's FRAGCACHE_REDIS_PASSWORD and redis's --requirepass come from different variables")
+    if not set(f.get("networks", ["default"])) >= set(rnets) | {"default"}:
+        errors.append("fragcache: not on both the default network and redis's")
+    return errors
+
+
 def cmd_compose_lint(_args):
     errors = []
     base = os.path.dirname(COMPOSE)
-    c = load_yaml(COMPOSE)
+    c = merge_compose(load_yaml(COMPOSE), load_yaml(COMPOSE_L2))
+    errors += compose_l2_errors(c)
     for name, s in c["services"].items():
         img = s.get("image", "")
         if not img:
@@ -331,8 +511,8 @@ def cmd_compose_lint(_args):
     for f in ("grafana/provisioning/datasources/prometheus.yaml", "grafana/provisioning/dashboards/fragcache.yaml"):
         load_yaml(os.path.join(base, f))
     fail(errors, "compose-lint")
-    print(f"compose-lint: {len(c['services'])} services, images pinned, health checks set, "
-          "ports on loopback, mounted files exist")
+    print(f"compose-lint: {len(c['services'])} services (with {os.path.basename(COMPOSE_L2)}), images pinned, "
+          "health checks set, ports on loopback, mounted files exist; Redis internal, secrets from the environment")
 
 
 # ------------------------------------------------------------ offline kustomize
@@ -351,12 +531,17 @@ def kustomize_hash(cm):
     return "".join(table.get(ch, ch) for ch in h)
 
 
-KNOWN_KUSTOMIZE = {"apiVersion", "kind", "resources", "components", "configMapGenerator", "images", "namespace"}
+KNOWN_KUSTOMIZE = {"apiVersion", "kind", "resources", "components", "configMapGenerator", "images", "namespace",
+                   "patches"}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 
 
-def build_kustomization(d, component=False):
-    """Returns (objects, generated) where generated maps ConfigMap name -> generator spec."""
+def build_kustomization(d, component=False, objs=None, gens=None):
+    """Returns (objects, generated) where generated maps ConfigMap name -> generator spec.
+
+    In kustomize's order: resources, then components (which work on what has
+    been accumulated so far, as kustomize's components do), then generators,
+    then transformers (patches, images, namespace)."""
     path = os.path.join(d, "kustomization.yaml")
     k = load_yaml(path)
     want = "Component" if component else "Kustomization"
@@ -366,15 +551,21 @@ def build_kustomization(d, component=False):
     if unknown:
         raise SystemExit(f"{path}: the offline renderer does not know {sorted(unknown)}; "
                          "render with kubectl kustomize or extend deploy/check/checks.py")
-    objs, gens = [], {}
+    objs = [] if objs is None else objs
+    gens = {} if gens is None else gens
     for r in k.get("resources", []):
         p = os.path.normpath(os.path.join(d, r))
         if os.path.isdir(p):
             o, g = build_kustomization(p)
             objs += o
+            for name in g:
+                if name in gens:
+                    raise SystemExit(f"{path}: ConfigMap {name} generated twice")
             gens.update(g)
         else:
             objs += load_all(p)
+    for c in k.get("components", []):
+        objs, gens = build_kustomization(os.path.normpath(os.path.join(d, c)), True, objs, gens)
     for g in k.get("configMapGenerator", []):
         data = {}
         for f in g.get("files", []):
@@ -397,10 +588,8 @@ def build_kustomization(d, component=False):
             gens[g["name"]] = {**gens[g["name"]], **data}
         else:
             raise SystemExit(f"{path}: unknown behavior {behavior}")
-    for c in k.get("components", []):
-        o, g = build_kustomization(os.path.normpath(os.path.join(d, c)), component=True)
-        objs += o
-        gens.update(g)
+    for pt in k.get("patches", []):
+        apply_patch(d, path, pt, objs)
     for img in k.get("images", []):
         for o in objs:
             for c in pod_containers(o):
@@ -419,6 +608,82 @@ def build_kustomization(d, component=False):
                 o["metadata"]["namespace"] = k["namespace"]
         gens = {n: dict(v, __namespace__=k["namespace"]) for n, v in gens.items()}
     return objs, gens
+
+
+def apply_patch(d, path, pt, objs):
+    """A `patches:` entry whose file is a JSON patch (RFC 6902, as a YAML
+    list) and whose target names the objects; strategic-merge patches are
+    left to kubectl kustomize."""
+    if "path" not in pt or "target" not in pt or "patch" in pt:
+        raise SystemExit(f"{path}: the offline renderer applies only `path:` patches with a `target:`")
+    ops = load_yaml(os.path.join(d, pt["path"]))
+    if not isinstance(ops, list):
+        raise SystemExit(f"{path}: {pt['path']} is not a JSON patch (a list of operations); "
+                         "the offline renderer does not apply strategic-merge patches")
+    t = pt["target"]
+    unknown = set(t) - {"group", "version", "kind", "name", "namespace"}
+    if unknown:
+        raise SystemExit(f"{path}: patch target keys {sorted(unknown)} not known to the offline renderer")
+    hits = 0
+    for o in objs:
+        group, _, version = o["apiVersion"].rpartition("/")
+        meta = o.get("metadata", {})
+        if (t.get("kind", o["kind"]) == o["kind"] and t.get("name", meta.get("name")) == meta.get("name")
+                and t.get("group", group) == group and t.get("version", version) == version
+                and t.get("namespace", meta.get("namespace")) == meta.get("namespace")):
+            for op in ops:
+                try:
+                    json_patch_op(o, op)
+                except (KeyError, IndexError, ValueError, TypeError) as e:
+                    raise SystemExit(f"{path}: {pt['path']}: {op.get('op')} {op.get('path')}: {e}")
+            hits += 1
+    if not hits:
+        raise SystemExit(f"{path}: patch {pt['path']} matches no object")
+
+
+def json_patch_op(doc, op):
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+    if not parts:
+        raise ValueError("patching the whole document is not supported")
+    parent = doc
+    for p in parts[:-1]:
+        parent = parent[int(p)] if isinstance(parent, list) else parent[p]
+    last = parts[-1]
+    kind = op["op"]
+    if isinstance(parent, list):
+        if kind == "add":
+            if last == "-":
+                parent.append(copy.deepcopy(op["value"]))
+            else:
+                i = int(last)
+                if i > len(parent):
+                    raise IndexError(f"index {i} past the end")
+                parent.insert(i, copy.deepcopy(op["value"]))
+            return
+        i = int(last)
+        if kind == "remove":
+            del parent[i]
+        elif kind == "replace":
+            parent[i] = copy.deepcopy(op["value"])
+        elif kind == "test":
+            if parent[i] != op["value"]:
+                raise ValueError(f"test failed: {parent[i]!r} is not {op['value']!r}")
+        else:
+            raise ValueError(f"operation {kind} not supported")
+        return
+    if kind == "add":
+        parent[last] = copy.deepcopy(op["value"])
+    elif kind == "remove":
+        del parent[last]
+    elif kind == "replace":
+        if last not in parent:
+            raise KeyError(f"{last} does not exist")
+        parent[last] = copy.deepcopy(op["value"])
+    elif kind == "test":
+        if parent[last] != op["value"]:
+            raise ValueError(f"test failed: {parent[last]!r} is not {op['value']!r}")
+    else:
+        raise ValueError(f"operation {kind} not supported")
 
 
 def pod_spec(o):
@@ -583,10 +848,21 @@ def cmd_k8s_lint(args):
             errors.append(str(e))
     if pod.get("automountServiceAccountToken") is not False:
         errors.append("pod mounts a service account token it does not need")
-    svcs = by_kind.get("Service", [])
-    for s in svcs:
-        if not labels_match(s["spec"].get("selector"), pod_labels):
+    if pod.get("enableServiceLinks") is not False:
+        errors.append("pod has service links: Kubernetes would set FRAGCACHE_PORT, FRAGCACHE_SERVICE_HOST, ... "
+                      "(one set per Service), each warned about as an unknown setting")
+    for c in pod["containers"]:
+        for e in c.get("env", []):
+            n = e["name"]
+            if n.startswith("FRAGCACHE_") and n not in known_env():
+                errors.append(f"container {c['name']}: env {n} is no fragcache setting")
+    # The Services of fragcache's pods; any other (the L2's) is checked by l2_lint.
+    svcs = [s for s in by_kind.get("Service", [])
+            if labels_match(s["spec"].get("selector"), pod_labels)]
+    for s in by_kind.get("Service", []):
+        if s not in svcs and not by_kind.get("StatefulSet"):
             errors.append(f"Service {s['metadata']['name']} does not select the pods")
+    for s in svcs:
         names = {p.get("name") for p in s["spec"]["ports"]}
         if not {"http", "metrics"} <= names:
             errors.append(f"Service {s['metadata']['name']}: ports named http and metrics expected, got {names}")
@@ -619,9 +895,242 @@ def cmd_k8s_lint(args):
     for pr in by_kind.get("PrometheusRule", []):
         if pr["spec"] != load_yaml(RULES):
             errors.append(f"PrometheusRule {pr['metadata']['name']} differs from {RULES}")
+    if by_kind.get("StatefulSet") or by_kind.get("NetworkPolicy"):
+        errors += l2_lint(by_kind, dep, svcs, cms)
+    elif any(e["name"] == "FRAGCACHE_REDIS" for c in pod["containers"] for e in c.get("env", [])):
+        errors.append("the Deployment sets FRAGCACHE_REDIS but the render has no Redis")
     fail(errors, "k8s-lint")
     kinds = ", ".join(f"{k}" for k in sorted(by_kind))
     print(f"k8s-lint: {len(docs)} objects ({kinds}) consistent")
+
+
+def known_env():
+    return {"FRAGCACHE_" + x.upper() for x in SETTINGS + ENV_ONLY} | set(SECRET_ENV)
+
+
+def k8s_bytes(q):
+    """A Kubernetes memory quantity in bytes."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(q))
+    if not m:
+        raise ValueError(f"not a memory quantity: {q!r}")
+    mult = {None: 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}[m.group(2)]
+    return float(m.group(1)) * mult
+
+
+def redis_bytes(v):
+    """A redis.conf memory value in bytes (1k = 1000, 1kb = 1024, ...)."""
+    m = re.fullmatch(r"(\d+)(k|kb|m|mb|g|gb)?", str(v).lower())
+    if not m:
+        raise ValueError(f"not a redis memory value: {v!r}")
+    mult = {None: 1, "k": 1e3, "kb": 2**10, "m": 1e6, "mb": 2**20, "g": 1e9, "gb": 2**30}[m.group(2)]
+    return int(m.group(1)) * mult
+
+
+def parse_redis_conf(text):
+    """redis.conf directives: name -> list of argument lists (quotes removed)."""
+    import shlex
+    conf = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        words = shlex.split(line)
+        conf.setdefault(words[0].lower(), []).append(words[1:])
+    return conf
+
+
+# The L2 may use at most this share of Redis's container memory limit for
+# maxmemory: the rest is client and pub/sub buffers, Lua and fragmentation.
+REDIS_MAXMEMORY_SHARE = 0.8
+
+
+def env_secret(container, name):
+    """(Secret, key, optional) of an env var taken from a Secret, or None."""
+    for e in container.get("env", []):
+        if e["name"] == name:
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            return (ref["name"], ref["key"], ref.get("optional", False)) if ref else None
+    return None
+
+
+def l2_lint(by_kind, dep, fc_svcs, cms):
+    """The Redis of the shared L2 and its wiring (DESIGN rules 25 and 27)."""
+    errors = []
+    fc_pod = dep["spec"]["template"]
+    fc_labels = fc_pod["metadata"].get("labels", {})
+    sts_list = by_kind.get("StatefulSet", [])
+    if len(sts_list) != 1:
+        return [f"expected one Redis StatefulSet, found {len(sts_list)}"]
+    sts = sts_list[0]
+    name = sts["metadata"]["name"]
+    spec = sts["spec"]
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"].get("labels", {})
+    if spec.get("replicas") != 1:
+        errors.append(f"StatefulSet {name}: replicas {spec.get('replicas')}, the L2 is one Redis")
+    if not labels_match(spec["selector"]["matchLabels"], labels):
+        errors.append(f"StatefulSet {name}: selector does not match its pod labels")
+    if labels_match(dep["spec"]["selector"]["matchLabels"], labels):
+        errors.append("the fragcache Deployment's selector also selects the Redis pods")
+    for s in fc_svcs:
+        if labels_match(s["spec"].get("selector"), labels):
+            errors.append(f"Service {s['metadata']['name']} selects both fragcache and Redis pods")
+    for pdb in by_kind.get("PodDisruptionBudget", []):
+        if labels_match(pdb["spec"]["selector"]["matchLabels"], labels):
+            errors.append(f"PodDisruptionBudget {pdb['metadata']['name']} selects the Redis pods")
+    psc = pod.get("securityContext", {})
+    if psc.get("runAsNonRoot") is not True or not psc.get("runAsUser"):
+        errors.append(f"StatefulSet {name}: pod does not run as a non-root uid")
+    if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        errors.append(f"StatefulSet {name}: seccomp profile is not RuntimeDefault")
+    if pod.get("automountServiceAccountToken") is not False:
+        errors.append(f"StatefulSet {name}: pod mounts a service account token it does not need")
+    if len(pod["containers"]) != 1:
+        errors.append(f"StatefulSet {name}: expected one container")
+        return errors
+    c = pod["containers"][0]
+    sc = c.get("securityContext", {})
+    if sc.get("readOnlyRootFilesystem") is not True:
+        errors.append("redis: root filesystem not read-only")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        errors.append("redis: allowPrivilegeEscalation not false")
+    if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+        errors.append("redis: capabilities not dropped (ALL)")
+    img = c.get("image", "")
+    tag = img.rsplit("/", 1)[-1]
+    if (":" not in tag and "@" not in img) or tag.endswith(":latest"):
+        errors.append(f"redis: image {img} not pinned")
+    res = c.get("resources", {})
+    if not res.get("requests", {}).get("cpu") or not res.get("requests", {}).get("memory"):
+        errors.append("redis: cpu/memory requests missing")
+    limit = res.get("limits", {}).get("memory")
+    if not limit:
+        errors.append("redis: memory limit missing")
+    for probe in ("livenessProbe", "readinessProbe"):
+        if not c.get(probe):
+            errors.append(f"redis: no {probe}")
+        elif "exec" not in c[probe]:
+            errors.append(f"redis: {probe} is not an exec probe (the NetworkPolicy admits fragcache only)")
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    if ports.get("redis") != 6379:
+        errors.append("redis: no container port redis = 6379")
+    # redis.conf: the first argument, a file of a mounted ConfigMap.
+    args = c.get("command", [])[1:] + c.get("args", [])
+    conf_text = None
+    if args and not args[0].startswith("-"):
+        for m in c.get("volumeMounts", []):
+            v = next((v for v in pod.get("volumes", []) if v["name"] == m["name"]), {})
+            cm = cms.get(v.get("configMap", {}).get("name"))
+            if cm:
+                for key, text in cm.get("data", {}).items():
+                    if args[0] == os.path.join(m["mountPath"], key):
+                        conf_text = text
+    if conf_text is None:
+        errors.append("redis: its first argument is not a redis.conf of a mounted ConfigMap")
+        return errors
+    conf = parse_redis_conf(conf_text)
+    # Command-line options override the file, as redis-server reads them.
+    i = 1
+    while i < len(args):
+        if args[i].startswith("--"):
+            j = i + 1
+            while j < len(args) and not args[j].startswith("--"):
+                j += 1
+            conf[args[i][2:].lower()] = [args[i + 1:j]]
+            i = j
+        else:
+            i += 1
+    last = {k: v[-1] for k, v in conf.items()}
+    if last.get("maxmemory-policy") != ["volatile-lru"]:
+        errors.append(f"redis: maxmemory-policy {last.get('maxmemory-policy')}, DESIGN rule 27 wants volatile-lru "
+                      "(the purge records and the run marker have no TTL and must not be evicted)")
+    try:
+        mm = redis_bytes(last.get("maxmemory", ["0"])[0])
+        if mm == 0:
+            errors.append("redis: no maxmemory: Redis would grow until the container is killed")
+        elif limit and mm > REDIS_MAXMEMORY_SHARE * k8s_bytes(limit):
+            errors.append(f"redis: maxmemory {mm / 2**20:.0f}MiB is more than {REDIS_MAXMEMORY_SHARE:.0%} "
+                          f"of the memory limit {limit}")
+    except ValueError as e:
+        errors.append(f"redis: {e}")
+    if not spec.get("volumeClaimTemplates"):
+        if last.get("save") != [""] or last.get("appendonly", ["no"]) != ["no"]:
+            errors.append("redis: persistence on (save / appendonly) without a volume")
+    rp = conf.get("requirepass")
+    if "requirepass" in parse_redis_conf(conf_text):
+        errors.append("redis: requirepass written in redis.conf (a ConfigMap); it must come from a Secret")
+    m = re.fullmatch(r"\$\((\w+)\)", rp[-1][0]) if rp and rp[-1] else None
+    redis_secret = env_secret(c, m.group(1)) if m else None
+    if not redis_secret:
+        errors.append("redis: --requirepass is not $(VAR) of an env var from a Secret")
+    elif redis_secret[2]:
+        errors.append("redis: the requirepass Secret is optional")
+    # The Service and who may reach it.
+    for s in by_kind.get("Service", []):
+        if s not in fc_svcs and not labels_match(s["spec"].get("selector"), labels):
+            errors.append(f"Service {s['metadata']['name']} selects neither fragcache's nor Redis's pods")
+    svcs = [s for s in by_kind.get("Service", []) if labels_match(s["spec"].get("selector"), labels)]
+    if len(svcs) != 1:
+        errors.append(f"expected one Service of the Redis pods, found {len(svcs)}")
+        return errors
+    svc = svcs[0]
+    if spec.get("serviceName") != svc["metadata"]["name"]:
+        errors.append(f"StatefulSet {name}: serviceName {spec.get('serviceName')} is not its Service")
+    svc_port = None
+    for p in svc["spec"]["ports"]:
+        if ports.get(p.get("targetPort"), p.get("targetPort")) == 6379:
+            svc_port = p["port"]
+    if svc_port is None:
+        errors.append(f"Service {svc['metadata']['name']}: no port to the Redis container port 6379")
+    nps = [n for n in by_kind.get("NetworkPolicy", [])
+           if labels_match(n["spec"]["podSelector"].get("matchLabels"), labels)]
+    if not nps:
+        errors.append("no NetworkPolicy selects the Redis pods (DESIGN rule 25)")
+    for n in nps:
+        where = f"NetworkPolicy {n['metadata']['name']}"
+        if "Ingress" not in n["spec"].get("policyTypes", ["Ingress"]):
+            errors.append(f"{where}: policyTypes lacks Ingress")
+        dep_sel = dep["spec"]["selector"]["matchLabels"]
+        for rule in n["spec"].get("ingress", []):
+            if not rule.get("from"):
+                errors.append(f"{where}: an ingress rule without `from` admits every pod")
+            for peer in rule.get("from", []):
+                sel = (peer.get("podSelector") or {}).get("matchLabels")
+                if set(peer) != {"podSelector"} or not sel:
+                    errors.append(f"{where}: peer {peer} is not a podSelector of this namespace")
+                elif not labels_match(sel, fc_labels) or not labels_match(dep_sel, sel):
+                    errors.append(f"{where}: peer {sel} is not (only) the fragcache pods")
+            got = [(p.get("protocol", "TCP"), ports.get(p.get("port"), p.get("port"))) for p in rule.get("ports", [])]
+            if got != [("TCP", 6379)]:
+                errors.append(f"{where}: ingress ports {got}, expected TCP 6379 only")
+    # fragcache's side: --redis at the Service, the password from the same
+    # Secret, the scope secret shared and required.
+    fc = next(c for c in fc_pod["spec"]["containers"] if c["name"] == "fragcache")
+    env = {e["name"]: e for e in fc.get("env", [])}
+    url = env.get("FRAGCACHE_REDIS", {}).get("value", "")
+    m = re.fullmatch(r"rediss?://(?:([^:@/]*)(?::([^@/]*))?@)?([^:/]+):(\d+)(?:/(\d+))?", url)
+    if not m:
+        errors.append(f"fragcache: FRAGCACHE_REDIS {url!r} is not a redis://host:port/db URL")
+    else:
+        if m.group(2):
+            errors.append("fragcache: FRAGCACHE_REDIS holds a password; use FRAGCACHE_REDIS_PASSWORD from the Secret")
+        host = m.group(3).split(".")[0]
+        if host != svc["metadata"]["name"] or int(m.group(4)) != svc_port:
+            errors.append(f"fragcache: FRAGCACHE_REDIS points at {m.group(3)}:{m.group(4)}, the Service is "
+                          f"{svc['metadata']['name']}:{svc_port}")
+    fc_secret = env_secret(fc, "FRAGCACHE_REDIS_PASSWORD")
+    if not fc_secret or not redis_secret or fc_secret[:2] != redis_secret[:2]:
+        errors.append(f"fragcache: FRAGCACHE_REDIS_PASSWORD {fc_secret} is not Redis's requirepass Secret {redis_secret}")
+    elif fc_secret[2]:
+        errors.append("fragcache: the Redis password Secret is optional")
+    scope = env_secret(fc, "FRAGCACHE_SCOPE_SECRET")
+    if not scope:
+        errors.append("fragcache: FRAGCACHE_SCOPE_SECRET does not come from a Secret: replicas would not share "
+                      "user-scoped entries")
+    elif scope[2]:
+        errors.append("fragcache: the scope secret is optional: a pod without it keeps user-scoped entries to itself")
+    return errors
 
 
 # -------------------------------------------------------------- config and env
@@ -652,7 +1161,7 @@ def cmd_config_keys(args):
         if path.endswith((".yaml", ".yml")):
             errors += config_key_errors(load_yaml(path) or {}, path)
             continue
-        allowed = {"FRAGCACHE_" + s.upper() for s in SETTINGS + ENV_ONLY}
+        allowed = known_env()
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
                 line = line.strip()
@@ -695,6 +1204,7 @@ def cmd_scrape_check(args):
     groups = load_yaml(RULES)["groups"]
     recorded = {r["record"] for g in groups for r in g["rules"] if "record" in r}
     errors, warnings = [], []
+    absent_l2 = set()
     checked = 0
     for n, where in sorted(used_names().items()):
         if n in SYNTHETIC or n in recorded:
@@ -702,7 +1212,7 @@ def cmd_scrape_check(args):
         checked += 1
         base, suffix = n, ""
         for s in SUFFIXES:
-            if n.endswith(s) and n[: -len(s)] in (set(families) | set(METRICS)):
+            if n.endswith(s) and n[: -len(s)] in (set(families) | set(METRICS) | set(L2_METRICS)):
                 base, suffix = n[: -len(s)], s
         places = ", ".join(sorted(where))
         if base in families:
@@ -711,10 +1221,14 @@ def cmd_scrape_check(args):
                 errors.append(f"{n} ({places}): {base} is a {typ}, not a histogram")
             if suffix in ("_sum", "_count") and typ not in ("histogram", "summary"):
                 errors.append(f"{n} ({places}): {base} is a {typ}, has no {suffix}")
-            if base in METRICS and METRICS[base] != typ:
-                errors.append(f"{base}: scraped as {typ}, expected {METRICS[base]}")
+            want = {**METRICS, **L2_METRICS}.get(base)
+            if want and want != typ:
+                errors.append(f"{base}: scraped as {typ}, expected {want}")
         elif n in samples:
             pass
+        elif base in L2_METRICS:
+            absent_l2.add(base)
+            checked -= 1
         elif base in MAY_BE_ABSENT:
             warnings.append(f"{base} ({places}) not in the scrape yet: no child of this labelled family "
                             "exists (the demo traffic produced no such event)")
@@ -729,11 +1243,54 @@ def cmd_scrape_check(args):
     if not any(f'version="{version}"' in l for l in info):
         errors.append(f'fragcache_build_info has no version="{version}" (the Dockerfile sets '
                       f"-X main.version): {info}")
+    if absent_l2:
+        print(f"  note: {len(absent_l2)} L2 families not exported without --redis "
+              f"({', '.join(sorted(absent_l2))}); the l2 step checks them against a process with --redis")
     for w in warnings:
         print("  warning: " + w)
     fail(errors, "scrape-check")
     print(f"scrape-check: {checked} metric names used by the dashboard and rules found in the scrape "
           f"({len(warnings)} labelled families not yet populated), build_info version={version}")
+
+
+SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+
+
+def cmd_metric_sum(args):
+    """Sum of the samples of NAME in SCRAPE whose labels match every
+    LABEL=VALUE or LABEL=~REGEX; 0 when none does."""
+    path, name, conds = args[0], args[1], args[2:]
+    total = 0.0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = SAMPLE_RE.match(line)
+            if not m or m.group(1) != name:
+                continue
+            labels = {k: v for k, _op, v in MATCHER_RE.findall(m.group(2) or "")}
+            ok = True
+            for c in conds:
+                if "=~" in c:
+                    k, rx = c.split("=~", 1)
+                    ok = ok and re.fullmatch(rx, labels.get(k, "")) is not None
+                else:
+                    k, v = c.split("=", 1)
+                    ok = ok and labels.get(k, "") == v
+            if ok:
+                total += float(m.group(3))
+    print(f"{total:g}")
+
+
+def cmd_l2_scrape(args):
+    """Every L2 family of the design is in SCRAPE, with its type."""
+    families, _ = parse_scrape(args[0])
+    errors = []
+    for name, typ in L2_METRICS.items():
+        if name not in families:
+            errors.append(f"{name} ({typ}) is missing from the scrape of a process with --redis")
+        elif families[name] != typ:
+            errors.append(f"{name}: scraped as {families[name]}, expected {typ}")
+    fail(errors, "l2-scrape")
+    print(f"l2-scrape: the {len(L2_METRICS)} L2 families are in the scrape with their types")
 
 
 def cmd_free_ports(args):
@@ -756,9 +1313,12 @@ COMMANDS = {
     "k8s-lint": cmd_k8s_lint,
     "k8s-compare": cmd_k8s_compare,
     "used-names": cmd_used_names,
+    "names-lint": cmd_names_lint,
     "scrape-check": cmd_scrape_check,
     "config-keys": cmd_config_keys,
     "free-ports": cmd_free_ports,
+    "metric-sum": cmd_metric_sum,
+    "l2-scrape": cmd_l2_scrape,
 }
 
 if __name__ == "__main__":

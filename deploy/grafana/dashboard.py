@@ -209,6 +209,61 @@ def build():
                         [(f"sum by (instance) (rate(fragcache_refresh_dropped_total{{{SEL}}}[{RI}]))", "{{instance}}")],
                         unit="ops", w=6))
 
+    p.append(row("Shared L2 (Redis)"))
+    l2_sent = f'fragcache_l2_requests_total{{{SEL}, result!="breaker_open"}}'
+    l2_failed = f'fragcache_l2_requests_total{{{SEL}, result=~"error|timeout"}}'
+    l2_gets = f'fragcache_l2_requests_total{{{SEL}, op="get", result=~"hit|stale|miss|corrupt"}}'
+    l2_hits = f'fragcache_l2_requests_total{{{SEL}, op="get", result=~"hit|stale"}}'
+    waits = f"fragcache_l2_lock_waits_total{{{SEL}}}"
+    p.append(stat("L2 up", "Instances whose Redis breaker is closed, of the instances that report one. "
+                  "Below the total: those instances serve from their own L1 and their own fetches.",
+                  [(f"sum(fragcache_l2_up{{{SEL}}})", "up"), (f"count(fragcache_l2_up{{{SEL}}})", "of")], w=6,
+                  thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}]))
+    p.append(stat("L2 hit ratio", "Gets answered with an entry (fresh or stale) over gets Redis answered.",
+                  [(f"sum(rate({l2_hits}[{RI}])) / sum(rate({l2_gets}[{RI}]))", "hit ratio")],
+                  unit="percentunit", w=6))
+    p.append(stat("L2 error ratio", "Requests sent to Redis that failed or exceeded --redis-timeout.",
+                  [(f"sum(rate({l2_failed}[{RI}])) / sum(rate({l2_sent}[{RI}]))", "errors")],
+                  unit="percentunit", w=6,
+                  thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 0.01},
+                              {"color": "red", "value": 0.05}]))
+    p.append(stat("Lock waits unfilled", "Waits for another replica's fill that ended without its answer "
+                  "(holder gone: expired; wait ran out: timeout).",
+                  [(f'sum(rate(fragcache_l2_lock_waits_total{{{SEL}, result=~"expired|timeout"}}[{RI}])) / '
+                    f"sum(rate({waits}[{RI}]))", "unfilled")],
+                  unit="percentunit", w=6,
+                  thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 0.05},
+                              {"color": "red", "value": 0.1}]))
+    p.append(state_timeline("L2 up by instance", "Whether each instance uses Redis (breaker closed) or holds it "
+                            "for down (open); readiness never depends on it.",
+                            [(f"max by (instance) (fragcache_l2_up{{{SEL}}})", "{{instance}}")],
+                            [{"type": "value", "options": {
+                                "0": {"text": "down", "color": "red", "index": 0},
+                                "1": {"text": "up", "color": "green", "index": 1}}}], h=6))
+    p.append(timeseries("L2 requests by op and result",
+                        "Redis requests per second. get: hit, stale, miss, corrupt (a value that is no entry of "
+                        "the key, treated as a miss); all ops: error, timeout, breaker_open (not sent).",
+                        [(f"sum by (op, result) (rate(fragcache_l2_requests_total{{{SEL}}}[{RI}]))",
+                          "{{op}} {{result}}")], unit="ops", stack=True))
+    p.append(timeseries("L2 latency by op", "Redis request duration; compare with --redis-timeout (default 25ms).",
+                        quantiles("fragcache_l2_request_duration_seconds", ["op"], SEL, qs=(0.5, 0.99),
+                                  legend_prefix="{{op}} "), unit="s"))
+    p.append(timeseries("L2 hit and error ratio", "Hit ratio of gets and error ratio of sent requests.",
+                        [(f"sum(rate({l2_hits}[{RI}])) / sum(rate({l2_gets}[{RI}]))", "hit ratio"),
+                         (f"sum(rate({l2_failed}[{RI}])) / sum(rate({l2_sent}[{RI}]))", "error ratio")],
+                        unit="percentunit"))
+    p.append(timeseries("Lock waits by result",
+                        "Waits for a fill lock held by another replica: filled (its answer arrived), failed (its "
+                        "fetch failed; backing off together), expired (holder gone, taken over), timeout.",
+                        [(f"sum by (result) (rate({waits}[{RI}]))", "{{result}}")], unit="ops", stack=True,
+                        w=12))
+    p.append(timeseries("L2 failures by op",
+                        "Requests that failed (error), ran past --redis-timeout (timeout) or were not sent because "
+                        "the breaker holds Redis for down (breaker_open). Each costs a page at most one timeout.",
+                        [(f'sum by (op, result) (rate(fragcache_l2_requests_total{{{SEL}, '
+                          f'result=~"error|timeout|breaker_open"}}[{RI}]))', "{{op}} {{result}}")],
+                        unit="ops", w=12))
+
     p.append(row("Go runtime"))
     p.append(timeseries("Goroutines and threads", "",
                         [(f"sum by (instance) (go_goroutines{{{SEL}}})", "{{instance}} goroutines"),
@@ -231,7 +286,7 @@ def build():
     return {
         "uid": "fragcache",
         "title": "fragcache",
-        "description": "fragcache: pages, fragments, upstreams, cache, refresh queue, breakers, Go runtime.",
+        "description": "fragcache: pages, fragments, upstreams, cache, refresh queue, breakers, shared L2, Go runtime.",
         "tags": ["fragcache", "esi", "proxy"],
         "timezone": "browser",
         "editable": True,
