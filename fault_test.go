@@ -221,6 +221,16 @@ func newFaultServer(t *testing.T, serve func(c net.Conn, path string, stop <-cha
 // method too.
 func newRawOrigin(t *testing.T, serve func(c net.Conn, method, path string, stop <-chan struct{}) bool) *faultServer {
 	t.Helper()
+	return newHeadOrigin(t, func(c net.Conn, method, path, _ string, stop <-chan struct{}) bool {
+		return serve(c, method, path, stop)
+	})
+}
+
+// newHeadOrigin is newRawOrigin for a serve that reads the request's
+// header lines too: head is the whole request head as it arrived, through
+// the blank line that ends it.
+func newHeadOrigin(t *testing.T, serve func(c net.Conn, method, path, head string, stop <-chan struct{}) bool) *faultServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -249,12 +259,12 @@ func newRawOrigin(t *testing.T, serve func(c net.Conn, method, path string, stop
 				}()
 				br := bufio.NewReader(c)
 				for {
-					method, path, err := readRequestHead(br)
+					method, path, head, err := readRequestHead(br)
 					if err != nil {
 						return
 					}
 					s.reqs.Add(1)
-					if !serve(c, method, path, s.stop) {
+					if !serve(c, method, path, head, s.stop) {
 						return
 					}
 				}
@@ -284,27 +294,30 @@ func (s *faultServer) close() {
 	})
 }
 
-// readRequestHead reads one request head and returns its method and
-// path.
-func readRequestHead(br *bufio.Reader) (method, path string, err error) {
+// readRequestHead reads one request head and returns its method, its
+// path and the whole head as read.
+func readRequestHead(br *bufio.Reader) (method, path, head string, err error) {
 	line, err := br.ReadString('\n')
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
+	var b strings.Builder
+	b.WriteString(line)
 	for {
 		h, err := br.ReadString('\n')
 		if err != nil {
-			return "", "", err
+			return "", "", "", err
 		}
+		b.WriteString(h)
 		if h == "\r\n" || h == "\n" {
 			break
 		}
 	}
 	f := strings.Fields(line)
 	if len(f) < 2 {
-		return "", "", errors.New("bad request line")
+		return "", "", "", errors.New("bad request line")
 	}
-	return f[0], f[1], nil
+	return f[0], f[1], b.String(), nil
 }
 
 // writeFull answers with a complete fragment and keeps the connection.

@@ -140,6 +140,51 @@ func TestAcceptLanguageIsKeyed(t *testing.T) {
 	}
 }
 
+// TestAcceptLanguageNormalisedWhole: the language a fragment is fetched
+// with and keyed on is rule 16's over the whole field: every
+// Accept-Language line (one list, RFC 9110 section 5.3), every range of a
+// long list; a q that is not a number in [0, 1] is no preference, and an
+// empty range is no range. The privacy soak found all four: the first line
+// alone was read, the first 64 ranges decided, q=NaN was kept and sorted at
+// random, and "ja, ," was sent and keyed as "ja,,".
+func TestAcceptLanguageNormalisedWhole(t *testing.T) {
+	o := newOrigin(t, map[string]http.HandlerFunc{
+		"/": esiPage(`[<esi:include src="/greet">wait</esi:include>]`),
+		"/greet": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "public, max-age=60")
+			io.WriteString(w, "lang="+strings.Join(r.Header.Values("Accept-Language"), "|"))
+		},
+	})
+	fc := startFragcache(t, "--upstream", o.URL, "--wait", "2s")
+	for _, tc := range []struct {
+		name  string
+		lines []string
+		want  string
+	}{
+		{"two lines", []string{"ja", "de;q=0.5"}, "ja,de"},
+		{"q=NaN", []string{"en;q=NaN, de;q=0.5"}, "de"},
+		{"preferred range after 70 others", []string{strings.Repeat("xx-yy;q=0.1, ", 70) + "fr;q=0.9"}, "fr,xx-yy,xx-yy"},
+		{"empty ranges", []string{"ja, ,;q=0.5,, de"}, "ja,de"},
+	} {
+		req, err := http.NewRequest("GET", fc.front+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range tc.lines {
+			req.Header.Add("Accept-Language", l)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := string(b); got != "[lang="+tc.want+"]" {
+			t.Errorf("%s: %q, want the fragment fetched with %q", tc.name, got, tc.want)
+		}
+	}
+}
+
 // TestPersonalisedPageIsPrivate: a page that a cookie, the user agent, the
 // language or the referer shaped through esi:vars, esi:choose or a src is
 // not a shared cache's to keep, whatever the upstream said (rule 7); a

@@ -383,7 +383,7 @@ func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, bare bool, la
 // langValue is the request's normalised Accept-Language (rule 16).
 func (c *composer) langValue() string {
 	if !c.langDone {
-		c.lang = normalizeLang(c.ctx.Request.Header.Peek("Accept-Language"))
+		c.lang = normalizeLangLines(c.ctx.Request.Header.PeekAll("Accept-Language"))
 		c.langDone = true
 	}
 	return c.lang

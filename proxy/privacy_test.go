@@ -1,6 +1,9 @@
 package proxy
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestPlaceAnswer lists every case of DESIGN rules 2, 9 and 15: where a
 // fetched answer is stored and who may be served it.
@@ -110,11 +113,21 @@ func TestNormalizeLang(t *testing.T) {
 		"en-123456789":                  "",
 		"zh-hant-tw;q=0.5, zh;q=0.5":    "zh-hant-tw,zh",
 		"en;q=abc":                      "",
+		"en;q=NaN, de;q=0.5":            "de",
+		"ja, ,;q=0.5,, de":              "ja,de",
+		",,,":                           "",
+		"b;q=0.5, a, c;q=0.5, d;q=0.9":  "a,d,b",
 		"aaaaaaaa-bbbbbbbb-cccccccc-dddddddd-eeeeeeee-ffffffff-gggggggg-h": "aaaaaaaa-bbbbbbbb-cccccccc-dddddddd-eeeeeeee-ffffffff-gggggggg-h", // 64 bytes
 	} {
 		if got := normalizeLang([]byte(in)); got != want {
 			t.Errorf("normalizeLang(%q) = %q, want %q", in, got, want)
 		}
+	}
+	if got := normalizeLang([]byte(strings.Repeat("xx;q=0.1, ", 500) + "fr;q=0.9")); got != "fr,xx,xx" {
+		t.Errorf("normalizeLang of 501 ranges = %q, want the preferred last one first: fr,xx,xx", got)
+	}
+	if got := normalizeLangLines([][]byte{[]byte("ja"), []byte("de;q=0.5, fr")}); got != "ja,fr,de" {
+		t.Errorf("normalizeLangLines of two lines = %q, want one list: ja,fr,de", got)
 	}
 	long := "aaaaaaaa-bbbbbbbb-cccccccc-dddddddd, eeeeeeee-ffffffff-gggggggg-hhhhhhhh"
 	if got := normalizeLang([]byte(long)); len(got) > 64 {

@@ -225,56 +225,56 @@ func fragmentKeyOf(scope string, t *target, f *fragFwd, lang string) string {
 // commas, trimmed and lower-cased; only `*` and `[a-z]{1,8}(-[a-z0-9]{1,8})*`
 // kept; q=0 dropped; sorted by q (stable), q values removed; at most 3,
 // joined by `,`, at most 64 bytes. A value that fails is empty.
-func normalizeLang(v []byte) string {
-	if len(v) == 0 {
-		return ""
-	}
+func normalizeLang(v []byte) string { return normalizeLangLines([][]byte{v}) }
+
+// normalizeLangLines is normalizeLang of a request's Accept-Language
+// lines, read as one comma-separated list (RFC 9110 section 5.3). Every
+// range counts, however long the list: the best three are kept as the
+// ranges go by, so the work is one pass and the memory fixed.
+func normalizeLangLines(lines [][]byte) string {
 	type langRange struct {
 		tag []byte
 		q   float64
 	}
-	var buf [8]langRange
-	ranges := buf[:0]
-	for part := range bytes.SplitSeq(v, []byte(",")) {
-		tag, params, _ := bytes.Cut(part, []byte(";"))
-		tag = bytes.ToLower(bytes.TrimSpace(tag))
-		if !validLangTag(tag) {
-			continue
-		}
-		q := 1.0
-		for p := range bytes.SplitSeq(params, []byte(";")) {
-			name, val, ok := bytes.Cut(bytes.TrimSpace(p), []byte("="))
-			if !ok || !bytes.EqualFold(bytes.TrimSpace(name), []byte("q")) {
+	var best [3]langRange // by q, descending; equal q in the order sent
+	n := 0
+	for _, v := range lines {
+		for part := range bytes.SplitSeq(v, []byte(",")) {
+			tag, params, _ := bytes.Cut(part, []byte(";"))
+			tag = bytes.ToLower(bytes.TrimSpace(tag))
+			if !validLangTag(tag) {
 				continue
 			}
-			f, err := strconv.ParseFloat(string(bytes.TrimSpace(val)), 64)
-			if err != nil || f < 0 || f > 1 {
-				f = 0 // a q we cannot read is not a preference
+			q := 1.0
+			for p := range bytes.SplitSeq(params, []byte(";")) {
+				name, val, ok := bytes.Cut(bytes.TrimSpace(p), []byte("="))
+				if !ok || !bytes.EqualFold(bytes.TrimSpace(name), []byte("q")) {
+					continue
+				}
+				f, err := strconv.ParseFloat(string(bytes.TrimSpace(val)), 64)
+				if err != nil || !(f >= 0 && f <= 1) {
+					f = 0 // a q we cannot read (NaN too) is not a preference
+				}
+				q = f
 			}
-			q = f
-		}
-		if q == 0 {
-			continue
-		}
-		ranges = append(ranges, langRange{tag, q})
-		if len(ranges) == 64 {
-			break // a longer list is noise; the first 64 decide
+			if q == 0 {
+				continue
+			}
+			// After every kept range of the same or a higher q.
+			i := n
+			for i > 0 && best[i-1].q < q {
+				i--
+			}
+			if i == len(best) {
+				continue
+			}
+			n = min(n+1, len(best))
+			copy(best[i+1:n], best[i:n-1])
+			best[i] = langRange{tag, q}
 		}
 	}
-	slices.SortStableFunc(ranges, func(a, b langRange) int {
-		switch {
-		case a.q > b.q:
-			return -1
-		case a.q < b.q:
-			return 1
-		}
-		return 0
-	})
 	var out []byte
-	for i, r := range ranges {
-		if i == 3 {
-			break
-		}
+	for _, r := range best[:n] {
 		sep := min(len(out), 1)
 		if len(out)+sep+len(r.tag) > 64 {
 			break
@@ -291,6 +291,9 @@ func normalizeLang(v []byte) string {
 func validLangTag(t []byte) bool {
 	if len(t) == 1 && t[0] == '*' {
 		return true
+	}
+	if len(t) == 0 {
+		return false // an empty range ("fr, , de") is no range
 	}
 	first := true
 	for len(t) > 0 {
