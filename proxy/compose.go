@@ -59,6 +59,7 @@ type node struct {
 // returned to a pool afterwards.
 type composer struct {
 	p       *Proxy
+	live    *liveConfig // the settings this page composes under, loaded once
 	ctx     *fasthttp.RequestCtx
 	vars    reqVars
 	start   time.Time
@@ -120,13 +121,14 @@ func (p *Proxy) compose(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *r
 			pageBufPool.Put(bufp)
 		}
 	}()
-	raw, err := readLimited((*bufp)[:0], resp, p.cfg.MaxPageSize)
+	live := p.live.Load()
+	raw, err := readLimited((*bufp)[:0], resp, live.MaxPageSize)
 	*bufp = raw[:0]
 	received := raw // as the upstream encoded it
 	if err == nil {
 		enc := resp.Header.ContentEncoding()
 		if len(enc) > 0 && !equalFold(enc, "identity") {
-			raw, err = decodeBody(nil, raw, enc, p.cfg.MaxPageSize)
+			raw, err = decodeBody(nil, raw, enc, live.MaxPageSize)
 		}
 	}
 	if err != nil {
@@ -153,8 +155,8 @@ func (p *Proxy) compose(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *r
 	}
 
 	c := composerPool.Get().(*composer)
-	c.p, c.ctx = p, ctx
-	c.vars = reqVars{ctx: ctx, p: p}
+	c.p, c.ctx, c.live = p, ctx, live
+	c.vars = reqVars{ctx: ctx, p: p, live: live}
 	c.start = time.Now()
 	c.group = p.pages.Add(1)
 
@@ -167,7 +169,7 @@ func (p *Proxy) compose(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *r
 		c.await()
 		out = ctx.Response.SwapBody(nil)[:0]
 		out = tpl.Render(out, &root.e, c)
-		if int64(len(out)) > p.cfg.MaxPageSize {
+		if int64(len(out)) > live.MaxPageSize {
 			// Variables, not includes, took it past the cap (includes
 			// are capped one by one in appendCapped).
 			p.m.ESIErrors[metrics.ErrTooLarge].Inc()
@@ -286,11 +288,11 @@ func (c *composer) startInclude(n *node, i int) {
 	s.frag = c.p.m.Fragment(metrics.OtherFragment)
 	c.count++
 	switch {
-	case c.count > c.p.cfg.MaxIncludes:
+	case c.count > c.live.MaxIncludes:
 		c.p.m.ESIErrors[metrics.ErrIncludeLimit].Inc()
 		s.state = stSkipped
 		return
-	case n.depth+1 > c.p.cfg.MaxDepth:
+	case n.depth+1 > c.live.MaxDepth:
 		c.p.m.ESIErrors[metrics.ErrDepthExceeded].Inc()
 		s.state = stSkipped
 		return
@@ -317,7 +319,7 @@ func (c *composer) startAlt(n *node, s *slot, inc *fragment.Include) {
 // startSrc resolves src and looks it up in the store, leaving s with a
 // value, a flight to wait for, or a final state.
 func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string) {
-	rs := c.p.resolveSrc(src, c.requestURI)
+	rs := c.p.resolveSrc(c.live, src, c.requestURI)
 	if rs.err != nil {
 		c.p.m.ESIErrors[metrics.ErrSrcNotAllowed].Inc()
 		s.state = stFailed
@@ -348,9 +350,9 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 	default:
 		key = rs.key(plan.flightScope, &c.fwd, lang)
 	}
-	wait := c.p.cfg.Wait
+	wait := c.live.Wait
 	if inc.HasTimeout {
-		wait = min(max(inc.Timeout, 0), c.p.cfg.MaxWait)
+		wait = min(max(inc.Timeout, 0), c.live.MaxWait)
 	}
 	s.deadline = c.start.Add(wait)
 	detach := func() any { return c.loadArg(rs, inc, bare, lang) }
@@ -599,7 +601,7 @@ func (c *composer) AppendInclude(dst []byte, e *fragment.Eval, inc *fragment.Inc
 // nothing when that does not fit either, and the page is not a shared
 // cache's to keep.
 func (c *composer) appendCapped(dst []byte, e *fragment.Eval, inc *fragment.Include, s *slot) []byte {
-	limit := int(c.p.cfg.MaxPageSize)
+	limit := int(c.live.MaxPageSize)
 	if s.child == nil && len(dst)+len(s.val.body) <= limit {
 		return append(dst, s.val.body...)
 	}
@@ -634,17 +636,17 @@ func (c *composer) nodeOf(e *fragment.Eval) *node {
 
 // matchRule returns the first rule whose prefix matches an upstream
 // target's path, or nil.
-func (p *Proxy) matchRule(t *target) *rule {
-	if !t.upstream || len(p.rules) == 0 {
+func (l *liveConfig) matchRule(t *target) *rule {
+	if !t.upstream || len(l.rules) == 0 {
 		return nil
 	}
 	path := t.uri
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
-	for i := range p.rules {
-		if strings.HasPrefix(path, p.rules[i].Match) {
-			return &p.rules[i]
+	for i := range l.rules {
+		if strings.HasPrefix(path, l.rules[i].Match) {
+			return &l.rules[i]
 		}
 	}
 	return nil
@@ -725,8 +727,9 @@ func lowerMaxAge(dst, cc []byte, left time.Duration) []byte {
 // reqVars exposes one request's values to ESI variables. It implements
 // fragment.Vars and lives as long as the handler call.
 type reqVars struct {
-	ctx *fasthttp.RequestCtx
-	p   *Proxy
+	ctx  *fasthttp.RequestCtx
+	p    *Proxy
+	live *liveConfig
 	// personal is set once a value that is not in the page's URL (a
 	// cookie, the user agent, the language, the referer) was read: it
 	// shaped the page, which then is no shared cache's to keep (rule 7).
@@ -743,7 +746,7 @@ func (v *reqVars) Referer() string {
 }
 
 func (v *reqVars) Cookie(name string) (string, bool) {
-	for _, allowed := range v.p.cfg.ESICookies {
+	for _, allowed := range v.live.ESICookies {
 		if allowed == name {
 			v.personal = true
 			c := v.ctx.Request.Header.Cookie(name)

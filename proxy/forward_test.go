@@ -451,7 +451,7 @@ func TestForwardedKeyParts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rs := p.resolveSrc("/f", func() string { return "/" })
+		rs := p.resolveSrc(p.live.Load(), "/f", func() string { return "/" })
 		for _, f := range p.forwardVariants() {
 			for _, scope := range []string{scopeShared, scopeAnon} {
 				if got, want := rs.key(scope, &f, ""), fragmentKeyOf(scope, &rs.t, &f, ""); got != want {

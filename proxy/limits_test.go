@@ -30,7 +30,7 @@ func newTestProxy(t *testing.T) *Proxy {
 // retries idempotent requests up to 5 times unless told otherwise.
 func TestNoUnlimitedDefaults(t *testing.T) {
 	p := newTestProxy(t)
-	frag, _, err := p.fetch.client(&target{scheme: "http", addr: "cdn.example:80", label: "cdn.example"})
+	frag, _, err := p.fetch.client(&target{scheme: "http", addr: "cdn.example:80", label: "cdn.example"}, p.cfg.MaxFragmentSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,18 +126,19 @@ func TestURLHintsBoundedInBytes(t *testing.T) {
 func TestResolvedSrcsStartOverWhenFull(t *testing.T) {
 	p := newTestProxy(t)
 	page := func() string { return "/" }
-	hot := p.resolveSrc("/widgets/hot", page)
+	lv := p.live.Load()
+	hot := p.resolveSrc(lv, "/widgets/hot", page)
 	for i := range 4*maxSrcs + 100 {
-		p.resolveSrc(fmt.Sprintf("/junk?%d", i), page)
-		if i%1000 == 0 && p.resolveSrc("/widgets/hot", page) != hot {
+		p.resolveSrc(lv, fmt.Sprintf("/junk?%d", i), page)
+		if i%1000 == 0 && p.resolveSrc(lv, "/widgets/hot", page) != hot {
 			t.Fatal("a src in use is resolved again")
 		}
 	}
-	if n := p.urls.srcs.cur.Load().n.Load() + p.urls.srcs.prev.Load().n.Load(); n > 2*maxSrcs {
+	if n := lv.srcs.cur.Load().n.Load() + lv.srcs.prev.Load().n.Load(); n > 2*maxSrcs {
 		t.Errorf("%d srcs kept, want at most %d", n, 2*maxSrcs)
 	}
-	first := p.resolveSrc("/widgets/orders", page)
-	if again := p.resolveSrc("/widgets/orders", page); again != first {
+	first := p.resolveSrc(lv, "/widgets/orders", page)
+	if again := p.resolveSrc(lv, "/widgets/orders", page); again != first {
 		t.Error("a src seen after the table filled up is resolved again on every page")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,14 +24,21 @@ import (
 // fetcher and fragment store. Create it with New, serve it with Serve and
 // stop it with Shutdown, then Close. It is safe for concurrent use.
 type Proxy struct {
-	cfg    Config
-	log    *slog.Logger
-	m      *metrics.Metrics
+	// cfg is the configuration New got. Its live fields (LiveFields) are
+	// the start's: read them from live.
+	cfg Config
+	// live is the configuration as it runs now, replaced whole by Reload.
+	live     atomic.Pointer[liveConfig]
+	reloadMu sync.Mutex // serialises Reload
+	log      *slog.Logger
+	m        *metrics.Metrics
+	// reach is the start's: the upstream's address and the dial rules,
+	// which Reload does not change. Which hosts fragment URLs may reach
+	// is live.reach's to say.
 	reach  *reach
 	store  *cachestore.Store
 	fetch  *fetcher
 	tpls   *templateCache
-	rules  []rule
 	scopes scoper
 	urls   urlTable
 
@@ -88,13 +96,7 @@ func New(cfg Config) (*Proxy, error) {
 	if len(p.publicHosts) == 0 {
 		p.publicHosts = []string{r.base.Host}
 	}
-	for _, fr := range cfg.Fragments {
-		name := fr.Name
-		if name == "" {
-			name = metrics.OtherFragment
-		}
-		p.rules = append(p.rules, rule{FragmentRule: fr, m: p.m.Fragment(name)})
-	}
+	p.live.Store(p.newLive(cfg, r))
 	p.pageUp = p.m.Upstream(r.entries[0].name)
 	p.transport = &transport{log: p.log}
 	pageAddr := net.JoinHostPort(r.base.Hostname(), portOf(r.base))

@@ -37,16 +37,16 @@ func (r *resolvedSrc) key(scope string, f *fragFwd, lang string) string {
 	return fragmentKeyOf(scope, &r.t, f, lang)
 }
 
-// urlTable remembers two things, both keyed by values a visitor can
-// choose and so both bounded and forgetful (a genMap each): which
-// fragment URLs were last stored under the shared key (a hint that lets
-// concurrent first requests of different users join one flight), and the
-// resolution of page-independent srcs. Filling either costs a lookup its
-// shortcut, never the cache: a URL without a hint is still found under
-// the shared key (planLookup peeks there first). Safe for concurrent use.
+// urlTable remembers which fragment URLs were last stored under the
+// shared key: a hint that lets concurrent first requests of different
+// users join one flight. It is keyed by values a visitor can choose, and
+// so bounded and forgetful (a genMap). The resolution of page-independent
+// srcs is kept the same way, in the live configuration it depends on
+// (liveConfig.srcs). Forgetting either costs a lookup its shortcut, never
+// the cache: a URL without a hint is still found under the shared key
+// (planLookup peeks there first). Safe for concurrent use.
 type urlTable struct {
 	shared *genMap[struct{}]
-	srcs   *genMap[*resolvedSrc]
 }
 
 // Bounds of the two tables, per generation (so at most twice this is
@@ -62,7 +62,6 @@ const (
 func newURLTable() urlTable {
 	return urlTable{
 		shared: newGenMap[struct{}](maxSharedURLs, maxSharedBytes),
-		srcs:   newGenMap[*resolvedSrc](maxSrcs, maxSrcBytes),
 	}
 }
 
@@ -153,11 +152,11 @@ func pageIndependent(src string) bool {
 }
 
 // resolveSrc returns the resolution of src on the page pageURI (computed
-// by pageURI() only when needed).
-func (p *Proxy) resolveSrc(src string, pageURI func() string) *resolvedSrc {
+// by pageURI() only when needed), under the hosts and rules of lv.
+func (p *Proxy) resolveSrc(lv *liveConfig, src string, pageURI func() string) *resolvedSrc {
 	indep := pageIndependent(src) && len(src) <= maxSrcLen
 	if indep {
-		if r, ok := p.urls.srcs.get(src); ok {
+		if r, ok := lv.srcs.get(src); ok {
 			return r
 		}
 	}
@@ -166,9 +165,9 @@ func (p *Proxy) resolveSrc(src string, pageURI func() string) *resolvedSrc {
 		base = pageURI()
 	}
 	r := &resolvedSrc{frag: p.m.Fragment(metrics.OtherFragment)}
-	r.t, r.err = p.reach.resolve(base, src)
+	r.t, r.err = lv.reach.resolve(base, src)
 	if r.err == nil {
-		r.rule = p.matchRule(&r.t)
+		r.rule = lv.matchRule(&r.t)
 		if r.rule != nil {
 			r.frag = r.rule.m
 		}
@@ -180,7 +179,7 @@ func (p *Proxy) resolveSrc(src string, pageURI func() string) *resolvedSrc {
 	}
 	if indep {
 		// src, the URL and the key are about three copies of src.
-		return p.urls.srcs.put(src, r, 3*len(src)+256)
+		return lv.srcs.put(src, r, 3*len(src)+256)
 	}
 	return r
 }
