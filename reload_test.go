@@ -271,19 +271,20 @@ func TestTLSCertificateReloadOnSIGHUP(t *testing.T) {
 	}
 }
 
-// SIGHUP re-reads the YAML file: a broken file keeps the running
-// configuration and the log names the file and line; a good file with a
-// changed setting names it as needing a restart, and the running proxy
-// really keeps the old value until then. The reload metrics follow.
+// SIGHUP re-reads the YAML file: a broken file (a syntax error, an
+// invalid value, an unknown key) keeps the running configuration and the
+// log names the file and line; a good file applies its live settings
+// (wait here) to the next request and names the changed settings that
+// need a restart, which the running proxy keeps. The reload metrics
+// follow.
 func TestSIGHUPReloadsTheConfigFile(t *testing.T) {
 	routes := map[string]http.HandlerFunc{}
-	for _, d := range []string{"a", "b", "c"} {
+	for _, d := range []string{"a", "b", "c", "d"} {
 		routes["/"+d+"/page"] = esiPage(`<p><esi:include src="slow">placeholder</esi:include></p>`)
 		routes["/"+d+"/slow"] = frag("SLOW", 300*time.Millisecond, "max-age=60")
 	}
 	o := newOrigin(t, routes)
-	dir := t.TempDir()
-	file := filepath.Join(dir, "fragcache.yaml")
+	file := filepath.Join(t.TempDir(), "fragcache.yaml")
 	write := func(body string) {
 		t.Helper()
 		if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
@@ -307,34 +308,48 @@ func TestSIGHUPReloadsTheConfigFile(t *testing.T) {
 		t.Errorf("reload timestamp at start = %v, want about %v", started, now)
 	}
 
-	write("upstream: " + o.URL + "\nwait: 3s\nmax_depth: 0\nwiat: 1s\n")
-	err := fc.sighup(t)
-	for _, want := range []string{"fragcache.yaml:3: max_depth: must be at least 1", `fragcache.yaml:4: unknown key "wiat" (did you mean wait?)`} {
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("reload of a broken file: %v, want it to say %q", err, want)
+	for _, bad := range []struct {
+		name, body string
+		want       []string
+	}{
+		{"invalid value and unknown key", "upstream: " + o.URL + "\nwait: 0s\nmax_depth: 0\nwiat: 1s\n",
+			[]string{"fragcache.yaml:3: max_depth: must be at least 1", `fragcache.yaml:4: unknown key "wiat" (did you mean wait?)`}},
+		{"syntax error", "upstream: " + o.URL + "\nwait: 0s\nfragments:\n  - name: x\n    match: [/x\n",
+			[]string{"fragcache.yaml:4: did not find expected"}},
+		{"invalid rule", "upstream: " + o.URL + "\nwait: 0s\nfragments:\n  - name: x\n    match: nope\n",
+			[]string{"fragcache.yaml:4: fragments: a rule needs match"}},
+	} {
+		write(bad.body)
+		err := fc.sighup(t)
+		for _, want := range bad.want {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: reload: %v, want it to say %q", bad.name, err, want)
+			}
+		}
+		logs := fc.log.String()
+		if !strings.Contains(logs, "config reload failed; the running configuration is kept") || !strings.Contains(logs, bad.want[0]) {
+			t.Errorf("%s: the failed reload is not logged with file and line:\n%s", bad.name, logs)
+		}
+		if v := fc.gauge(t, "fragcache_config_last_reload_successful"); v != 0 {
+			t.Errorf("%s: fragcache_config_last_reload_successful = %v, want 0", bad.name, v)
+		}
+		if ts := fc.gauge(t, "fragcache_config_last_reload_success_timestamp_seconds"); ts != started {
+			t.Errorf("%s: reload timestamp moved to %v on a failed reload, want %v", bad.name, ts, started)
 		}
 	}
-	logs := fc.log.String()
-	if !strings.Contains(logs, "config reload failed; the running configuration is kept") || !strings.Contains(logs, "fragcache.yaml:3") {
-		t.Errorf("the failed reload is not logged with file and line:\n%s", logs)
-	}
-	if v := fc.gauge(t, "fragcache_config_last_reload_successful"); v != 0 {
-		t.Errorf("fragcache_config_last_reload_successful = %v after a broken file, want 0", v)
-	}
-	if ts := fc.gauge(t, "fragcache_config_last_reload_success_timestamp_seconds"); ts != started {
-		t.Errorf("reload timestamp moved to %v on a failed reload, want %v", ts, started)
-	}
+	// Every broken file said wait: 0s; the running wait (3s) still holds.
 	if got := page("b"); got != "<p>SLOW</p>" {
-		t.Errorf("page after a failed reload = %q, want the running configuration (wait 3s) to compose it", got)
+		t.Errorf("page after failed reloads = %q, want the running configuration (wait 3s) to compose it", got)
 	}
 
-	write("upstream: " + o.URL + "\nwait: 0s\nmax_wait: 3s\nfragments:\n  - name: slow\n    match: /c/\n")
+	write("upstream: " + o.URL + "\nwait: 0s\nmax_wait: 3s\nfetch_concurrency: 8\nfragments:\n  - name: slow\n    match: /c/\n")
 	if err := fc.sighup(t); err != nil {
 		t.Fatalf("reload of a good file: %v", err)
 	}
-	logs = fc.log.String()
-	if !strings.Contains(logs, "need a restart and take effect then") || !strings.Contains(logs, `"needs_restart":"wait,fragments"`) {
-		t.Errorf("the changed settings are not named as needing a restart:\n%s", logs)
+	logs := fc.log.String()
+	if !strings.Contains(logs, "need a restart and take effect then") || !strings.Contains(logs, `"needs_restart":"fetch_concurrency"`) ||
+		!strings.Contains(logs, `"applied":"wait,fragments"`) {
+		t.Errorf("the reload does not name what it applied (wait, fragments) and what needs a restart (fetch_concurrency):\n%s", logs)
 	}
 	if v := fc.gauge(t, "fragcache_config_last_reload_successful"); v != 1 {
 		t.Errorf("fragcache_config_last_reload_successful = %v after a good file, want 1", v)
@@ -342,10 +357,26 @@ func TestSIGHUPReloadsTheConfigFile(t *testing.T) {
 	if ts := fc.gauge(t, "fragcache_config_last_reload_success_timestamp_seconds"); ts <= started {
 		t.Errorf("reload timestamp %v after a good reload, want later than the start's %v", ts, started)
 	}
-	// wait 0 is logged as needing a restart, and is not applied: the
-	// running proxy still waits for the slow fragment.
-	if got := page("c"); got != "<p>SLOW</p>" {
-		t.Errorf("page after reloading wait: 0 = %q, want the running wait (3s) until a restart", got)
+	// wait 0 applies to the next page: it no longer waits for the slow
+	// fragment.
+	start := time.Now()
+	if got := page("c"); got != "<p>placeholder</p>" {
+		t.Errorf("page after reloading wait: 0 = %q, want the placeholder at once", got)
+	}
+	if d := time.Since(start); d > 250*time.Millisecond {
+		t.Errorf("page after reloading wait: 0 took %s, want no wait for the 300ms fragment", d)
+	}
+	// The same restart setting is named again by the next reload, since it
+	// still waits for the restart.
+	write("upstream: " + o.URL + "\nwait: 3s\nmax_wait: 3s\nfetch_concurrency: 8\n")
+	if err := fc.sighup(t); err != nil {
+		t.Fatalf("second reload: %v", err)
+	}
+	if n := strings.Count(fc.log.String(), `"needs_restart":"fetch_concurrency"`); n != 2 {
+		t.Errorf("fetch_concurrency named as needing a restart by %d reloads, want 2", n)
+	}
+	if got := page("d"); got != "<p>SLOW</p>" {
+		t.Errorf("page after reloading wait: 3s = %q, want the slow fragment again", got)
 	}
 }
 
