@@ -79,32 +79,32 @@ func (c *config) options() []*option {
 			val: strVal{&p.Upstream}, field: "Upstream"},
 		{name: "admin-listen", help: "/metrics, /livez, /readyz, /healthz; /debug/pprof with --pprof (the deploy kit sets :9188)", val: strVal{&c.AdminListen}},
 		{name: "wait", help: "longest a page waits for fragments not in the cache; 0 = never",
-			val: durVal{&p.Wait}, field: "Wait"},
+			val: durVal{&p.Wait}, field: "Wait", live: true},
 		{name: "fragment-ttl", help: "freshness when the fragment response sets none",
-			val: durVal{&p.FragmentTTL}, field: "FragmentTTL"},
+			val: durVal{&p.FragmentTTL}, field: "FragmentTTL", live: true},
 		{name: "stale-ttl", help: "how long a stale copy may be served while refreshing",
-			val: durVal{&p.StaleTTL}, field: "StaleTTL"},
+			val: durVal{&p.StaleTTL}, field: "StaleTTL", live: true},
 		{name: "fetch-timeout", help: "limit for one background fetch", val: durVal{&p.FetchTimeout}, field: "FetchTimeout"},
-		{name: "cache-size", help: "fragment cache budget", val: sizeVal[int64]{&p.CacheSize}, field: "CacheSize"},
+		{name: "cache-size", help: "fragment cache budget", val: sizeVal[int64]{&p.CacheSize}, field: "CacheSize", live: true},
 		{name: "allow-host", help: "extra hosts fragment URLs may reach: host (any port) or host:port; repeatable",
-			val: listVal{&p.AllowHosts}, field: "AllowHosts"},
+			val: listVal{&p.AllowHosts}, field: "AllowHosts", live: true},
 		{name: "esi-cookie", help: "cookie names $(HTTP_COOKIE{name}) may expand; repeatable",
-			val: listVal{&p.ESICookies}, field: "ESICookies"},
-		{name: "max-depth", help: "nesting limit of fragments that include fragments", val: intVal{&p.MaxDepth}, field: "MaxDepth"},
+			val: listVal{&p.ESICookies}, field: "ESICookies", live: true},
+		{name: "max-depth", help: "nesting limit of fragments that include fragments", val: intVal{&p.MaxDepth}, field: "MaxDepth", live: true},
 		{name: "max-includes", help: "includes processed per page; the rest get their placeholder",
-			val: intVal{&p.MaxIncludes}, field: "MaxIncludes"},
+			val: intVal{&p.MaxIncludes}, field: "MaxIncludes", live: true},
 		{name: "esi-trigger", help: `surrogate: only responses with Surrogate-Control: content="ESI/1.0"; html: every text/html response`,
 			val: triggerVal{&p.Trigger}, field: "Trigger"},
 		{name: "demo", help: "run the embedded slow demo app and proxy it", val: boolVal{&c.Demo}, flagOnly: true},
-		{name: "max-wait", help: "cap on an include's timeout attribute", val: durVal{&p.MaxWait}, field: "MaxWait"},
+		{name: "max-wait", help: "cap on an include's timeout attribute", val: durVal{&p.MaxWait}, field: "MaxWait", live: true},
 		{name: "upstream-timeout", help: "page request: time to response headers (then 504) and longest pause while streaming",
 			val: durVal{&p.UpstreamTimeout}, field: "UpstreamTimeout"},
 		{name: "read-timeout", help: "time a client has to send a whole request; slower clients (slowloris) are cut",
 			val: durVal{&p.ReadTimeout}, field: "ReadTimeout"},
 		{name: "max-page-size", help: "decoded size cap of an opted-in page (over it: 502) and of the composed output",
-			val: sizeVal[int64]{&p.MaxPageSize}, field: "MaxPageSize"},
+			val: sizeVal[int64]{&p.MaxPageSize}, field: "MaxPageSize", live: true},
 		{name: "max-fragment-size", help: "decoded size cap of a fragment; over it the fetch fails",
-			val: sizeVal[int64]{&p.MaxFragmentSize}, field: "MaxFragmentSize"},
+			val: sizeVal[int64]{&p.MaxFragmentSize}, field: "MaxFragmentSize", live: true},
 		{name: "max-header-bytes", help: "request and upstream response header buffers (431 beyond)",
 			val: sizeVal[int]{&p.MaxHeaderBytes}, field: "MaxHeaderBytes"},
 		{name: "fetch-concurrency", help: "fragment loads at once; beyond it loads wait in the fetch queue",
@@ -496,6 +496,12 @@ func (o *option) redact(err error) error {
 	return err
 }
 
+// optByKey returns the option whose YAML key (as changed names it) is
+// key.
+func (c *config) optByKey(key string) *option {
+	return c.opt(strings.ReplaceAll(key, "_", "-"))
+}
+
 func (c *config) opt(name string) *option {
 	for _, o := range c.opts {
 		if o.name == name {
@@ -577,8 +583,9 @@ func unknownEnv(environ []string, opts []*option) []string {
 func printUsage(w io.Writer, opts []*option) {
 	fmt.Fprintf(w, "Usage: fragcache [flags]\n       fragcache demo --listen ADDR\n       fragcache healthcheck [--admin-listen ADDR] [--timeout 2s]\n\n")
 	fmt.Fprintf(w, "Every flag is also an env var FRAGCACHE_<NAME> and a snake_case key of the --config YAML file;\n")
-	fmt.Fprintf(w, "precedence: flag > env > file > default. SIGHUP re-reads the file and the TLS certificate;\n")
-	fmt.Fprintf(w, "other changes are logged and take effect on restart.\n\n")
+	fmt.Fprintf(w, "precedence: flag > env > file > default. SIGHUP re-reads them: a setting marked \"reload: live\"\n")
+	fmt.Fprintf(w, "(and the fragment rules) applies to new requests at once; other changes are logged and take\n")
+	fmt.Fprintf(w, "effect on restart.\n\n")
 	for _, o := range opts {
 		env := o.env()
 		if o.flagOnly {
@@ -587,6 +594,9 @@ func printUsage(w io.Writer, opts []*option) {
 		def := "default " + o.defaultText()
 		if strings.HasPrefix(o.def, "required") {
 			def = o.def
+		}
+		if o.live {
+			def += "; reload: live"
 		}
 		fmt.Fprintf(w, "  --%-18s %s\n      %s (%s)\n", o.name, env, o.help, def)
 	}
@@ -601,7 +611,17 @@ func (c *config) loadYAML(file string) []error {
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return []error{fmt.Errorf("config %s: %w", file, err)}
+		// The parser says "yaml: line 3: …": name the file and line the
+		// way every other error of the file does.
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		if rest, ok := strings.CutPrefix(msg, "line "); ok {
+			if n, text, ok := strings.Cut(rest, ": "); ok {
+				if _, err := strconv.Atoi(n); err == nil {
+					return []error{fmt.Errorf("config %s:%s: %s", file, n, text)}
+				}
+			}
+		}
+		return []error{fmt.Errorf("config %s: %s", file, msg)}
 	}
 	if len(doc.Content) == 0 {
 		return nil // an empty file sets nothing

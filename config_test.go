@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -433,12 +434,12 @@ func TestReadmeFlagTableMatchesHelp(t *testing.T) {
 		if o.noYAML {
 			key = ""
 		}
-		reload := "needs a restart"
+		reload := "restart"
 		if o.live {
-			reload = "applied"
+			reload = "live"
 		}
 		want := []string{flag, env, key, o.defaultText(), reload, o.help}
-		for j, name := range []string{"flag", "environment", "YAML key", "default", "SIGHUP", "meaning"} {
+		for j, name := range []string{"flag", "environment", "YAML key", "default", "reload", "meaning"} {
 			if cells[j] != want[j] {
 				t.Errorf("%s: README's %s is %q, --help's %q", flag, name, cells[j], want[j])
 			}
@@ -446,8 +447,15 @@ func TestReadmeFlagTableMatchesHelp(t *testing.T) {
 		if i < len(order) && order[i] != flag {
 			t.Errorf("README row %d is %s, --help's %s", i+1, order[i], flag)
 		}
-		if !strings.Contains(usage.String(), fmt.Sprintf("  --%-18s %s\n      %s (", o.name, env, o.help)) {
+		lines := fmt.Sprintf("  --%-18s %s\n      %s (", o.name, env, o.help)
+		at := strings.Index(usage.String(), lines)
+		if at < 0 {
 			t.Errorf("--help lacks the lines of %s", flag)
+			continue
+		}
+		help, _, _ := strings.Cut(usage.String()[at+len(lines):], "\n")
+		if marked := strings.HasSuffix(help, "; reload: live)"); marked != o.live {
+			t.Errorf("--help marks %s reload: live %v, want %v (%q)", flag, marked, o.live, help)
 		}
 	}
 	if len(rows) != len(opts) {
@@ -470,5 +478,39 @@ func TestToolchainMatchesCI(t *testing.T) {
 	c := regexp.MustCompile(`GOTOOLCHAIN=\$\{FRAGCACHE_GOTOOLCHAIN:-(go[^}]+)\}`).FindSubmatch(check)
 	if m == nil || c == nil || string(m[1]) != string(c[1]) {
 		t.Errorf("go.mod toolchain %q, .ci/check %q: want one release in both", m, c)
+	}
+}
+
+// The settings the command line calls live are exactly those the proxy
+// applies on Reload (proxy.LiveFields), and DESIGN rule 35's: a flag
+// marked live that the proxy ignored would be logged as applied while
+// nothing changed.
+func TestLiveOptionsMatchTheProxy(t *testing.T) {
+	proxyLive := proxy.LiveFields()
+	seen := map[string]bool{}
+	for _, o := range newConfig().opts {
+		if o.field == "" {
+			continue
+		}
+		seen[o.field] = true
+		if want := slices.Contains(proxyLive, o.field); o.live != want {
+			t.Errorf("--%s (proxy.Config.%s): live %v, proxy.LiveFields says %v", o.name, o.field, o.live, want)
+		}
+	}
+	for _, f := range proxyLive {
+		if !seen[f] && f != "Fragments" {
+			t.Errorf("proxy.Config.%s is live but no flag sets it", f)
+		}
+	}
+	var live []string
+	for _, o := range newConfig().opts {
+		if o.live {
+			live = append(live, o.name)
+		}
+	}
+	want := []string{"wait", "fragment-ttl", "stale-ttl", "cache-size", "allow-host", "esi-cookie", "max-depth",
+		"max-includes", "max-wait", "max-page-size", "max-fragment-size", "tls-cert", "tls-key"}
+	if !slices.Equal(live, want) {
+		t.Errorf("live flags %q, want DESIGN rule 35's that exist: %q", live, want)
 	}
 }

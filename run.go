@@ -85,7 +85,6 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		log.Warn(w)
 	}
 
-	pc := cfg.Proxy
 	var demo *demoApp
 	if cfg.Demo {
 		demo, err = startDemo("127.0.0.1:0", log)
@@ -93,14 +92,8 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 			return fmt.Errorf("demo: %w", err)
 		}
 		defer demo.Close()
-		pc.Upstream = demo.URL()
-		pc.ESICookies = append(slices.Clone(pc.ESICookies), "demo_user")
-		if len(pc.Fragments) == 0 {
-			// Named so that /metrics shows the demo's boxes by name (rule
-			// 34); a --config with fragment rules wins.
-			pc.Fragments = demoFragmentRules()
-		}
 	}
+	pc := proxyConfig(cfg, demo)
 
 	reg := prometheus.NewRegistry()
 	var names []string
@@ -181,7 +174,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}
 
 	var runErr error
-	rl := reloader{args: args, getenv: getenv, running: cfg, certs: certs, log: log, m: m}
+	rl := reloader{args: args, getenv: getenv, started: cfg, applied: cfg, p: p, demo: demo, certs: certs, log: log, m: m}
 wait:
 	for {
 		select {
@@ -237,50 +230,91 @@ wait:
 	return errors.Join(errs...)
 }
 
-// reloader re-reads the configuration on SIGHUP. It applies what can
-// change while running (the front certificate) and names every other
-// change, which takes effect on restart: the running proxy has no way to
-// take new settings yet.
+// proxyConfig is the proxy's part of cfg as the proxy runs it: with
+// --demo, the demo app is the upstream, its cookie may be expanded and,
+// unless the file has fragment rules, its boxes are named by the demo's.
+func proxyConfig(cfg *config, demo *demoApp) proxy.Config {
+	pc := cfg.Proxy
+	if demo != nil {
+		pc.Upstream = demo.URL()
+		pc.ESICookies = append(slices.Clone(pc.ESICookies), "demo_user")
+		if len(pc.Fragments) == 0 {
+			// Named so that /metrics shows the demo's boxes by name (rule
+			// 34); a --config with fragment rules wins.
+			pc.Fragments = demoFragmentRules()
+		}
+	}
+	return pc
+}
+
+// reloader re-reads the configuration on SIGHUP (DESIGN rule 35). It
+// applies the live settings to the running proxy (proxy.Reload) and the
+// front certificate, and names every other change, which takes effect on
+// restart.
 type reloader struct {
-	args    []string
-	getenv  func(string) string
-	running *config
+	args   []string
+	getenv func(string) string
+	// started is the configuration run started with: a restart setting
+	// that differs from it still needs the restart, however many reloads
+	// happened since.
+	started *config
+	// applied is the configuration of the last successful reload (or of
+	// the start): the live settings that differ from it are the ones a
+	// reload applies.
+	applied *config
+	p       *proxy.Proxy
+	demo    *demoApp     // nil without --demo
 	certs   *certificate // nil without TLS
 	log     *slog.Logger
 	m       *metrics.Metrics
 }
 
 // reload loads flags, environment and file again, with the same
-// precedence. A configuration that fails to load, or a certificate that
-// does not, keeps the running one (and certificate) and is logged with
-// what is wrong, file and line included.
+// precedence, and applies what is live. A configuration that fails to
+// load or to apply (a bad value, a broken file or certificate) changes
+// nothing: it is logged with what is wrong, file and line included, and
+// fragcache_config_last_reload_successful becomes 0.
 func (r *reloader) reload() error {
 	next, err := loadConfig(r.args, r.getenv, nil)
+	if err == nil {
+		err = r.p.Reload(proxyConfig(next, r.demo))
+	}
 	if err != nil {
 		r.m.ConfigReloadSuccessful.Set(0)
 		r.log.Error("config reload failed; the running configuration is kept", slog.String("error", err.Error()))
 		return err
 	}
-	var restart []string
-	for _, key := range r.running.changed(next) {
+	certLive := r.certs != nil && next.cert != nil
+	live := func(key string) bool {
 		if key == "tls_cert" || key == "tls_key" {
-			if r.certs != nil && next.cert != nil {
-				continue // applied below
-			}
+			return certLive
 		}
-		restart = append(restart, key)
+		return key == "fragments" || next.optByKey(key).live
 	}
-	if r.certs != nil && next.cert != nil {
+	var applied, restart []string
+	for _, key := range r.applied.changed(next) {
+		if live(key) {
+			applied = append(applied, key)
+		}
+	}
+	for _, key := range r.started.changed(next) {
+		if !live(key) {
+			restart = append(restart, key)
+		}
+	}
+	if certLive {
 		r.certs.swap(next.cert)
 		r.log.Info("front certificate reloaded", r.certs.attrs()...)
 	}
+	r.applied = next
 	r.m.ConfigReloadSuccessful.Set(1)
 	r.m.ConfigReloadTime.Set(float64(time.Now().UnixNano()) / 1e9)
+	attrs := []any{slog.String("applied", strings.Join(applied, ",")), slog.String("file", next.ConfigFile)}
 	if len(restart) > 0 {
 		r.log.Warn("config reloaded; these changed settings need a restart and take effect then",
-			slog.String("needs_restart", strings.Join(restart, ",")), slog.String("file", next.ConfigFile))
+			append(attrs, slog.String("needs_restart", strings.Join(restart, ",")))...)
 	} else {
-		r.log.Info("config reloaded", slog.String("file", next.ConfigFile))
+		r.log.Info("config reloaded", attrs...)
 	}
 	return nil
 }

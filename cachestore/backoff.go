@@ -52,8 +52,9 @@ const sideEntryBytes = 160
 // long. A map over it first drops its expired records, then arbitrary
 // live ones until it is at three quarters of it: forgetting a record
 // costs one early retry of that key, never the cache. The two maps hold
-// at most 2 × sideBytes outside Config.MaxCost.
-func (s *Store) sideBytes() int64 { return max(1<<20, s.cfg.MaxCost/32) }
+// at most 2 × sideBytes outside the budget (Config.MaxCost, or the last
+// SetMaxCost).
+func (s *Store) sideBytes() int64 { return max(1<<20, s.maxCost.Load()/32) }
 
 func (s *Store) delFail(key string) {
 	if _, ok := s.fails[key]; ok {

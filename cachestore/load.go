@@ -161,7 +161,7 @@ func (s *Store) abandon(f *Flight) {
 
 // cost returns the cost ristretto holds.
 func (s *Store) cost() int64 {
-	return s.cfg.MaxCost - s.cache.RemainingCost()
+	return s.maxCost.Load() - s.cache.RemainingCost()
 }
 
 // onEvict is ristretto's OnEvict: it reports capacity evictions, not
@@ -241,7 +241,7 @@ func (s *Store) Wait() { s.cache.Wait() }
 // Stats is a snapshot of the store's state, for metrics that poll.
 type Stats struct {
 	Cost            int64 // bytes ristretto holds (applied writes only)
-	MaxCost         int64 // Config.MaxCost
+	MaxCost         int64 // Config.MaxCost, or the last SetMaxCost
 	Loads           int   // loads running
 	Flights         int   // loads running or queued, by key
 	RefreshQueueLen int   // refreshes waiting for a worker
@@ -254,7 +254,7 @@ type Stats struct {
 // use and cheap enough to call at every scrape.
 func (s *Store) Stats() Stats {
 	st := Stats{
-		MaxCost:         s.cfg.MaxCost,
+		MaxCost:         s.maxCost.Load(),
 		Loads:           len(s.sem),
 		RefreshQueueLen: len(s.refreshQ),
 	}

@@ -3,6 +3,7 @@ package cachestore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,10 @@ type Store struct {
 	obs    Observer
 	cache  *ristretto.Cache[string, *item]
 	epoch  time.Time // the store's clock counts nanoseconds from here
+	// maxCost is ristretto's budget: Config.MaxCost, then SetMaxCost's.
+	// It is an atomic of the store's own so that code holding mu reads it
+	// without calling ristretto.
+	maxCost atomic.Int64
 
 	life   context.Context // ends when Close starts
 	cancel context.CancelFunc
@@ -110,6 +115,7 @@ func New(cfg Config, l Loader) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.maxCost.Store(cfg.MaxCost)
 	s.gets.init()
 	s.life, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(cfg.RefreshWorkers)
@@ -117,6 +123,28 @@ func New(cfg Config, l Loader) (*Store, error) {
 		go s.refreshWorker()
 	}
 	return s, nil
+}
+
+// SetMaxCost changes the budget of the running store (a configuration
+// reload). Entries beyond a lowered budget are evicted as new writes are
+// applied, not at once, so Stats().Cost may stay above it for a while. The
+// side table's share (MaxCost/16) follows at its next write. ristretto's
+// admission counters keep the size New gave them from Config.MaxCost: a
+// budget raised far above it admits less accurately until a restart.
+// n must be positive. Safe for concurrent use.
+func (s *Store) SetMaxCost(n int64) error {
+	if n <= 0 {
+		return fmt.Errorf("cachestore: SetMaxCost: the budget must be positive (got %d)", n)
+	}
+	if s.closing.Load() {
+		return ErrClosed
+	}
+	s.maxCost.Store(n)
+	s.cache.UpdateMaxCost(n)
+	s.mu.Lock()
+	s.recent.maxCost = max(1, n/recentCostFrac)
+	s.mu.Unlock()
+	return nil
 }
 
 // now returns the store's clock: nanoseconds since s.epoch, on the

@@ -821,3 +821,71 @@ func TestSideMapsBoundedInBytes(t *testing.T) {
 		t.Errorf("failBytes %d, but the records sum to %d", s.failBytes, sum)
 	}
 }
+
+// SetMaxCost changes the budget of a running store: Stats reports it, and
+// once new writes are applied the store holds no more than the lowered
+// budget (ristretto evicts to make room for them); a raised budget admits
+// more again. A budget that is not positive is refused and changes nothing.
+func TestSetMaxCost(t *testing.T) {
+	const cost = 1 << 10
+	l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry, error) {
+		e := ttlEntry(key, time.Hour, time.Hour)
+		e.Cost = cost
+		return e, nil
+	}}
+	obs := &countingObserver{}
+	s := newStore(t, Config{MaxCost: 1 << 20, Observer: obs}, l)
+	for i := range 200 {
+		load(t, s, fmt.Sprintf("old%d", i))
+	}
+	s.Wait()
+	if got := s.Stats().Cost; got < 150*cost {
+		t.Fatalf("cost after 200 loads of %d bytes = %d, want most of them kept", cost, got)
+	}
+
+	for _, bad := range []int64{0, -1} {
+		if err := s.SetMaxCost(bad); err == nil {
+			t.Errorf("SetMaxCost(%d) = nil, want an error", bad)
+		}
+	}
+	if got := s.Stats().MaxCost; got != 1<<20 {
+		t.Fatalf("MaxCost after refused budgets = %d, want 1MiB", got)
+	}
+
+	const lowered = 32 * cost
+	if err := s.SetMaxCost(lowered); err != nil {
+		t.Fatalf("SetMaxCost(%d): %v", lowered, err)
+	}
+	if got := s.Stats().MaxCost; got != lowered {
+		t.Errorf("Stats().MaxCost = %d, want %d", got, lowered)
+	}
+	// Each new key makes ristretto evict until it fits; its admission is
+	// statistical, so a bounded number of new keys is allowed to get there.
+	n := 0
+	for ; n < 500 && s.Stats().Cost > lowered; n++ {
+		load(t, s, fmt.Sprintf("new%d", n))
+		s.Wait()
+	}
+	if got := s.Stats().Cost; got > lowered {
+		t.Fatalf("cost %d after %d new keys, want at most the lowered budget %d", got, n, lowered)
+	}
+	if obs.evicted.Load() == 0 {
+		t.Error("no eviction reported while the budget was lowered")
+	}
+	t.Logf("held %d bytes under the lowered budget after %d new keys", s.Stats().Cost, n)
+
+	if err := s.SetMaxCost(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		load(t, s, fmt.Sprintf("again%d", i))
+	}
+	s.Wait()
+	if got := s.Stats().Cost; got <= lowered {
+		t.Errorf("cost %d after raising the budget and 100 loads, want above %d", got, lowered)
+	}
+	s.Close()
+	if err := s.SetMaxCost(1 << 20); !errors.Is(err, ErrClosed) {
+		t.Errorf("SetMaxCost after Close = %v, want ErrClosed", err)
+	}
+}

@@ -3,6 +3,8 @@ package metrics
 import (
 	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -136,13 +138,31 @@ type Metrics struct {
 	// or of the start.
 	ConfigReloadTime prometheus.Gauge
 
-	fragments map[string]*Fragment
+	// fragments and upstreams are replaced whole (copy on write) by
+	// SetFragments and AddUpstreams, and read without a lock; mu
+	// serialises the writers.
+	mu        sync.Mutex
+	fragments atomic.Pointer[map[string]*Fragment]
 	other     *Fragment
-	upstreams map[string]*Upstream
+	upstreams atomic.Pointer[map[string]*Upstream]
+	fragVecs  fragmentVecs
+	upVecs    upstreamVecs
 
 	// codes caches the request counter children of the common
 	// method/status pairs, so the hot path does no label lookup.
 	codes map[codeKey]prometheus.Counter
+}
+
+// fragmentVecs are the vectors labelled by fragment.
+type fragmentVecs struct {
+	lookups, fallbacks, coalesced, fetches *prometheus.CounterVec
+	fetchTime                              *prometheus.HistogramVec
+}
+
+// upstreamVecs are the vectors labelled by upstream.
+type upstreamVecs struct {
+	duration        *prometheus.HistogramVec
+	inFlight, state *prometheus.GaugeVec
 }
 
 type codeKey struct {
@@ -166,11 +186,7 @@ type Options struct {
 // collectors, on reg. It panics if registration fails, which only happens
 // when the same registry is used twice (a programming error).
 func New(reg prometheus.Registerer, o Options) *Metrics {
-	m := &Metrics{
-		fragments: make(map[string]*Fragment, len(o.Fragments)+1),
-		upstreams: make(map[string]*Upstream, len(o.Upstreams)),
-		codes:     make(map[codeKey]prometheus.Counter),
-	}
+	m := &Metrics{codes: make(map[codeKey]prometheus.Counter)}
 	f := factory{reg: reg}
 
 	m.Requests = f.counterVec("http_requests_total", "Requests answered by the front listener, by method and status code.", "method", "code")
@@ -207,52 +223,32 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 	m.ConfigReloadSuccessful = f.gauge("config_last_reload_successful", "1 if the last configuration reload (SIGHUP) succeeded, 0 if it failed and the running configuration was kept.")
 	m.ConfigReloadTime = f.gauge("config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration reload, or of the start.")
 
-	lookups := f.counterVec("fragment_lookups_total", "Fragment lookups, by fragment and result (updating = stale served while a refresh runs).", "fragment", "result")
-	fallbacks := f.counterVec("fragment_fallbacks_total", "Includes not rendered from their own src, by fragment and what was rendered instead.", "fragment", "action")
-	coalesced := f.counterVec("fragment_coalesced_total", "Lookups that joined a fetch already running instead of starting one.", "fragment")
-	fetches := f.counterVec("fragment_fetches_total", "Fragment fetches, by fragment, trigger and result.", "fragment", "trigger", "result")
-	fetchTime := f.histogramVec("fragment_fetch_duration_seconds", "Time one fragment fetch took, by fragment.",
-		[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}, "fragment")
-
-	names := append([]string(nil), o.Fragments...)
-	names = append(names, OtherFragment)
-	for _, n := range names {
-		if _, dup := m.fragments[n]; dup {
-			continue
-		}
-		fr := &Fragment{Name: n}
-		for i, r := range lookupNames {
-			fr.Lookups[i] = lookups.WithLabelValues(n, r)
-		}
-		for i, a := range fallbackNames {
-			fr.Fallbacks[i] = fallbacks.WithLabelValues(n, a)
-		}
-		fr.Coalesced = coalesced.WithLabelValues(n)
-		for t, tn := range triggerNames {
-			for r, rn := range fetchResultNames {
-				fr.Fetches[t][r] = fetches.WithLabelValues(n, tn, rn)
-			}
-		}
-		fr.FetchTime = fetchTime.WithLabelValues(n)
-		m.fragments[n] = fr
+	m.fragVecs = fragmentVecs{
+		lookups:   f.counterVec("fragment_lookups_total", "Fragment lookups, by fragment and result (updating = stale served while a refresh runs).", "fragment", "result"),
+		fallbacks: f.counterVec("fragment_fallbacks_total", "Includes not rendered from their own src, by fragment and what was rendered instead.", "fragment", "action"),
+		coalesced: f.counterVec("fragment_coalesced_total", "Lookups that joined a fetch already running instead of starting one.", "fragment"),
+		fetches:   f.counterVec("fragment_fetches_total", "Fragment fetches, by fragment, trigger and result.", "fragment", "trigger", "result"),
+		fetchTime: f.histogramVec("fragment_fetch_duration_seconds", "Time one fragment fetch took, by fragment.",
+			[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}, "fragment"),
 	}
-	m.other = m.fragments[OtherFragment]
-
-	upDur := f.histogramVec("upstream_request_duration_seconds", "Time to response headers of requests to upstream hosts (pages and fragments), by host.",
-		[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}, "upstream")
-	upFlight := f.gaugeVec("upstream_requests_in_flight", "Requests to upstream hosts running now, by host.", "upstream")
-	breaker := f.gaugeVec("upstream_breaker_state", "Circuit breaker of fragment fetches per host: 0 closed, 1 open, 2 half-open.", "upstream")
-	for _, n := range o.Upstreams {
-		if _, dup := m.upstreams[n]; dup {
-			continue
-		}
-		m.upstreams[n] = &Upstream{
-			Name:     n,
-			Duration: upDur.WithLabelValues(n),
-			InFlight: upFlight.WithLabelValues(n),
-			Breaker:  breaker.WithLabelValues(n),
+	frags := make(map[string]*Fragment, len(o.Fragments)+1)
+	for _, n := range append(append([]string(nil), o.Fragments...), OtherFragment) {
+		if _, dup := frags[n]; !dup {
+			frags[n] = m.fragVecs.children(n)
 		}
 	}
+	m.other = frags[OtherFragment]
+	m.fragments.Store(&frags)
+
+	m.upVecs = upstreamVecs{
+		duration: f.histogramVec("upstream_request_duration_seconds", "Time to response headers of requests to upstream hosts (pages and fragments), by host.",
+			[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}, "upstream"),
+		inFlight: f.gaugeVec("upstream_requests_in_flight", "Requests to upstream hosts running now, by host.", "upstream"),
+		state:    f.gaugeVec("upstream_breaker_state", "Circuit breaker of fragment fetches per host: 0 closed, 1 open, 2 half-open.", "upstream"),
+	}
+	ups := make(map[string]*Upstream, len(o.Upstreams))
+	m.upstreams.Store(&ups)
+	m.AddUpstreams(o.Upstreams)
 
 	bi := f.gaugeVec("build_info", "Always 1; its labels name the running build.", "version", "goversion")
 	bi.WithLabelValues(o.Version, runtime.Version()).Set(1)
@@ -264,19 +260,114 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 	return m
 }
 
+// children resolves every series of fragment class n.
+func (v fragmentVecs) children(n string) *Fragment {
+	fr := &Fragment{Name: n}
+	for i, r := range lookupNames {
+		fr.Lookups[i] = v.lookups.WithLabelValues(n, r)
+	}
+	for i, a := range fallbackNames {
+		fr.Fallbacks[i] = v.fallbacks.WithLabelValues(n, a)
+	}
+	fr.Coalesced = v.coalesced.WithLabelValues(n)
+	for t, tn := range triggerNames {
+		for r, rn := range fetchResultNames {
+			fr.Fetches[t][r] = v.fetches.WithLabelValues(n, tn, rn)
+		}
+	}
+	fr.FetchTime = v.fetchTime.WithLabelValues(n)
+	return fr
+}
+
+// delete removes every series of fragment class n.
+func (v fragmentVecs) delete(n string) {
+	l := prometheus.Labels{"fragment": n}
+	v.lookups.DeletePartialMatch(l)
+	v.fallbacks.DeletePartialMatch(l)
+	v.coalesced.DeletePartialMatch(l)
+	v.fetches.DeletePartialMatch(l)
+	v.fetchTime.DeletePartialMatch(l)
+}
+
 // Fragment returns the children of the named fragment class, or those of
-// "other" when name is not configured.
+// "other" when name is not configured. Safe for concurrent use with
+// SetFragments: a caller keeps the children it got, whose counts no longer
+// reach /metrics once SetFragments removed or restarted their class.
 func (m *Metrics) Fragment(name string) *Fragment {
-	if f, ok := m.fragments[name]; ok {
+	if f, ok := (*m.fragments.Load())[name]; ok {
 		return f
 	}
 	return m.other
 }
 
+// SetFragments makes names (and "other", always) the fragment classes, as
+// a configuration reload changes the operator's rules: the series of a
+// class no longer named are deleted, those of the classes in fresh are
+// deleted and start again at zero (a rule whose meaning changed under the
+// same name), and new names get theirs. fresh names not in names are
+// ignored, as is "other" in either list. Safe for concurrent use.
+func (m *Metrics) SetFragments(names, fresh []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := *m.fragments.Load()
+	next := make(map[string]*Fragment, len(names)+1)
+	next[OtherFragment] = m.other
+	restart := make(map[string]bool, len(fresh))
+	for _, n := range fresh {
+		restart[n] = true
+	}
+	for _, n := range names {
+		if _, dup := next[n]; dup {
+			continue
+		}
+		if f, ok := cur[n]; ok && !restart[n] {
+			next[n] = f
+			continue
+		}
+		if _, ok := cur[n]; ok {
+			m.fragVecs.delete(n)
+		}
+		next[n] = m.fragVecs.children(n)
+	}
+	for n := range cur {
+		if _, kept := next[n]; !kept {
+			m.fragVecs.delete(n)
+		}
+	}
+	m.fragments.Store(&next)
+}
+
 // Upstream returns the children of the named upstream host, or nil when
-// the name was not given to New.
+// the name was neither given to New nor added since. Safe for concurrent
+// use.
 func (m *Metrics) Upstream(name string) *Upstream {
-	return m.upstreams[name]
+	return (*m.upstreams.Load())[name]
+}
+
+// AddUpstreams gives series to the hosts of names that have none yet (a
+// reload that allows more hosts). Hosts no longer allowed keep theirs:
+// they stop changing, and come back in use if the host is allowed again.
+// Safe for concurrent use.
+func (m *Metrics) AddUpstreams(names []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := *m.upstreams.Load()
+	next := make(map[string]*Upstream, len(cur)+len(names))
+	for n, u := range cur {
+		next[n] = u
+	}
+	for _, n := range names {
+		if _, ok := next[n]; ok {
+			continue
+		}
+		next[n] = &Upstream{
+			Name:     n,
+			Duration: m.upVecs.duration.WithLabelValues(n),
+			InFlight: m.upVecs.inFlight.WithLabelValues(n),
+			Breaker:  m.upVecs.state.WithLabelValues(n),
+		}
+	}
+	m.upstreams.Store(&next)
 }
 
 // Request counts one answered request. Common method and status pairs are

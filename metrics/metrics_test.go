@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -95,5 +96,69 @@ func TestAdminHandler(t *testing.T) {
 				t.Errorf("GET %s = %d %.60q, want %d containing %q", tc.path, resp.StatusCode, body, tc.wantCode, tc.wantBody)
 			}
 		})
+	}
+}
+
+// SetFragments follows a reload of the fragment rules: a class no longer
+// named loses its series, a restarted one starts at zero, a kept one keeps
+// its counts, a new one gets series, and "other" is never touched.
+func TestSetFragments(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg, Options{Version: "test", Fragments: []string{"news", "weather", "cart"}})
+	for _, n := range []string{"news", "weather", "cart", "unnamed"} {
+		m.Fragment(n).Lookups[LookupHit].Inc()
+	}
+	oldCart := m.Fragment("cart")
+	m.SetFragments([]string{"weather", "cart", "headlines", OtherFragment}, []string{"cart", OtherFragment, "nowhere"})
+	oldCart.Lookups[LookupHit].Inc() // a request still holding the old children
+	m.Fragment("headlines").Lookups[LookupHit].Inc()
+
+	want := `
+# HELP fragcache_fragment_lookups_total Fragment lookups, by fragment and result (updating = stale served while a refresh runs).
+# TYPE fragcache_fragment_lookups_total counter
+`
+	for _, c := range []struct {
+		name string
+		hits int
+	}{{"cart", 0}, {"headlines", 1}, {"other", 1}, {"weather", 1}} {
+		for _, r := range []string{"bypass", "hit", "miss", "stale", "updating"} {
+			v := 0
+			if r == "hit" {
+				v = c.hits
+			}
+			want += fmt.Sprintf("fragcache_fragment_lookups_total{fragment=%q,result=%q} %d\n", c.name, r, v)
+		}
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "fragcache_fragment_lookups_total"); err != nil {
+		t.Error(err)
+	}
+	if got := m.Fragment("news"); got != m.Fragment(OtherFragment) {
+		t.Errorf("a removed class resolves to %q, want other", got.Name)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		for _, s := range mf.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "fragment" && (l.GetValue() == "news" || l.GetValue() == "nowhere") {
+					t.Errorf("%s still has a series for %q", mf.GetName(), l.GetValue())
+				}
+			}
+		}
+	}
+}
+
+// AddUpstreams gives a newly allowed host its series and keeps the others.
+func TestAddUpstreams(t *testing.T) {
+	m, _ := newTest(t)
+	cdn := m.Upstream("cdn")
+	m.AddUpstreams([]string{"cdn", "img:443"})
+	if m.Upstream("cdn") != cdn {
+		t.Error("AddUpstreams replaced the series of a known host")
+	}
+	if u := m.Upstream("img:443"); u == nil || u.Name != "img:443" {
+		t.Errorf("Upstream(img:443) = %v after AddUpstreams, want its series", u)
 	}
 }

@@ -284,7 +284,7 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 		lang = c.langValue()
 	}
 	bare := !rs.t.upstream || rs.rule != nil && rs.rule.Share
-	plan := planLookup(c.scope, bare, c.env.src.urls.isShared(url))
+	plan := planLookup(c.scope, bare, c.env.src.hints.isShared(url))
 	sharedKey := rs.key(scopeShared, &c.fwd, lang)
 	var key string
 	switch {

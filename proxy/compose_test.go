@@ -72,7 +72,7 @@ func newTestEnv(t *testing.T, f fakeFetch, lim composeLimits) *composeEnv {
 	m := metrics.New(prometheus.NewRegistry(), metrics.Options{})
 	fw := newForwarding(&cfg, r.base, nil)
 	sc := newScoper([]byte("0123456789abcdef0123456789abcdef"), nil)
-	return &composeEnv{store: st, src: newSources(r, &cfg, m, fw), scopes: &sc, fw: fw, m: m, limits: lim}
+	return &composeEnv{store: st, src: newSources(r, &cfg, m, fw, newURLTable()), scopes: &sc, fw: fw, m: m, limits: lim}
 }
 
 // TestComposerDecisions is the table of what a composer renders for each

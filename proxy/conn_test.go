@@ -693,7 +693,7 @@ func TestAnswerBeforeRequestWrittenIsMalformed(t *testing.T) {
 // checked transport and dials upConns.
 func TestClientsUseTransport(t *testing.T) {
 	p := newTestProxy(t)
-	frag, _, err := p.fetch.client(&target{scheme: "https", addr: "cdn.example:443", label: "cdn.example"})
+	frag, _, err := p.fetch.client(&target{scheme: "https", addr: "cdn.example:443", label: "cdn.example"}, p.cfg.MaxFragmentSize)
 	if err != nil {
 		t.Fatal(err)
 	}

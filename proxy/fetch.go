@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -71,11 +72,12 @@ func (e *fetchError) Unwrap() error { return e.err }
 // fetcher loads fragments for the store over per-host fasthttp clients.
 // It is safe for concurrent use.
 type fetcher struct {
-	cfg       *Config // read only
+	cfg       *Config // the start's; per fetch, the live one is live.Load()
+	live      *atomic.Pointer[liveConfig]
 	dial      func(addr string, timeout time.Duration) (net.Conn, error)
 	transport *transport
 	m         *metrics.Metrics
-	urls      *urlTable // where answers leave their shared hint
+	hints     *urlTable // where answers leave their shared hint
 
 	// trust, when set (tests only, before the first fetch), is the TLS
 	// configuration https fragment hosts are dialled with; nil: the
@@ -90,13 +92,14 @@ type fetcher struct {
 	closed   bool
 }
 
-func newFetcher(cfg *Config, dial func(string, time.Duration) (net.Conn, error), t *transport, m *metrics.Metrics, urls *urlTable) *fetcher {
+func newFetcher(cfg *Config, live *atomic.Pointer[liveConfig], dial func(string, time.Duration) (net.Conn, error), t *transport, m *metrics.Metrics, hints *urlTable) *fetcher {
 	return &fetcher{
 		cfg:       cfg,
+		live:      live,
 		dial:      dial,
 		transport: t,
 		m:         m,
-		urls:      urls,
+		hints:     hints,
 		clients:   make(map[string]*fasthttp.HostClient),
 		breakers:  make(map[string]*breaker),
 		conns:     make(map[*upConn]struct{}),
@@ -106,24 +109,39 @@ func newFetcher(cfg *Config, dial func(string, time.Duration) (net.Conn, error),
 // maxFetchClients bounds the clients kept for hosts allowed on any port.
 const maxFetchClients = 1024
 
-func (f *fetcher) client(t *target) (*fasthttp.HostClient, *breaker, error) {
+// client returns the client of t's host whose answers are cut at
+// maxBody bytes (--max-fragment-size, which fasthttp reads from the
+// client): a reload that changes it replaces the host's client, whose
+// idle connections are closed; its breaker stays.
+func (f *fetcher) client(t *target, maxBody int64) (*fasthttp.HostClient, *breaker, error) {
+	hc, replaced, br, err := f.clientLocked(t, maxBody)
+	if replaced != nil {
+		// Outside f.mu, which closing a connection takes (forget). The
+		// replaced client's fetches in flight finish on their connections.
+		replaced.CloseIdleConnections()
+	}
+	return hc, br, err
+}
+
+func (f *fetcher) clientLocked(t *target, maxBody int64) (hc, replaced *fasthttp.HostClient, br *breaker, err error) {
 	id := t.scheme + "://" + t.addr
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if hc, ok := f.clients[id]; ok {
-		return hc, f.breakers[id], nil
+	old, ok := f.clients[id]
+	if ok && int64(old.MaxResponseBodySize) == maxBody {
+		return old, nil, f.breakers[id], nil
 	}
 	if f.closed {
-		return nil, nil, cachestore.ErrClosed
+		return nil, nil, nil, cachestore.ErrClosed
 	}
-	if len(f.clients) >= maxFetchClients {
-		return nil, nil, errors.New("too many fragment hosts")
+	if !ok && len(f.clients) >= maxFetchClients {
+		return nil, nil, nil, errors.New("too many fragment hosts")
 	}
 	cfg := f.cfg
 	d := newDialer(t.addr, t.scheme == "https", f.trust, 0, cfg.FetchTimeout)
 	d.opened, d.closed = f.opened, f.forget
 	d.dialTCP = f.dial // DESIGN rule 19: allow-host names never reach loopback
-	hc := &fasthttp.HostClient{
+	hc = &fasthttp.HostClient{
 		Addr:                      t.addr,
 		Name:                      "fragcache",
 		IsTLS:                     t.scheme == "https",
@@ -139,17 +157,20 @@ func (f *fetcher) client(t *target) (*fasthttp.HostClient, *breaker, error) {
 		WriteTimeout:              cfg.FetchTimeout,
 		ReadBufferSize:            cfg.MaxHeaderBytes,
 		WriteBufferSize:           8 << 10,
-		MaxResponseBodySize:       int(cfg.MaxFragmentSize),
+		MaxResponseBodySize:       int(maxBody),
 		Transport:                 f.transport,
 		DialTimeout:               d.dial,
 	}
 	f.clients[id] = hc
-	br := &breaker{}
-	if up := f.m.Upstream(t.label); up != nil {
-		br.gauge = up.Breaker
+	br = f.breakers[id]
+	if br == nil {
+		br = &breaker{}
+		if up := f.m.Upstream(t.label); up != nil {
+			br.gauge = up.Breaker
+		}
+		f.breakers[id] = br
 	}
-	f.breakers[id] = br
-	return hc, br, nil
+	return hc, old, br, nil
 }
 
 // opened tracks a new fragment connection, so that close can cut it and
@@ -188,7 +209,8 @@ func (f *fetcher) close() {
 	}
 }
 
-// Load fetches one fragment. It implements cachestore.Loader.
+// Load fetches one fragment, under the live configuration as it is when
+// the fetch starts. It implements cachestore.Loader.
 func (f *fetcher) Load(ctx context.Context, key string, arg any, refresh bool) (cachestore.Entry, error) {
 	a := arg.(*loadArg)
 	trig := metrics.TriggerForeground
@@ -196,21 +218,21 @@ func (f *fetcher) Load(ctx context.Context, key string, arg any, refresh bool) (
 		trig = metrics.TriggerBackground
 	}
 	start := time.Now()
-	e, res, err := f.load(ctx, key, a)
+	e, res, err := f.load(ctx, key, a, f.live.Load())
 	a.frag.Fetches[trig][res].Inc()
 	a.frag.FetchTime.Observe(time.Since(start).Seconds())
 	return e, err
 }
 
-func (f *fetcher) load(ctx context.Context, key string, a *loadArg) (cachestore.Entry, int, error) {
-	hc, br, err := f.client(&a.t)
+func (f *fetcher) load(ctx context.Context, key string, a *loadArg, lv *liveConfig) (cachestore.Entry, int, error) {
+	hc, br, err := f.client(&a.t, lv.MaxFragmentSize)
 	if err != nil {
 		return cachestore.Entry{}, metrics.FetchConnectError, &fetchError{result: metrics.FetchConnectError, err: err}
 	}
 	if ok, wait := br.allow(time.Now()); !ok {
 		return cachestore.Entry{}, metrics.FetchDenied, &fetchError{result: metrics.FetchDenied, err: errBreakerOpen{wait}}
 	}
-	e, res, err := f.fetch(ctx, key, a, hc)
+	e, res, err := f.fetch(ctx, key, a, hc, lv)
 	br.record(time.Now(), hostFailure(res, err))
 	return e, res, err
 }
@@ -239,8 +261,8 @@ func hostFailure(res int, err error) bool {
 	return false
 }
 
-func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthttp.HostClient) (cachestore.Entry, int, error) {
-	cfg := f.cfg
+func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthttp.HostClient, lv *liveConfig) (cachestore.Entry, int, error) {
+	cfg := &lv.Config
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(cfg.FetchTimeout)
@@ -296,7 +318,7 @@ func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthtt
 		}
 		return cachestore.Entry{}, res, &fetchError{result: res, err: err}
 	}
-	return f.entry(key, a, &resp.Header, body), metrics.FetchSuccess, nil
+	return f.entry(key, a, &resp.Header, body, lv), metrics.FetchSuccess, nil
 }
 
 // request writes a fragment fetch: a GET of the target with exactly the
@@ -332,8 +354,8 @@ func (f *fetcher) request(req *fasthttp.Request, a *loadArg) {
 
 // entry applies the freshness order and the privacy rule to a successful
 // fetch.
-func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body []byte) cachestore.Entry {
-	cfg := f.cfg
+func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body []byte, lv *liveConfig) cachestore.Entry {
+	cfg := &lv.Config
 	now := time.Now()
 	cd := parseCacheDirectives(h)
 	vary := parseVary(h)
@@ -385,7 +407,7 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 	}, a.rule != nil && a.rule.Share, a.scope)
 	v.serveScope = pl.serveScope
 	v.private = isUserScope(pl.serveScope)
-	f.urls.setShared(a.t.url, pl.storeScope == scopeShared)
+	f.hints.setShared(a.t.url, pl.storeScope == scopeShared)
 	if pl.storeScope == "" {
 		v.unstored = true
 		e.NoStore = true

@@ -451,7 +451,7 @@ func TestForwardedKeyParts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rs := p.src.resolveSrc("/f", func() string { return "/" })
+		rs := p.live.Load().env.src.resolveSrc("/f", func() string { return "/" })
 		for _, f := range p.fw.forwardVariants() {
 			for _, scope := range []string{scopeShared, scopeAnon} {
 				if got, want := rs.key(scope, &f, ""), fragmentKeyOf(scope, &rs.t, &f, ""); got != want {

@@ -30,7 +30,7 @@ func newTestProxy(t *testing.T) *Proxy {
 // retries idempotent requests up to 5 times unless told otherwise.
 func TestNoUnlimitedDefaults(t *testing.T) {
 	p := newTestProxy(t)
-	frag, _, err := p.fetch.client(&target{scheme: "http", addr: "cdn.example:80", label: "cdn.example"})
+	frag, _, err := p.fetch.client(&target{scheme: "http", addr: "cdn.example:80", label: "cdn.example"}, p.cfg.MaxFragmentSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,18 +126,18 @@ func TestURLHintsBoundedInBytes(t *testing.T) {
 func TestResolvedSrcsStartOverWhenFull(t *testing.T) {
 	p := newTestProxy(t)
 	page := func() string { return "/" }
-	hot := p.src.resolveSrc("/widgets/hot", page)
+	hot := p.live.Load().env.src.resolveSrc("/widgets/hot", page)
 	for i := range 4*maxSrcs + 100 {
-		p.src.resolveSrc(fmt.Sprintf("/junk?%d", i), page)
-		if i%1000 == 0 && p.src.resolveSrc("/widgets/hot", page) != hot {
+		p.live.Load().env.src.resolveSrc(fmt.Sprintf("/junk?%d", i), page)
+		if i%1000 == 0 && p.live.Load().env.src.resolveSrc("/widgets/hot", page) != hot {
 			t.Fatal("a src in use is resolved again")
 		}
 	}
-	if n := p.src.urls.srcs.cur.Load().n.Load() + p.src.urls.srcs.prev.Load().n.Load(); n > 2*maxSrcs {
+	if n := p.live.Load().env.src.srcs.cur.Load().n.Load() + p.live.Load().env.src.srcs.prev.Load().n.Load(); n > 2*maxSrcs {
 		t.Errorf("%d srcs kept, want at most %d", n, 2*maxSrcs)
 	}
-	first := p.src.resolveSrc("/widgets/orders", page)
-	if again := p.src.resolveSrc("/widgets/orders", page); again != first {
+	first := p.live.Load().env.src.resolveSrc("/widgets/orders", page)
+	if again := p.live.Load().env.src.resolveSrc("/widgets/orders", page); again != first {
 		t.Error("a src seen after the table filled up is resolved again on every page")
 	}
 }

@@ -22,13 +22,14 @@ func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, s
 			pageBufPool.Put(bufp)
 		}
 	}()
-	raw, err := readLimited((*bufp)[:0], resp, p.cfg.MaxPageSize)
+	live := p.live.Load()
+	raw, err := readLimited((*bufp)[:0], resp, live.MaxPageSize)
 	*bufp = raw[:0]
 	received := raw // as the upstream encoded it
 	if err == nil {
 		enc := resp.Header.ContentEncoding()
 		if len(enc) > 0 && !equalFold(enc, "identity") {
-			raw, err = decodeBody(nil, raw, enc, p.cfg.MaxPageSize)
+			raw, err = decodeBody(nil, raw, enc, live.MaxPageSize)
 		}
 	}
 	if err != nil {
@@ -54,7 +55,7 @@ func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, s
 		return
 	}
 
-	c := newComposer(p.env, ctx, p.pages.Add(1))
+	c := newComposer(live.env, ctx, p.pages.Add(1))
 	defer c.release()
 	out, ok := c.compose(tpl, ctx.Response.SwapBody(nil)[:0])
 	if !ok {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,15 +24,22 @@ import (
 // fetcher and fragment store. Create it with New, serve it with Serve and
 // stop it with Shutdown, then Close. It is safe for concurrent use.
 type Proxy struct {
-	cfg    Config
-	log    *slog.Logger
-	m      *metrics.Metrics
+	// cfg is the configuration New got. Its live fields (LiveFields) are
+	// the start's: read them from live.
+	cfg Config
+	// live is the configuration as it runs now, replaced whole by Reload.
+	live     atomic.Pointer[liveConfig]
+	reloadMu sync.Mutex // serialises Reload
+	log      *slog.Logger
+	m        *metrics.Metrics
+	// reach is the start's: the upstream's address and the dial rules,
+	// which Reload does not change. Which hosts fragment URLs may reach
+	// is the live sources' reach to say.
 	reach  *reach
 	store  *cachestore.Store
 	fetch  *fetcher
 	tpls   *templateCache
-	src    *sources
-	env    *composeEnv // what the composers of pages use
+	hints  *urlTable // shared hints, kept across reloads
 	scopes scoper
 
 	page       *fasthttp.HostClient
@@ -80,12 +88,12 @@ func New(cfg Config) (*Proxy, error) {
 		scopes: newScoper(cfg.ScopeSecret, cfg.ScopeCookies),
 		fw:     newForwarding(&cfg, r.base, trusted),
 	}
-	p.src = newSources(r, &cfg, p.m, p.fw)
+	p.hints = newURLTable()
 	p.pageUp = p.m.Upstream(r.entries[0].name)
 	p.transport = &transport{log: p.log}
 	p.pageDialer, p.page = newPageClient(&cfg, r.base, p.transport)
 	p.tpls = newTemplateCache(64<<20, p.m)
-	p.fetch = newFetcher(&p.cfg, r.dial, p.transport, p.m, &p.src.urls)
+	p.fetch = newFetcher(&p.cfg, &p.live, r.dial, p.transport, p.m, p.hints)
 	st, err := cachestore.New(cachestore.Config{
 		MaxCost:      cfg.CacheSize,
 		MaxLoads:     cfg.FetchConcurrency,
@@ -98,21 +106,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: store: %w", err)
 	}
 	p.store = st
-	p.env = &composeEnv{
-		store:  st,
-		src:    p.src,
-		scopes: &p.scopes,
-		fw:     p.fw,
-		m:      p.m,
-		limits: composeLimits{
-			maxIncludes: cfg.MaxIncludes,
-			maxDepth:    cfg.MaxDepth,
-			wait:        cfg.Wait,
-			maxWait:     cfg.MaxWait,
-			maxPageSize: cfg.MaxPageSize,
-		},
-		esiCookies: cfg.ESICookies,
-	}
+	p.live.Store(p.newLive(cfg, r))
 	p.m.CacheMaxCost.Set(float64(cfg.CacheSize))
 	p.server = newServer(&cfg, p.Handler, p.serverError, p.log)
 	return p, nil

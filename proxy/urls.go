@@ -37,16 +37,16 @@ func (r *resolvedSrc) key(scope string, f *fragFwd, lang string) string {
 	return fragmentKeyOf(scope, &r.t, f, lang)
 }
 
-// urlTable remembers two things, both keyed by values a visitor can
-// choose and so both bounded and forgetful (a genMap each): which
-// fragment URLs were last stored under the shared key (a hint that lets
-// concurrent first requests of different users join one flight), and the
-// resolution of page-independent srcs. Filling either costs a lookup its
+// urlTable remembers which fragment URLs were last stored under the
+// shared key: a hint that lets concurrent first requests of different
+// users join one flight. It is keyed by values a visitor can choose, and
+// so bounded and forgetful (a genMap). The resolution of page-independent
+// srcs is kept the same way, in the sources of the live configuration it
+// depends on (sources.srcs). Forgetting either costs a lookup its
 // shortcut, never the cache: a URL without a hint is still found under
 // the shared key (planLookup peeks there first). Safe for concurrent use.
 type urlTable struct {
 	shared *genMap[struct{}]
-	srcs   *genMap[*resolvedSrc]
 }
 
 // Bounds of the two tables, per generation (so at most twice this is
@@ -59,11 +59,8 @@ const (
 	maxSrcLen      = 2048 // longer srcs are resolved per request
 )
 
-func newURLTable() urlTable {
-	return urlTable{
-		shared: newGenMap[struct{}](maxSharedURLs, maxSharedBytes),
-		srcs:   newGenMap[*resolvedSrc](maxSrcs, maxSrcBytes),
-	}
+func newURLTable() *urlTable {
+	return &urlTable{shared: newGenMap[struct{}](maxSharedURLs, maxSharedBytes)}
 }
 
 func (u *urlTable) isShared(url string) bool {
@@ -152,20 +149,23 @@ func pageIndependent(src string) bool {
 	return strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://")
 }
 
-// sources turns a src into a fragment target: its resolution against the
-// page and the host allowlist, the rule that matches it with the rule's
-// metrics, and the keys that do not depend on the request. It owns the
-// tables that remember resolutions and shared hints.
+// sources turns a src into a fragment target under one live
+// configuration: its resolution against the page and the host allowlist,
+// the rule that matches it with the rule's metrics, and the keys that do
+// not depend on the request. Each configuration has its own (Reload
+// builds new ones, with an empty table of resolutions); the shared hints
+// are the Proxy's, kept across reloads.
 type sources struct {
 	reach    *reach
 	rules    []rule
-	urls     urlTable
+	hints    *urlTable
+	srcs     *genMap[*resolvedSrc]
 	m        *metrics.Metrics
 	variants [2]fragFwd // the forwardings whose keys are precomputed
 }
 
-func newSources(r *reach, cfg *Config, m *metrics.Metrics, fw *forwarding) *sources {
-	sr := &sources{reach: r, urls: newURLTable(), m: m, variants: fw.forwardVariants()}
+func newSources(r *reach, cfg *Config, m *metrics.Metrics, fw *forwarding, hints *urlTable) *sources {
+	sr := &sources{reach: r, hints: hints, srcs: newGenMap[*resolvedSrc](maxSrcs, maxSrcBytes), m: m, variants: fw.forwardVariants()}
 	for _, fr := range cfg.Fragments {
 		name := fr.Name
 		if name == "" {
@@ -199,7 +199,7 @@ func (sr *sources) matchRule(t *target) *rule {
 func (sr *sources) resolveSrc(src string, pageURI func() string) *resolvedSrc {
 	indep := pageIndependent(src) && len(src) <= maxSrcLen
 	if indep {
-		if r, ok := sr.urls.srcs.get(src); ok {
+		if r, ok := sr.srcs.get(src); ok {
 			return r
 		}
 	}
@@ -222,7 +222,7 @@ func (sr *sources) resolveSrc(src string, pageURI func() string) *resolvedSrc {
 	}
 	if indep {
 		// src, the URL and the key are about three copies of src.
-		return sr.urls.srcs.put(src, r, 3*len(src)+256)
+		return sr.srcs.put(src, r, 3*len(src)+256)
 	}
 	return r
 }
