@@ -335,10 +335,14 @@ func (o *soakOrigin) serve(c net.Conn, method, path, head string, stop <-chan st
 	switch peekConn(c) {
 	case connBytes:
 		// A request arrived within the grace: it may have left fragcache
-		// before the surplus reached it.
+		// before the surplus reached it, and then reads the surplus as its
+		// answer (the known limit). The origin closes the connection
+		// rather than answer it: an answer now would be one behind, and
+		// the limit is the surplus, not a connection that stays shifted.
 		o.mu.Lock()
 		o.raced[id] = true
 		o.mu.Unlock()
+		return false
 	case connClosed:
 		o.closedInGrace.Add(1)
 	default:
