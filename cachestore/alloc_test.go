@@ -11,7 +11,7 @@ import (
 // closure capturing a local as the proxy passes one. The race detector
 // changes allocation counts, hence the build tag.
 func TestLookupHitAllocs(t *testing.T) {
-	s := newStore(t, Config{}, &fakeLoader{})
+	s := newStore(t, Config{}, &fakeLoader{}, nil)
 	load(t, s, "k")
 	s.Wait()
 	local := 42

@@ -1,7 +1,13 @@
 // Package cachestore is fragcache's fragment store: an in-memory cache of
-// opaque entries under string keys, with request coalescing,
+// entries under string keys, with request coalescing,
 // stale-while-revalidate, background refresh, refresh-ahead and negative
 // caching.
+//
+// A [Store] is generic in the type V of the values it holds and the type A
+// of the argument its loads take (what a load needs beyond its key, copied
+// out of the request that started it), so that neither crosses the store
+// in an interface (fragcache's proxy stores pointers to its fragment
+// records and passes pointers to its fetch arguments).
 //
 // It owns the caching policy only: keys, entries, freshness and staleness,
 // the flights that load missing keys, the bounded refresh queue and its

@@ -8,14 +8,15 @@ import (
 	"fragcache/cachestore"
 )
 
-// A loader that builds each entry from its key; the proxy's fetches an
-// upstream fragment instead.
+// A loader that builds each entry from its key and the name of the user
+// whose request started the load; the proxy's fetches an upstream fragment
+// instead.
 type greeter struct{}
 
-func (greeter) Load(ctx context.Context, key string, arg any, refresh bool) (cachestore.Entry, error) {
+func (greeter) Load(ctx context.Context, key string, user string, refresh bool) (cachestore.Entry[string], error) {
 	now := time.Now()
-	return cachestore.Entry{
-		Value:      fmt.Sprintf("hello from %s (for %v)", key, arg),
+	return cachestore.Entry[string]{
+		Value:      fmt.Sprintf("hello from %s (for %s)", key, user),
 		Cost:       64,
 		FreshUntil: now.Add(time.Minute),
 		StaleUntil: now.Add(10 * time.Minute),
@@ -23,7 +24,7 @@ func (greeter) Load(ctx context.Context, key string, arg any, refresh bool) (cac
 }
 
 func Example() {
-	store, err := cachestore.New(cachestore.Config{MaxCost: 64 << 20}, greeter{})
+	store, err := cachestore.New[string, string](cachestore.Config{MaxCost: 64 << 20}, greeter{}, nil)
 	if err != nil {
 		panic(err)
 	}
@@ -33,7 +34,7 @@ func Example() {
 	// page's own budget. detach copies what the load needs out of the
 	// request; it runs only when this lookup starts the load.
 	user := "ada"
-	r := store.Lookup("/widgets/greeting", func() any { return user })
+	r := store.Lookup("/widgets/greeting", func() string { return user })
 	fmt.Println(r.Status)
 	if r.Flight != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

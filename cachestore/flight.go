@@ -4,28 +4,31 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 )
 
-// Loader loads the entry of one key. The store calls it from its own
-// goroutines, at most once at a time per key.
+// Loader loads the entry of one key: values of type V, given an argument
+// of type A. The store calls it from its own goroutines, at most once at a
+// time per key.
 //
 // ctx is the store's, never a caller's: it ends when Config.LoadTimeout
 // passes or the store closes, and Load must return promptly then (Close
 // waits for it). arg is what the detach func of the lookup that started the
-// load returned. refresh is true for a background refresh of a stale entry
-// (or a refresh-ahead of a fresh one), false for the load of a missing key.
+// load returned (A's zero value when it passed none). refresh is true for a
+// background refresh of a stale entry (or a refresh-ahead of a fresh one),
+// false for the load of a missing key.
 //
 // A returned error is remembered with backoff; a panic is recovered and
 // treated as an error (a *PanicError).
-type Loader interface {
-	Load(ctx context.Context, key string, arg any, refresh bool) (Entry, error)
+type Loader[V, A any] interface {
+	Load(ctx context.Context, key string, arg A, refresh bool) (Entry[V], error)
 }
 
 // LoaderFunc adapts a function to the Loader interface.
-type LoaderFunc func(ctx context.Context, key string, arg any, refresh bool) (Entry, error)
+type LoaderFunc[V, A any] func(ctx context.Context, key string, arg A, refresh bool) (Entry[V], error)
 
 // Load calls f.
-func (f LoaderFunc) Load(ctx context.Context, key string, arg any, refresh bool) (Entry, error) {
+func (f LoaderFunc[V, A]) Load(ctx context.Context, key string, arg A, refresh bool) (Entry[V], error) {
 	return f(ctx, key, arg, refresh)
 }
 
@@ -56,44 +59,49 @@ func (e *PanicError) Error() string {
 // joined it. It is safe for concurrent use. Waiting on a flight never
 // affects the load: it runs to its end under the store's lifetime and
 // Config.LoadTimeout whether anyone waits or not.
-type Flight struct {
+type Flight[V, A any] struct {
 	key     string
 	refresh bool
 	// stale is the entry a refresh replaces; nil for the load of a missing
 	// key. The flight resets its refresh state when the refresh fails.
-	stale *item
+	stale *item[V]
 	// arg is the detach func's result; written before the load starts.
-	arg any
+	arg A
 
 	done chan struct{}
 	// entry and err are written once, before done is closed.
-	entry Entry
+	entry Entry[V]
 	err   error
+
+	// mu protects notify and ended.
+	mu     sync.Mutex
+	notify []func()
+	ended  bool // set after done is closed; Notify registers no more
 }
 
-func newFlight(key string, refresh bool, stale *item) *Flight {
-	return &Flight{key: key, refresh: refresh, stale: stale, done: make(chan struct{})}
+func newFlight[V, A any](key string, refresh bool, stale *item[V]) *Flight[V, A] {
+	return &Flight[V, A]{key: key, refresh: refresh, stale: stale, done: make(chan struct{})}
 }
 
 // Done returns a channel that is closed when the load has ended.
-func (f *Flight) Done() <-chan struct{} { return f.done }
+func (f *Flight[V, A]) Done() <-chan struct{} { return f.done }
 
 // Result returns the loaded entry or the load's error once Done is closed,
 // and ErrPending before. The entry is delivered even when it was not stored
 // (Entry.NoStore, or ristretto refused it). It must not be modified.
-func (f *Flight) Result() (Entry, error) {
+func (f *Flight[V, A]) Result() (Entry[V], error) {
 	select {
 	case <-f.done:
 		return f.entry, f.err
 	default:
-		return Entry{}, ErrPending
+		return Entry[V]{}, ErrPending
 	}
 }
 
 // Wait waits for the load to end or for ctx to be done, whichever comes
 // first, and returns Result or ctx's error. Giving up never cancels the
 // load.
-func (f *Flight) Wait(ctx context.Context) (Entry, error) {
+func (f *Flight[V, A]) Wait(ctx context.Context) (Entry[V], error) {
 	select {
 	case <-f.done:
 		return f.entry, f.err
@@ -103,6 +111,43 @@ func (f *Flight) Wait(ctx context.Context) (Entry, error) {
 	case <-f.done:
 		return f.entry, f.err
 	case <-ctx.Done():
-		return Entry{}, ctx.Err()
+		return Entry[V]{}, ctx.Err()
+	}
+}
+
+// Notify registers fn to be called once when the flight ends, so that a
+// caller waiting on many flights learns of each the moment it ends without
+// a goroutine per flight. It returns false, and registers nothing, when
+// the flight has already ended: Done is then closed and Result final.
+//
+// fn is called on the goroutine that ends the flight (a store goroutine,
+// or the one running Close), right after Done is closed, so Result is
+// final when it runs. Registered functions run in the order they were
+// registered, with no lock of the store held. fn must be quick and must
+// not block: the load slot it runs on is not given back until it returns.
+func (f *Flight[V, A]) Notify(fn func()) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ended {
+		return false
+	}
+	f.notify = append(f.notify, fn)
+	return true
+}
+
+// end closes Done and calls the functions registered with Notify. entry
+// and err must be set.
+func (f *Flight[V, A]) end() {
+	close(f.done)
+	// ended is set after the close: a Notify that returns false has seen
+	// it, so it finds Done closed; one that registered before it is
+	// called below.
+	f.mu.Lock()
+	f.ended = true
+	fns := f.notify
+	f.notify = nil
+	f.mu.Unlock()
+	for _, fn := range fns {
+		fn()
 	}
 }

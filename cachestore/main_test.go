@@ -14,7 +14,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fakeLoader is a Loader that counts its calls, records them, and can be
+// fakeLoader is a Loader[any, any] that counts its calls, records them, and can be
 // blocked: while gate is non-nil, each Load waits for a value on it (or
 // for its context) before answering.
 type fakeLoader struct {
@@ -22,7 +22,7 @@ type fakeLoader struct {
 	refresh  atomic.Int64 // calls with refresh set
 	gate     chan struct{}
 	started  chan string // if non-nil, receives the key of each call
-	answer   func(ctx context.Context, key string, arg any, refresh bool) (Entry, error)
+	answer   func(ctx context.Context, key string, arg any, refresh bool) (Entry[any], error)
 	mu       sync.Mutex
 	args     []any       // guarded by mu
 	ctxErrs  []error     // guarded by mu: ctx.Err() seen when each call returned
@@ -30,7 +30,7 @@ type fakeLoader struct {
 	keys     []string    // guarded by mu: the key of each call, in order
 }
 
-func (l *fakeLoader) Load(ctx context.Context, key string, arg any, refresh bool) (Entry, error) {
+func (l *fakeLoader) Load(ctx context.Context, key string, arg any, refresh bool) (Entry[any], error) {
 	l.calls.Add(1)
 	if refresh {
 		l.refresh.Add(1)
@@ -50,7 +50,7 @@ func (l *fakeLoader) Load(ctx context.Context, key string, arg any, refresh bool
 			l.mu.Lock()
 			l.ctxErrs = append(l.ctxErrs, ctx.Err())
 			l.mu.Unlock()
-			return Entry{}, ctx.Err()
+			return Entry[any]{}, ctx.Err()
 		}
 	}
 	l.mu.Lock()
@@ -89,16 +89,16 @@ func (l *fakeLoader) starts() []time.Time {
 
 // ttlEntry returns an entry whose value is key, fresh for fresh and
 // served stale for stale more.
-func ttlEntry(key string, fresh, stale time.Duration) Entry {
+func ttlEntry(key string, fresh, stale time.Duration) Entry[any] {
 	now := time.Now()
-	return Entry{Value: key, Cost: 100, FreshUntil: now.Add(fresh), StaleUntil: now.Add(fresh + stale)}
+	return Entry[any]{Value: key, Cost: 100, FreshUntil: now.Add(fresh), StaleUntil: now.Add(fresh + stale)}
 }
 
 // versioned returns an answer func whose entries carry a version number
 // counting the loads.
-func versioned(fresh, stale time.Duration) (func(context.Context, string, any, bool) (Entry, error), *atomic.Int64) {
+func versioned(fresh, stale time.Duration) (func(context.Context, string, any, bool) (Entry[any], error), *atomic.Int64) {
 	var n atomic.Int64
-	return func(_ context.Context, key string, _ any, _ bool) (Entry, error) {
+	return func(_ context.Context, key string, _ any, _ bool) (Entry[any], error) {
 		e := ttlEntry(key, fresh, stale)
 		e.Value = n.Add(1)
 		return e, nil
@@ -139,10 +139,10 @@ func (o *countingObserver) SetDropped()                           { o.dropped.Ad
 func (o *countingObserver) Evicted(int64)                         { o.evicted.Add(1) }
 func (o *countingObserver) CostChanged(total int64)               { o.cost.Store(total) }
 
-// newStore returns a store closed at the end of the test.
-func newStore(t testing.TB, cfg Config, l Loader) *Store {
+// newStore returns a store closed at the end of the test; obs may be nil.
+func newStore(t testing.TB, cfg Config, l Loader[any, any], obs Observer[any]) *Store[any, any] {
 	t.Helper()
-	s, err := New(cfg, l)
+	s, err := New(cfg, l, obs)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -151,7 +151,7 @@ func newStore(t testing.TB, cfg Config, l Loader) *Store {
 }
 
 // load looks key up, expects a miss, and waits for its flight.
-func load(t testing.TB, s *Store, key string) Entry {
+func load(t testing.TB, s *Store[any, any], key string) Entry[any] {
 	t.Helper()
 	r := s.Lookup(key, nil)
 	if r.Status != Miss || r.Flight == nil {
@@ -166,7 +166,7 @@ func load(t testing.TB, s *Store, key string) Entry {
 
 // forget removes key from ristretto and the side table, as an eviction
 // would.
-func forget(s *Store, key string) {
+func forget(s *Store[any, any], key string) {
 	s.mu.Lock()
 	s.recent.del(key)
 	s.mu.Unlock()

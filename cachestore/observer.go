@@ -2,14 +2,14 @@ package cachestore
 
 import "time"
 
-// Observer receives the store's events; fragcache's metrics package
-// implements it. Its methods are called synchronously from lookups, flights
+// Observer receives the events of a store whose loads take arguments of
+// type A; fragcache's proxy implements it. Its methods are called synchronously from lookups, flights
 // and ristretto's own goroutine, so they must be cheap, must not block, must
 // not call back into the Store, and must be safe for concurrent use.
 //
 // key lets an implementation classify an event (fragcache's keys start with
 // a fragment-class prefix); it must never become a metric label itself.
-type Observer interface {
+type Observer[A any] interface {
 	// Lookup is called once per Store.Lookup with its outcome.
 	Lookup(key string, s Status)
 	// Coalesced is called when a lookup joins a load that is already
@@ -30,7 +30,7 @@ type Observer interface {
 	LoadQueueLen(n int)
 	// Backoff is called when a load failed and key backs off until until;
 	// arg is the load's, for naming what failed.
-	Backoff(key string, arg any, err error, until time.Time)
+	Backoff(key string, arg A, err error, until time.Time)
 	// LoadShed is called when a miss starts no load because the load queue
 	// is full.
 	LoadShed(key string)
@@ -50,18 +50,18 @@ type Observer interface {
 	CostChanged(total int64)
 }
 
-// nopObserver is the Observer used when Config.Observer is nil.
-type nopObserver struct{}
+// nopObserver is the Observer used when New is given none.
+type nopObserver[A any] struct{}
 
-func (nopObserver) Lookup(string, Status)                       {}
-func (nopObserver) Coalesced(string)                            {}
-func (nopObserver) LoadDone(string, bool, error, time.Duration) {}
-func (nopObserver) RefreshShed(string)                          {}
-func (nopObserver) RefreshQueueLen(int)                         {}
-func (nopObserver) LoadQueueLen(int)                            {}
-func (nopObserver) LoadShed(string)                             {}
-func (nopObserver) Backoff(string, any, error, time.Time)       {}
-func (nopObserver) SetRejected()                                {}
-func (nopObserver) SetDropped()                                 {}
-func (nopObserver) Evicted(int64)                               {}
-func (nopObserver) CostChanged(int64)                           {}
+func (nopObserver[A]) Lookup(string, Status)                       {}
+func (nopObserver[A]) Coalesced(string)                            {}
+func (nopObserver[A]) LoadDone(string, bool, error, time.Duration) {}
+func (nopObserver[A]) RefreshShed(string)                          {}
+func (nopObserver[A]) RefreshQueueLen(int)                         {}
+func (nopObserver[A]) LoadQueueLen(int)                            {}
+func (nopObserver[A]) LoadShed(string)                             {}
+func (nopObserver[A]) Backoff(string, A, error, time.Time)         {}
+func (nopObserver[A]) SetRejected()                                {}
+func (nopObserver[A]) SetDropped()                                 {}
+func (nopObserver[A]) Evicted(int64)                               {}
+func (nopObserver[A]) CostChanged(int64)                           {}

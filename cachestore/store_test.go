@@ -18,7 +18,7 @@ import (
 func TestMissThenHit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		if got := load(t, s, "a").Value; got != "a" {
 			t.Fatalf("loaded value = %v, want a", got)
 		}
@@ -40,7 +40,7 @@ func TestColdKeyCoalesced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
 		obs := &countingObserver{}
-		s := newStore(t, Config{Observer: obs}, l)
+		s := newStore(t, Config{}, l, obs)
 		const n = 1000
 		var (
 			wg       sync.WaitGroup
@@ -95,7 +95,7 @@ func TestColdKeyCoalesced(t *testing.T) {
 func TestCancelledWaiterDoesNotFailOthers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		first := s.Lookup("k", nil)
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
@@ -121,7 +121,7 @@ func TestStaleServedDuringOneRefresh(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		answer, _ := versioned(10*time.Second, time.Minute)
 		l := &fakeLoader{answer: answer}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		load(t, s, "k")
 		time.Sleep(11 * time.Second) // stale now
 		l.gate = make(chan struct{})
@@ -151,7 +151,7 @@ func TestOneRefreshPerExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		answer, _ := versioned(10*time.Second, time.Minute)
 		l := &fakeLoader{answer: answer}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		load(t, s, "k")
 		const expiries = 5
 		for round := 1; round <= expiries; round++ {
@@ -178,10 +178,10 @@ func TestOneRefreshPerExpiry(t *testing.T) {
 func TestBackoffSpacing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		boom := errors.New("boom")
-		l := &fakeLoader{answer: func(context.Context, string, any, bool) (Entry, error) {
-			return Entry{}, boom
+		l := &fakeLoader{answer: func(context.Context, string, any, bool) (Entry[any], error) {
+			return Entry[any]{}, boom
 		}}
-		s := newStore(t, Config{BackoffMin: time.Second, BackoffMax: 8 * time.Second}, l)
+		s := newStore(t, Config{BackoffMin: time.Second, BackoffMax: 8 * time.Second}, l, nil)
 		const step = 10 * time.Millisecond
 		end := time.Now().Add(time.Minute)
 		for time.Now().Before(end) {
@@ -227,16 +227,16 @@ func TestRetryAfterReplacesBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var n atomic.Int64
 		boom := errors.New("boom")
-		l := &fakeLoader{answer: func(context.Context, string, any, bool) (Entry, error) {
+		l := &fakeLoader{answer: func(context.Context, string, any, bool) (Entry[any], error) {
 			// Two real failures (backoff 1 s, then 2 s), then refusals that
 			// ask for 300 ms each: they must neither wait out a doubled
 			// backoff nor lengthen it.
 			if n.Add(1) <= 2 {
-				return Entry{}, boom
+				return Entry[any]{}, boom
 			}
-			return Entry{}, fmt.Errorf("wrapped: %w", refused{300 * time.Millisecond})
+			return Entry[any]{}, fmt.Errorf("wrapped: %w", refused{300 * time.Millisecond})
 		}}
-		s := newStore(t, Config{BackoffMin: time.Second, BackoffMax: time.Minute}, l)
+		s := newStore(t, Config{BackoffMin: time.Second, BackoffMax: time.Minute}, l, nil)
 		const step = 10 * time.Millisecond
 		end := time.Now().Add(10 * time.Second)
 		for time.Now().Before(end) {
@@ -261,13 +261,13 @@ func TestFailedRefreshKeepsServingStale(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var fail atomic.Bool
 		answer, _ := versioned(10*time.Second, time.Minute)
-		l := &fakeLoader{answer: func(ctx context.Context, key string, arg any, refresh bool) (Entry, error) {
+		l := &fakeLoader{answer: func(ctx context.Context, key string, arg any, refresh bool) (Entry[any], error) {
 			if fail.Load() {
-				return Entry{}, errors.New("origin down")
+				return Entry[any]{}, errors.New("origin down")
 			}
 			return answer(ctx, key, arg, refresh)
 		}}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		load(t, s, "k")
 		fail.Store(true)
 		time.Sleep(11 * time.Second)
@@ -301,7 +301,7 @@ func TestRefreshShedWhenQueueFull(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		obs := &countingObserver{}
 		l := &fakeLoader{}
-		s := newStore(t, Config{RefreshQueue: 1, RefreshWorkers: 1, Observer: obs}, l)
+		s := newStore(t, Config{RefreshQueue: 1, RefreshWorkers: 1}, l, obs)
 		for _, k := range []string{"a", "b", "c"} {
 			load(t, s, k)
 		}
@@ -340,7 +340,7 @@ func TestShedAtLoadLimit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
 		obs := &countingObserver{}
-		s := newStore(t, Config{MaxLoads: 1, LoadQueue: 1, Observer: obs}, l)
+		s := newStore(t, Config{MaxLoads: 1, LoadQueue: 1}, l, obs)
 		a := s.Lookup("a", nil)
 		// Beyond the load limit a miss waits in the load queue.
 		q := s.Lookup("q", func() any { return "q's arg" })
@@ -379,7 +379,7 @@ func TestShedAtLoadLimit(t *testing.T) {
 func TestLoadQueueTakesGroupsInTurn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
-		s := newStore(t, Config{MaxLoads: 1}, l)
+		s := newStore(t, Config{MaxLoads: 1}, l, nil)
 		first := s.LookupIn(1, "big-0", nil)
 		for i := 1; i < 1000; i++ {
 			s.LookupIn(1, fmt.Sprintf("big-%d", i), nil)
@@ -402,17 +402,17 @@ func TestLoadQueueTakesGroupsInTurn(t *testing.T) {
 
 func TestNoStoreBypass(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry, error) {
+		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry[any], error) {
 			e := ttlEntry(key, time.Minute, 0)
 			e.NoStore = true
 			return e, nil
 		}}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		l.gate = make(chan struct{})
 		first := s.Lookup("k", nil)
 		joined := s.Lookup("k", nil)
 		close(l.gate)
-		for _, r := range []Result{first, joined} {
+		for _, r := range []Result[any, any]{first, joined} {
 			if e, err := r.Flight.Wait(context.Background()); err != nil || e.Value != "k" {
 				t.Fatalf("waiter got %v, %v; want k", e.Value, err)
 			}
@@ -437,12 +437,12 @@ func TestNoStoreBypass(t *testing.T) {
 func TestNoStoreRemovesStaleCopy(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var noStore atomic.Bool
-		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry, error) {
+		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry[any], error) {
 			e := ttlEntry(key, 10*time.Second, time.Minute)
 			e.NoStore = noStore.Load()
 			return e, nil
 		}}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		load(t, s, "k")
 		s.Wait()
 		noStore.Store(true)
@@ -460,12 +460,12 @@ func TestNoStoreRemovesStaleCopy(t *testing.T) {
 
 func TestStoreKey(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry, error) {
+		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry[any], error) {
 			e := ttlEntry(key, time.Minute, 0)
 			e.StoreKey = "shared|x"
 			return e, nil
 		}}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		if got := load(t, s, "user:1|x").Value; got != "user:1|x" {
 			t.Fatalf("waiter got %v, want the loaded entry", got)
 		}
@@ -486,7 +486,7 @@ func TestStoreKey(t *testing.T) {
 func TestExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		r := s.Lookup("k", nil)
 		l.gate <- struct{}{}
 		r.Flight.Wait(context.Background())
@@ -515,7 +515,7 @@ func TestExpiry(t *testing.T) {
 func TestLoadTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
-		s := newStore(t, Config{LoadTimeout: 2 * time.Second}, l)
+		s := newStore(t, Config{LoadTimeout: 2 * time.Second}, l, nil)
 		start := time.Now()
 		r := s.Lookup("k", nil)
 		_, err := r.Flight.Wait(context.Background())
@@ -534,10 +534,10 @@ func TestLoadTimeout(t *testing.T) {
 func TestLoaderPanic(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		obs := &countingObserver{}
-		l := &fakeLoader{answer: func(context.Context, string, any, bool) (Entry, error) {
+		l := &fakeLoader{answer: func(context.Context, string, any, bool) (Entry[any], error) {
 			panic("loader bug")
 		}}
-		s := newStore(t, Config{Observer: obs}, l)
+		s := newStore(t, Config{}, l, obs)
 		_, err := s.Lookup("k", nil).Flight.Wait(context.Background())
 		var pe *PanicError
 		if !errors.As(err, &pe) || pe.Value != "loader bug" || len(pe.Stack) == 0 {
@@ -556,7 +556,7 @@ func TestRefreshAhead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		answer, _ := versioned(10*time.Second, time.Minute)
 		l := &fakeLoader{answer: answer}
-		s := newStore(t, Config{RefreshAhead: 0.2}, l)
+		s := newStore(t, Config{RefreshAhead: 0.2}, l, nil)
 		load(t, s, "k")
 		time.Sleep(7 * time.Second)
 		if r := s.Lookup("k", nil); r.Status != Hit || l.refresh.Load() != 0 {
@@ -582,7 +582,7 @@ func TestRefreshAhead(t *testing.T) {
 func TestCloseWaitsForEverything(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{}
-		s, err := New(Config{RefreshWorkers: 1, MaxLoads: 2}, l)
+		s, err := New(Config{RefreshWorkers: 1, MaxLoads: 2}, l, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -617,7 +617,7 @@ func TestCloseWaitsForEverything(t *testing.T) {
 func TestQueuedRefreshEndsOnClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{}
-		s, err := New(Config{RefreshWorkers: 1, MaxLoads: 1}, l)
+		s, err := New(Config{RefreshWorkers: 1, MaxLoads: 1}, l, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -644,12 +644,12 @@ func TestQueuedRefreshEndsOnClose(t *testing.T) {
 func TestRejectedSetStillServed(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		obs := &countingObserver{}
-		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry, error) {
+		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry[any], error) {
 			e := ttlEntry(key, time.Minute, 0)
 			e.Cost = 1 << 20 // larger than the whole budget: ristretto refuses it
 			return e, nil
 		}}
-		s := newStore(t, Config{MaxCost: 1 << 16, Observer: obs}, l)
+		s := newStore(t, Config{MaxCost: 1 << 16}, l, obs)
 		load(t, s, "big")
 		s.Wait()
 		if n := obs.rejected.Load(); n != 1 {
@@ -667,13 +667,13 @@ func TestRejectedSetStillServed(t *testing.T) {
 func TestMemoryPressureDegradesToMisses(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		obs := &countingObserver{}
-		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry, error) {
+		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry[any], error) {
 			e := ttlEntry(key, time.Minute, 0)
 			e.Cost = 4096
 			return e, nil
 		}}
 		// Room for about 16 entries in ristretto, 1 in the side table.
-		s := newStore(t, Config{MaxCost: 1 << 16, Observer: obs}, l)
+		s := newStore(t, Config{MaxCost: 1 << 16}, l, obs)
 		const n = 200
 		for i := range n {
 			load(t, s, fmt.Sprint("k", i))
@@ -708,7 +708,7 @@ func TestMemoryPressureDegradesToMisses(t *testing.T) {
 func TestDetachOnlyWhenStarting(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		var calls int
 		detach := func() any { calls++; return calls }
 		r := s.Lookup("k", detach)
@@ -728,7 +728,7 @@ func TestDetachOnlyWhenStarting(t *testing.T) {
 // the one ristretto admitted.
 func TestDuplicateNewSetRewritten(t *testing.T) {
 	obs := &countingObserver{}
-	s := newStore(t, Config{Observer: obs}, &fakeLoader{})
+	s := newStore(t, Config{}, &fakeLoader{}, obs)
 	v1 := s.newItem("k", ttlEntry("v1", time.Hour, 0))
 	v2 := s.newItem("k", ttlEntry("v2", time.Hour, 0))
 	s.cache.SetWithTTL("k", v1, v1.cost, time.Hour)
@@ -736,7 +736,7 @@ func TestDuplicateNewSetRewritten(t *testing.T) {
 	s.mu.Lock()
 	s.recent.put(v2)
 	s.mu.Unlock()
-	s.onReject(&ristretto.Item[*item]{Value: v2})
+	s.onReject(&ristretto.Item[*item[any]]{Value: v2})
 	if r := s.Lookup("k", nil); r.Entry.Value != "v2" {
 		t.Fatalf("after the rejected duplicate: %v, want v2", r.Entry.Value)
 	}
@@ -746,7 +746,7 @@ func TestDuplicateNewSetRewritten(t *testing.T) {
 }
 
 func TestCloseDuringLookups(t *testing.T) {
-	s, err := New(Config{}, &fakeLoader{})
+	s, err := New(Config{}, &fakeLoader{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -785,12 +785,12 @@ func TestCloseDuringLookups(t *testing.T) {
 // within their byte bound however many distinct keys fail.
 func TestSideMapsBoundedInBytes(t *testing.T) {
 	long := strings.Repeat("k", 8<<10)
-	s, err := New(Config{MaxCost: 8 << 20}, LoaderFunc(func(ctx context.Context, key string, _ any, _ bool) (Entry, error) {
+	s, err := New(Config{MaxCost: 8 << 20}, LoaderFunc[any, any](func(ctx context.Context, key string, _ any, _ bool) (Entry[any], error) {
 		if strings.HasPrefix(key, "nostore") {
-			return Entry{Value: 1, NoStore: true, FreshUntil: time.Now().Add(time.Minute)}, nil
+			return Entry[any]{Value: 1, NoStore: true, FreshUntil: time.Now().Add(time.Minute)}, nil
 		}
-		return Entry{}, errors.New("down")
-	}))
+		return Entry[any]{}, errors.New("down")
+	}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ const (
 type slot struct {
 	state    slotState
 	val      *fragValue
-	flight   *cachestore.Flight
+	flight   *fragFlight
 	deadline time.Time
 	frag     *metrics.Fragment
 	url      string
@@ -353,8 +353,8 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 		wait = min(max(inc.Timeout, 0), c.p.cfg.MaxWait)
 	}
 	s.deadline = c.start.Add(wait)
-	detach := func() any { return c.loadArg(rs, inc, bare, lang) }
-	var res cachestore.Result
+	detach := func() *loadArg { return c.loadArg(rs, inc, bare, lang) }
+	var res fragResult
 	if plan.peekShared {
 		res = c.p.store.Peek(sharedKey, detach)
 	}
@@ -366,15 +366,15 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 	case cachestore.Hit:
 		fr.Lookups[metrics.LookupHit].Inc()
 		c.st.hits++
-		c.setValue(n, s, res.Entry.Value.(*fragValue))
+		c.setValue(n, s, res.Entry.Value)
 	case cachestore.Updating:
 		fr.Lookups[metrics.LookupUpdating].Inc()
 		c.st.stale++
-		c.setValue(n, s, res.Entry.Value.(*fragValue))
+		c.setValue(n, s, res.Entry.Value)
 	case cachestore.Stale:
 		fr.Lookups[metrics.LookupStale].Inc()
 		c.st.stale++
-		c.setValue(n, s, res.Entry.Value.(*fragValue))
+		c.setValue(n, s, res.Entry.Value)
 	case cachestore.Miss, cachestore.Bypass:
 		if res.Status == cachestore.Miss {
 			fr.Lookups[metrics.LookupMiss].Inc()
@@ -410,7 +410,7 @@ func (c *composer) requestURI() string {
 
 // loadArg builds the owned arguments of a load; it runs only when the
 // store starts one.
-func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, bare bool, lang string) any {
+func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, bare bool, lang string) *loadArg {
 	a := &loadArg{
 		t:         rs.t,
 		keyURL:    fragmentKeyURL(&rs.t, &c.fwd),
@@ -503,7 +503,7 @@ func (c *composer) await() {
 			c.failed(s)
 			continue
 		}
-		v := e.Value.(*fragValue)
+		v := e.Value
 		if !answerServable(v.serveScope, c.scope) {
 			c.lookupAgain(s)
 			continue
@@ -777,8 +777,8 @@ type storeObserver struct {
 	backoff *backoffLog
 }
 
-func (o storeObserver) Backoff(_ string, arg any, err error, until time.Time) {
-	if a, ok := arg.(*loadArg); ok && !errors.Is(err, cachestore.ErrClosed) {
+func (o storeObserver) Backoff(_ string, a *loadArg, err error, until time.Time) {
+	if a != nil && !errors.Is(err, cachestore.ErrClosed) {
 		o.backoff.step(a, err, until)
 	}
 }

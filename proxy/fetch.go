@@ -33,6 +33,15 @@ type fragValue struct {
 	unstored bool
 }
 
+// The store's types for fragments: it holds *fragValue, and its loads
+// take the *loadArg of the lookup that started them.
+type (
+	fragStore  = cachestore.Store[*fragValue, *loadArg]
+	fragFlight = cachestore.Flight[*fragValue, *loadArg]
+	fragResult = cachestore.Result[*fragValue, *loadArg]
+	fragEntry  = cachestore.Entry[*fragValue]
+)
+
 // loadArg is everything a fragment fetch needs beyond its key. It is
 // built by the handler, owns all its strings, and is handed to the store
 // only when a load starts.
@@ -181,8 +190,7 @@ func (f *fetcher) close() {
 }
 
 // Load fetches one fragment. It implements cachestore.Loader.
-func (f *fetcher) Load(ctx context.Context, key string, arg any, refresh bool) (cachestore.Entry, error) {
-	a := arg.(*loadArg)
+func (f *fetcher) Load(ctx context.Context, key string, a *loadArg, refresh bool) (fragEntry, error) {
 	trig := metrics.TriggerForeground
 	if refresh {
 		trig = metrics.TriggerBackground
@@ -194,13 +202,13 @@ func (f *fetcher) Load(ctx context.Context, key string, arg any, refresh bool) (
 	return e, err
 }
 
-func (f *fetcher) load(ctx context.Context, key string, a *loadArg) (cachestore.Entry, int, error) {
+func (f *fetcher) load(ctx context.Context, key string, a *loadArg) (fragEntry, int, error) {
 	hc, br, err := f.client(&a.t)
 	if err != nil {
-		return cachestore.Entry{}, metrics.FetchConnectError, &fetchError{result: metrics.FetchConnectError, err: err}
+		return fragEntry{}, metrics.FetchConnectError, &fetchError{result: metrics.FetchConnectError, err: err}
 	}
 	if ok, wait := br.allow(time.Now()); !ok {
-		return cachestore.Entry{}, metrics.FetchDenied, &fetchError{result: metrics.FetchDenied, err: errBreakerOpen{wait}}
+		return fragEntry{}, metrics.FetchDenied, &fetchError{result: metrics.FetchDenied, err: errBreakerOpen{wait}}
 	}
 	e, res, err := f.fetch(ctx, key, a, hc)
 	br.record(time.Now(), hostFailure(res, err))
@@ -231,7 +239,7 @@ func hostFailure(res int, err error) bool {
 	return false
 }
 
-func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthttp.HostClient) (cachestore.Entry, int, error) {
+func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthttp.HostClient) (fragEntry, int, error) {
 	cfg := &f.p.cfg
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -299,11 +307,11 @@ func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthtt
 		if ctx.Err() != nil {
 			err = errors.Join(ctx.Err(), err)
 		}
-		return cachestore.Entry{}, res, &fetchError{result: res, err: err}
+		return fragEntry{}, res, &fetchError{result: res, err: err}
 	}
 	code := resp.StatusCode()
 	if code < 200 || code > 299 {
-		return cachestore.Entry{}, metrics.FetchStatusError, &fetchError{result: metrics.FetchStatusError, status: code}
+		return fragEntry{}, metrics.FetchStatusError, &fetchError{result: metrics.FetchStatusError, status: code}
 	}
 	body, err := decodeBody(nil, resp.Body(), resp.Header.ContentEncoding(), cfg.MaxFragmentSize)
 	if err != nil {
@@ -311,14 +319,14 @@ func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthtt
 		if errors.Is(err, errTooLarge) {
 			res = metrics.FetchTooLarge
 		}
-		return cachestore.Entry{}, res, &fetchError{result: res, err: err}
+		return fragEntry{}, res, &fetchError{result: res, err: err}
 	}
 	return f.entry(key, a, &resp.Header, body), metrics.FetchSuccess, nil
 }
 
 // entry applies the freshness order and the privacy rule to a successful
 // fetch.
-func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body []byte) cachestore.Entry {
+func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body []byte) fragEntry {
 	cfg := &f.p.cfg
 	now := time.Now()
 	cd := parseCacheDirectives(h)
@@ -349,7 +357,7 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 			v.tpl = tpl
 		}
 	}
-	e := cachestore.Entry{
+	e := fragEntry{
 		Value:      v,
 		Cost:       entryCost(len(body), len(key)),
 		FreshUntil: v.fresh,

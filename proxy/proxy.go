@@ -27,7 +27,7 @@ type Proxy struct {
 	log    *slog.Logger
 	m      *metrics.Metrics
 	reach  *reach
-	store  *cachestore.Store
+	store  *fragStore
 	fetch  *fetcher
 	tpls   *templateCache
 	rules  []rule
@@ -127,14 +127,13 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.tpls = newTemplateCache(64<<20, p.m)
 	p.fetch = newFetcher(p)
-	st, err := cachestore.New(cachestore.Config{
+	st, err := cachestore.New[*fragValue, *loadArg](cachestore.Config{
 		MaxCost:      cfg.CacheSize,
 		MaxLoads:     cfg.FetchConcurrency,
 		LoadQueue:    cfg.FetchQueue,
 		RefreshQueue: cfg.RefreshQueue,
 		LoadTimeout:  cfg.FetchTimeout,
-		Observer:     storeObserver{m: p.m, backoff: newBackoffLog(p.log)},
-	}, p.fetch)
+	}, p.fetch, storeObserver{m: p.m, backoff: newBackoffLog(p.log)})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: store: %w", err)
 	}
