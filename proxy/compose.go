@@ -31,7 +31,7 @@ const (
 // slot is one include's (or one alt's) state in a composition.
 type slot struct {
 	state    slotState
-	val      *fragValue
+	val      *fragRecord
 	flight   *fragFlight
 	deadline time.Time
 	frag     *metrics.Fragment
@@ -447,7 +447,7 @@ func (c *composer) langValue() string {
 
 // setValue records a fragment's content and, when it holds ESI,
 // evaluates it and looks up its includes one level deeper.
-func (c *composer) setValue(n *node, s *slot, v *fragValue) {
+func (c *composer) setValue(n *node, s *slot, v *fragRecord) {
 	s.state = stValue
 	s.val = v
 	if v.private || v.unstored {

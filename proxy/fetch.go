@@ -16,32 +16,6 @@ import (
 	"fragcache/metrics"
 )
 
-// fragValue is what the store keeps for one fragment. Immutable once
-// stored: body and tpl are shared by every request that renders it.
-type fragValue struct {
-	body []byte
-	tpl  *fragment.Template // nil unless the fragment opted in to ESI
-	// serveScope is who may be served this value (see placeAnswer):
-	// scopeShared for everybody, else exactly that scope.
-	serveScope string
-	private    bool      // stored under (or fetched for) a user scope
-	fresh      time.Time // end of freshness, for the page's max-age
-	// unstored: the answer forbade keeping it (no-store, no-cache,
-	// private without credentials, Set-Cookie, Vary: *, no freshness). It
-	// reaches only the requests that waited for it, and no page that
-	// holds it may be kept by a CDN or browser either.
-	unstored bool
-}
-
-// The store's types for fragments: it holds *fragValue, and its loads
-// take the *loadArg of the lookup that started them.
-type (
-	fragStore  = cachestore.Store[*fragValue, *loadArg]
-	fragFlight = cachestore.Flight[*fragValue, *loadArg]
-	fragResult = cachestore.Result[*fragValue, *loadArg]
-	fragEntry  = cachestore.Entry[*fragValue]
-)
-
 // loadArg is everything a fragment fetch needs beyond its key. It is
 // built by the handler, owns all its strings, and is handed to the store
 // only when a load starts.
@@ -196,13 +170,13 @@ func (f *fetcher) Load(ctx context.Context, key string, a *loadArg, refresh bool
 		trig = metrics.TriggerBackground
 	}
 	start := time.Now()
-	e, res, err := f.load(ctx, key, a)
+	e, res, err := f.load(ctx, key, a, start)
 	a.frag.Fetches[trig][res].Inc()
 	a.frag.FetchTime.Observe(time.Since(start).Seconds())
 	return e, err
 }
 
-func (f *fetcher) load(ctx context.Context, key string, a *loadArg) (fragEntry, int, error) {
+func (f *fetcher) load(ctx context.Context, key string, a *loadArg, start time.Time) (fragEntry, int, error) {
 	hc, br, err := f.client(&a.t)
 	if err != nil {
 		return fragEntry{}, metrics.FetchConnectError, &fetchError{result: metrics.FetchConnectError, err: err}
@@ -210,7 +184,7 @@ func (f *fetcher) load(ctx context.Context, key string, a *loadArg) (fragEntry, 
 	if ok, wait := br.allow(time.Now()); !ok {
 		return fragEntry{}, metrics.FetchDenied, &fetchError{result: metrics.FetchDenied, err: errBreakerOpen{wait}}
 	}
-	e, res, err := f.fetch(ctx, key, a, hc)
+	e, res, err := f.fetch(ctx, key, a, hc, start)
 	br.record(time.Now(), hostFailure(res, err))
 	return e, res, err
 }
@@ -239,7 +213,7 @@ func hostFailure(res int, err error) bool {
 	return false
 }
 
-func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthttp.HostClient) (fragEntry, int, error) {
+func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthttp.HostClient, start time.Time) (fragEntry, int, error) {
 	cfg := &f.p.cfg
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -321,12 +295,12 @@ func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthtt
 		}
 		return fragEntry{}, res, &fetchError{result: res, err: err}
 	}
-	return f.entry(key, a, &resp.Header, body), metrics.FetchSuccess, nil
+	return f.entry(key, a, &resp.Header, body, start), metrics.FetchSuccess, nil
 }
 
 // entry applies the freshness order and the privacy rule to a successful
-// fetch.
-func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body []byte) fragEntry {
+// fetch that started at start.
+func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body []byte, start time.Time) fragEntry {
 	cfg := &f.p.cfg
 	now := time.Now()
 	cd := parseCacheDirectives(h)
@@ -347,21 +321,27 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 		ttl = a.ttlAttr
 	}
 
-	v := &fragValue{body: body, fresh: now.Add(ttl)}
+	v := &fragRecord{
+		body:        body,
+		contentType: recordContentType(h),
+		fresh:       now.Add(ttl),
+		stored:      start,
+	}
+	v.stale = v.fresh.Add(cfg.StaleTTL)
 	if a.esiParsed && isHTML(h.ContentType()) && (cfg.Trigger == TriggerHTML || cd.esi) {
 		tpl, err := fragment.Parse(body, fragment.Limits{})
 		if err != nil {
 			f.p.m.ESIErrors[metrics.ErrParse].Inc()
 		}
 		if tpl != nil && tpl.HasESI() {
-			v.tpl = tpl
+			v.tpl, v.esi = tpl, true
 		}
 	}
 	e := fragEntry{
 		Value:      v,
-		Cost:       entryCost(len(body), len(key)),
+		Cost:       entryCost(len(body), len(key)) + int64(len(v.contentType)),
 		FreshUntil: v.fresh,
-		StaleUntil: v.fresh.Add(cfg.StaleTTL),
+		StaleUntil: v.stale,
 	}
 	if v.tpl != nil {
 		e.Cost += int64(v.tpl.Size())

@@ -127,7 +127,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.tpls = newTemplateCache(64<<20, p.m)
 	p.fetch = newFetcher(p)
-	st, err := cachestore.New[*fragValue, *loadArg](cachestore.Config{
+	st, err := cachestore.New[*fragRecord, *loadArg](cachestore.Config{
 		MaxCost:      cfg.CacheSize,
 		MaxLoads:     cfg.FetchConcurrency,
 		LoadQueue:    cfg.FetchQueue,
