@@ -23,7 +23,7 @@ func TestLookupHitAllocs(t *testing.T) {
 			s.mu.Unlock()
 		}
 		allocs := testing.AllocsPerRun(1000, func() {
-			if r := s.Lookup("k", func() any { return local }); r.Status != Hit {
+			if r := s.LookupIn(0, "k", func() any { return local }); r.Status != Hit {
 				t.Fatalf("Lookup = %v, want hit", r.Status)
 			}
 		})

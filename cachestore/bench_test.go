@@ -91,7 +91,7 @@ func benchLookupHit(b *testing.B) {
 		i := 0
 		arg := 0
 		for pb.Next() {
-			r := s.Lookup(keys[i%benchKeys], func() any { return arg })
+			r := s.LookupIn(0, keys[i%benchKeys], func() any { return arg })
 			if r.Status != Hit {
 				b.Fatalf("Lookup = %v, want hit", r.Status)
 			}

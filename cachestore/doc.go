@@ -21,13 +21,22 @@
 //
 // # How a lookup answers
 //
-// [Store.Lookup] never blocks. A fresh entry is a [Hit]. An entry past its
+// [Store.LookupIn] never blocks. A fresh entry is a [Hit]. An entry past its
 // FreshUntil but before its StaleUntil is served as [Updating] while exactly
 // one refresh of it runs in the background, or as [Stale] when no refresh can
 // run (backoff after a failure, or the refresh queue is full). A key with
 // nothing usable starts one load, or joins the one already running, and
 // answers [Miss] with a [Flight] the caller may wait on with its own
-// deadline. The load itself runs under the store's lifetime and
+// deadline: on [Flight.Done], or through [Flight.Notify] when it waits on
+// many flights at once. The load itself runs under the store's lifetime and
 // [Config.LoadTimeout], never under a caller's context, so a caller that gives
-// up does not cancel it for the others.
+// up does not cancel it for the others. [Store.Peek] answers from a stored
+// entry only and never starts a load.
+//
+// # What is not here
+//
+// The API is no bigger than its callers: lookups report their outcome in
+// the [Result] and loads theirs to the [Loader]'s own code, so the
+// [Observer] carries only what neither sees (queues, shedding, backoff,
+// ristretto's refusals, evictions and cost).
 package cachestore

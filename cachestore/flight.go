@@ -24,14 +24,6 @@ type Loader[V, A any] interface {
 	Load(ctx context.Context, key string, arg A, refresh bool) (Entry[V], error)
 }
 
-// LoaderFunc adapts a function to the Loader interface.
-type LoaderFunc[V, A any] func(ctx context.Context, key string, arg A, refresh bool) (Entry[V], error)
-
-// Load calls f.
-func (f LoaderFunc[V, A]) Load(ctx context.Context, key string, arg A, refresh bool) (Entry[V], error) {
-	return f(ctx, key, arg, refresh)
-}
-
 // Errors the store returns.
 var (
 	// ErrClosed is returned by lookups and flights once the store is
@@ -39,12 +31,14 @@ var (
 	ErrClosed = errors.New("cachestore: store closed")
 	// ErrShed is Result.Err for Shed: the load limit is reached.
 	ErrShed = errors.New("cachestore: load limit reached")
-	// ErrPending is returned by Flight.Result before the flight is done.
-	ErrPending = errors.New("cachestore: load still running")
 )
 
+// errPending is returned by Flight.Result before the flight is done.
+var errPending = errors.New("cachestore: load still running")
+
 // PanicError is the error of a load whose Loader panicked. The panic is
-// recovered so the process survives; the key backs off like any failure.
+// recovered so the process survives; the key backs off like any failure,
+// and Observer.Backoff receives it, with the stack a log line should carry.
 type PanicError struct {
 	Value any    // the value passed to panic
 	Stack []byte // the loader goroutine's stack at the panic
@@ -56,7 +50,8 @@ func (e *PanicError) Error() string {
 }
 
 // Flight is one load of one key, shared by every lookup that started or
-// joined it. It is safe for concurrent use. Waiting on a flight never
+// joined it. It is safe for concurrent use. A caller waits for it with
+// Done (and its own deadline) or Notify, then reads Result. Waiting never
 // affects the load: it runs to its end under the store's lifetime and
 // Config.LoadTimeout whether anyone waits or not.
 type Flight[V, A any] struct {
@@ -87,31 +82,14 @@ func newFlight[V, A any](key string, refresh bool, stale *item[V]) *Flight[V, A]
 func (f *Flight[V, A]) Done() <-chan struct{} { return f.done }
 
 // Result returns the loaded entry or the load's error once Done is closed,
-// and ErrPending before. The entry is delivered even when it was not stored
+// and an error of its own before. The entry is delivered even when it was not stored
 // (Entry.NoStore, or ristretto refused it). It must not be modified.
 func (f *Flight[V, A]) Result() (Entry[V], error) {
 	select {
 	case <-f.done:
 		return f.entry, f.err
 	default:
-		return Entry[V]{}, ErrPending
-	}
-}
-
-// Wait waits for the load to end or for ctx to be done, whichever comes
-// first, and returns Result or ctx's error. Giving up never cancels the
-// load.
-func (f *Flight[V, A]) Wait(ctx context.Context) (Entry[V], error) {
-	select {
-	case <-f.done:
-		return f.entry, f.err
-	default:
-	}
-	select {
-	case <-f.done:
-		return f.entry, f.err
-	case <-ctx.Done():
-		return Entry[V]{}, ctx.Err()
+		return Entry[V]{}, errPending
 	}
 }
 

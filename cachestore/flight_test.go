@@ -16,7 +16,7 @@ import (
 type notified struct {
 	calls   atomic.Int64
 	done    atomic.Bool // Done was closed when it ran
-	settled atomic.Bool // Result was final (not ErrPending) when it ran
+	settled atomic.Bool // Result was final (not errPending) when it ran
 }
 
 func (n *notified) fn(f *Flight[any, any]) func() {
@@ -27,7 +27,7 @@ func (n *notified) fn(f *Flight[any, any]) func() {
 			n.done.Store(true)
 		default:
 		}
-		if _, err := f.Result(); !errors.Is(err, ErrPending) {
+		if _, err := f.Result(); !errors.Is(err, errPending) {
 			n.settled.Store(true)
 		}
 	}
@@ -37,7 +37,7 @@ func TestNotifyManyRegistrants(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
 		s := newStore(t, Config{}, l, nil)
-		f := s.Lookup("k", nil).Flight
+		f := s.LookupIn(0, "k", nil).Flight
 		const n = 1000
 		seen := make([]notified, n)
 		var wg sync.WaitGroup
@@ -81,7 +81,7 @@ func TestNotifyOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
 		s := newStore(t, Config{}, l, nil)
-		f := s.Lookup("k", nil).Flight
+		f := s.LookupIn(0, "k", nil).Flight
 		var order []int // written only on the goroutine that ends the flight
 		for i := range 5 {
 			f.Notify(func() { order = append(order, i) })
@@ -118,7 +118,7 @@ func TestNotifyRacesEnd(t *testing.T) {
 	var accepted, refused int
 	for r := range rounds {
 		key := fmt.Sprint("k", r)
-		f := s.Lookup(key, nil).Flight
+		f := s.LookupIn(0, key, nil).Flight
 		seen := make([]notified, registrants)
 		ok := make([]bool, registrants)
 		start := make(chan struct{})
@@ -183,7 +183,7 @@ func TestNotifyOnClose(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f := s.Lookup("k", nil).Flight
+		f := s.LookupIn(0, "k", nil).Flight
 		var got error
 		var calls int
 		if !f.Notify(func() { calls++; _, got = f.Result() }) {

@@ -26,14 +26,11 @@ func (s *Store[V, A]) load(f *Flight[V, A]) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.life, s.cfg.LoadTimeout)
-	start := time.Now()
 	e, err := s.callLoader(ctx, f)
-	d := time.Since(start)
 	cancel()
 	if err != nil && s.life.Err() != nil {
 		err = ErrClosed // cancelled by Close: not the key's failure
 	}
-	s.obs.LoadDone(f.key, f.refresh, err, d)
 	s.finish(f, e, err, true)
 }
 
@@ -131,7 +128,7 @@ func (s *Store[V, A]) finish(f *Flight[V, A], e Entry[V], err error, loaded bool
 	f.entry, f.err = e, err
 	s.mu.Unlock()
 	if failed != nil {
-		s.obs.Backoff(f.key, failed.arg, failed.err, failed.until)
+		s.obs.Backoff(failed.arg, failed.err, failed.until)
 	}
 
 	for _, k := range dels {
@@ -173,7 +170,7 @@ func (s *Store[V, A]) onEvict(i *ristretto.Item[*item[V]]) {
 	if !i.Expiration.IsZero() && !i.Expiration.After(time.Now()) {
 		return // expired
 	}
-	s.obs.Evicted(i.Cost)
+	s.obs.Evicted()
 	s.obs.CostChanged(s.cost())
 }
 
@@ -235,11 +232,12 @@ func (s *Store[V, A]) Close() error {
 }
 
 // Wait blocks until ristretto has applied every write buffered so far. It
-// is meant for tests; lookups never need it.
+// is meant for tests (the proxy's benchmarks warm a page with it); lookups
+// never need it.
 func (s *Store[V, A]) Wait() { s.cache.Wait() }
 
-// Stats is a snapshot of the store's state, for metrics that poll.
-type Stats struct {
+// storeStats is a snapshot of the store's state.
+type storeStats struct {
 	Cost            int64 // bytes ristretto holds (applied writes only)
 	MaxCost         int64 // Config.MaxCost
 	Loads           int   // loads running
@@ -250,10 +248,10 @@ type Stats struct {
 	Uncacheable     int   // keys remembered as uncacheable
 }
 
-// Stats returns a snapshot of the store's state. It is safe for concurrent
-// use and cheap enough to call at every scrape.
-func (s *Store[V, A]) Stats() Stats {
-	st := Stats{
+// stats returns a snapshot of the store's state, for tests. It is safe for
+// concurrent use.
+func (s *Store[V, A]) stats() storeStats {
+	st := storeStats{
 		MaxCost:         s.cfg.MaxCost,
 		Loads:           len(s.sem),
 		RefreshQueueLen: len(s.refreshQ),

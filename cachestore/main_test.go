@@ -107,10 +107,8 @@ func versioned(fresh, stale time.Duration) (func(context.Context, string, any, b
 
 // countingObserver counts the store's events.
 type countingObserver struct {
-	lookups     [Shed + 1]atomic.Int64
-	coalesced   atomic.Int64
-	loads       atomic.Int64
-	loadErrs    atomic.Int64
+	backoffs    atomic.Int64
+	backoffErr  atomic.Value // the error of the last Backoff
 	refreshShed atomic.Int64
 	queueLen    atomic.Int64
 	loadQueue   atomic.Int64
@@ -121,23 +119,36 @@ type countingObserver struct {
 	cost        atomic.Int64
 }
 
-func (o *countingObserver) Lookup(_ string, s Status) { o.lookups[s].Add(1) }
-func (o *countingObserver) Coalesced(string)          { o.coalesced.Add(1) }
-func (o *countingObserver) LoadDone(_ string, _ bool, err error, _ time.Duration) {
-	o.loads.Add(1)
-	if err != nil {
-		o.loadErrs.Add(1)
+func (o *countingObserver) Backoff(_ any, err error, _ time.Time) {
+	o.backoffs.Add(1)
+	o.backoffErr.Store(err)
+}
+func (o *countingObserver) RefreshShed()            { o.refreshShed.Add(1) }
+func (o *countingObserver) RefreshQueueLen(n int)   { o.queueLen.Store(int64(n)) }
+func (o *countingObserver) LoadQueueLen(n int)      { o.loadQueue.Store(int64(n)) }
+func (o *countingObserver) LoadShed()               { o.loadShed.Add(1) }
+func (o *countingObserver) SetRejected()            { o.rejected.Add(1) }
+func (o *countingObserver) SetDropped()             { o.dropped.Add(1) }
+func (o *countingObserver) Evicted()                { o.evicted.Add(1) }
+func (o *countingObserver) CostChanged(total int64) { o.cost.Store(total) }
+
+// loaderFunc adapts a function to the Loader interface.
+type loaderFunc func(ctx context.Context, key string, arg any, refresh bool) (Entry[any], error)
+
+func (f loaderFunc) Load(ctx context.Context, key string, arg any, refresh bool) (Entry[any], error) {
+	return f(ctx, key, arg, refresh)
+}
+
+// waitFlight waits for f to end or ctx to be done, whichever comes first,
+// and returns f's result or ctx's error.
+func waitFlight(ctx context.Context, f *Flight[any, any]) (Entry[any], error) {
+	select {
+	case <-f.Done():
+		return f.Result()
+	case <-ctx.Done():
+		return Entry[any]{}, ctx.Err()
 	}
 }
-func (o *countingObserver) RefreshShed(string)                    { o.refreshShed.Add(1) }
-func (o *countingObserver) RefreshQueueLen(n int)                 { o.queueLen.Store(int64(n)) }
-func (o *countingObserver) LoadQueueLen(n int)                    { o.loadQueue.Store(int64(n)) }
-func (o *countingObserver) LoadShed(string)                       { o.loadShed.Add(1) }
-func (o *countingObserver) Backoff(string, any, error, time.Time) {}
-func (o *countingObserver) SetRejected()                          { o.rejected.Add(1) }
-func (o *countingObserver) SetDropped()                           { o.dropped.Add(1) }
-func (o *countingObserver) Evicted(int64)                         { o.evicted.Add(1) }
-func (o *countingObserver) CostChanged(total int64)               { o.cost.Store(total) }
 
 // newStore returns a store closed at the end of the test; obs may be nil.
 func newStore(t testing.TB, cfg Config, l Loader[any, any], obs Observer[any]) *Store[any, any] {
@@ -153,11 +164,11 @@ func newStore(t testing.TB, cfg Config, l Loader[any, any], obs Observer[any]) *
 // load looks key up, expects a miss, and waits for its flight.
 func load(t testing.TB, s *Store[any, any], key string) Entry[any] {
 	t.Helper()
-	r := s.Lookup(key, nil)
+	r := s.LookupIn(0, key, nil)
 	if r.Status != Miss || r.Flight == nil {
 		t.Fatalf("Lookup(%q) = %v, flight %v; want miss with a flight", key, r.Status, r.Flight)
 	}
-	e, err := r.Flight.Wait(context.Background())
+	e, err := waitFlight(context.Background(), r.Flight)
 	if err != nil {
 		t.Fatalf("flight of %q: %v", key, err)
 	}

@@ -133,30 +133,25 @@ func (s *Store[V, A]) now() int64 { return int64(time.Since(s.epoch)) }
 // at converts t to the store's clock.
 func (s *Store[V, A]) at(t time.Time) int64 { return int64(t.Sub(s.epoch)) }
 
-// Lookup answers at once with what the store holds for key; it never
-// blocks (see Status for the answers). When no fresh entry exists it makes
-// sure exactly one load of key runs: it starts one, joins the running one,
-// or queues a refresh of the stale entry.
+// LookupIn answers at once with what the store holds for key, looked up
+// on behalf of group; it never blocks (see Status for the answers). When
+// no fresh entry exists it makes sure exactly one load of key runs: it
+// starts one, joins the running one, or queues a refresh of the stale
+// entry. group names the caller (fragcache: one page request): when every
+// load slot is taken, cold loads wait in a queue that serves groups in
+// turn (Config.LoadQueue).
 //
-// detach is called at most once, synchronously, and only when this Lookup
+// detach is called at most once, synchronously, and only when this lookup
 // starts a load or queues a refresh; what it returns is passed to the
 // Loader as arg. It must return values that share no memory with the
-// caller's request, and must not call the Store. Lookup does not retain
+// caller's request, and must not call the Store. LookupIn does not retain
 // detach, so a stack closure costs no allocation. detach may be nil (arg is
 // then A's zero value).
 //
-// Lookup is safe for concurrent use. A fresh hit allocates nothing.
-func (s *Store[V, A]) Lookup(key string, detach func() A) Result[V, A] {
-	return s.LookupIn(0, key, detach)
-}
-
-// LookupIn is Lookup for a lookup made on behalf of group (fragcache: one
-// page request): when every load slot is taken, cold loads wait in a
-// queue that serves groups in turn (Config.LoadQueue).
+// LookupIn is safe for concurrent use. A fresh hit allocates nothing.
 func (s *Store[V, A]) LookupIn(group uint64, key string, detach func() A) Result[V, A] {
 	g := s.gets.enter(&s.closing)
 	if g == nil {
-		s.obs.Lookup(key, Shed)
 		return Result[V, A]{Status: Shed, Err: ErrClosed}
 	}
 	it, ok := s.cache.Get(key)
@@ -164,21 +159,17 @@ func (s *Store[V, A]) LookupIn(group uint64, key string, detach func() A) Result
 	if ok {
 		now := s.now()
 		if now < it.refreshAt {
-			s.obs.Lookup(key, Hit)
 			return Result[V, A]{Status: Hit, Entry: it.entry}
 		}
 		if r, ok := s.serve(key, it, now, detach); ok {
-			s.obs.Lookup(key, r.Status)
 			return r
 		}
 	}
-	r := s.lookupSlow(group, key, detach)
-	s.obs.Lookup(key, r.Status)
-	return r
+	return s.lookupSlow(group, key, detach)
 }
 
-// Peek answers like Lookup when the store holds a usable entry for key
-// (a stale one queues its refresh, with detach, as Lookup would), and
+// Peek answers like LookupIn when the store holds a usable entry for key
+// (a stale one queues its refresh, with detach, as LookupIn would), and
 // otherwise answers Miss with a nil Flight: it never starts or joins a
 // load. A caller that looks a value up under one of several keys peeks at
 // the first and looks up the last. A fresh hit allocates nothing.
@@ -197,7 +188,6 @@ func (s *Store[V, A]) Peek(key string, detach func() A) Result[V, A] {
 	now := s.now()
 	if ok {
 		if r, ok := s.serve(key, it, now, detach); ok {
-			s.obs.Lookup(key, r.Status)
 			return r
 		}
 	}
@@ -239,7 +229,7 @@ func (s *Store[V, A]) queueRefresh(key string, it *item[V], now int64, detach fu
 	}
 	if !s.reserveRefresh() {
 		it.refreshing.Store(false)
-		s.obs.RefreshShed(key)
+		s.obs.RefreshShed()
 		return Stale
 	}
 	s.mu.Lock()
@@ -307,7 +297,6 @@ func (s *Store[V, A]) lookupSlow(group uint64, key string, detach func() A) Resu
 	}
 	if f := s.flights[key]; f != nil {
 		s.mu.Unlock()
-		s.obs.Coalesced(key)
 		return Result[V, A]{Status: st, Flight: f, Joined: true}
 	}
 	if fl := s.fails[key]; fl != nil && now < fl.until {
@@ -321,7 +310,7 @@ func (s *Store[V, A]) lookupSlow(group uint64, key string, detach func() A) Resu
 	default:
 		if s.waiting.n >= s.cfg.LoadQueue {
 			s.mu.Unlock()
-			s.obs.LoadShed(key)
+			s.obs.LoadShed()
 			return Result[V, A]{Status: Shed, Err: ErrShed}
 		}
 		// Every load slot is taken: wait in the queue, as a flight that

@@ -23,11 +23,11 @@ func TestMissThenHit(t *testing.T) {
 			t.Fatalf("loaded value = %v, want a", got)
 		}
 		// Without waiting for ristretto: the side table serves it.
-		if r := s.Lookup("a", nil); r.Status != Hit || r.Entry.Value != "a" {
+		if r := s.LookupIn(0, "a", nil); r.Status != Hit || r.Entry.Value != "a" {
 			t.Fatalf("Lookup after load = %v %v, want hit a", r.Status, r.Entry.Value)
 		}
 		s.Wait()
-		if r := s.Lookup("a", nil); r.Status != Hit || r.Entry.Value != "a" {
+		if r := s.LookupIn(0, "a", nil); r.Status != Hit || r.Entry.Value != "a" {
 			t.Fatalf("Lookup after Wait = %v %v, want hit a", r.Status, r.Entry.Value)
 		}
 		if n := l.calls.Load(); n != 1 {
@@ -51,7 +51,7 @@ func TestColdKeyCoalesced(t *testing.T) {
 		)
 		for range n {
 			wg.Go(func() {
-				r := s.Lookup("cold", func() any { detached.Add(1); return "arg" })
+				r := s.LookupIn(0, "cold", func() any { detached.Add(1); return "arg" })
 				if r.Status != Miss || r.Flight == nil {
 					t.Errorf("Lookup = %v, want miss with a flight", r.Status)
 					return
@@ -60,7 +60,7 @@ func TestColdKeyCoalesced(t *testing.T) {
 					joined.Add(1)
 				}
 				flights.Store(r.Flight, true)
-				if e, err := r.Flight.Wait(context.Background()); err == nil && e.Value == "cold" {
+				if e, err := waitFlight(context.Background(), r.Flight); err == nil && e.Value == "cold" {
 					got.Add(1)
 				}
 			})
@@ -78,9 +78,7 @@ func TestColdKeyCoalesced(t *testing.T) {
 			{"detach calls", detached.Load(), 1},
 			{"distinct flights", int64(nf), 1},
 			{"joined lookups", joined.Load(), n - 1},
-			{"coalesced events", obs.coalesced.Load(), n - 1},
 			{"waiters served", got.Load(), n},
-			{"miss events", obs.lookups[Miss].Load(), n},
 		} {
 			if c.got != c.want {
 				t.Errorf("%s = %d, want %d", c.what, c.got, c.want)
@@ -96,18 +94,18 @@ func TestCancelledWaiterDoesNotFailOthers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
 		s := newStore(t, Config{}, l, nil)
-		first := s.Lookup("k", nil)
+		first := s.LookupIn(0, "k", nil)
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
-		if _, err := first.Flight.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		if _, err := waitFlight(ctx, first.Flight); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("first waiter: err = %v, want deadline exceeded", err)
 		}
-		second := s.Lookup("k", nil)
+		second := s.LookupIn(0, "k", nil)
 		if !second.Joined || second.Flight != first.Flight {
 			t.Fatalf("second lookup did not join the running load: %+v", second)
 		}
 		close(l.gate)
-		e, err := second.Flight.Wait(context.Background())
+		e, err := waitFlight(context.Background(), second.Flight)
 		if err != nil || e.Value != "k" {
 			t.Fatalf("second waiter got %v, %v; want k, nil", e.Value, err)
 		}
@@ -127,7 +125,7 @@ func TestStaleServedDuringOneRefresh(t *testing.T) {
 		l.gate = make(chan struct{})
 		var detached atomic.Int64
 		for i := range 100 {
-			r := s.Lookup("k", func() any { detached.Add(1); return nil })
+			r := s.LookupIn(0, "k", func() any { detached.Add(1); return nil })
 			if r.Status != Updating || r.Entry.Value != int64(1) {
 				t.Fatalf("lookup %d while refreshing = %v %v, want updating 1", i, r.Status, r.Entry.Value)
 			}
@@ -141,7 +139,7 @@ func TestStaleServedDuringOneRefresh(t *testing.T) {
 		}
 		l.gate <- struct{}{}
 		synctest.Wait()
-		if r := s.Lookup("k", nil); r.Status != Hit || r.Entry.Value != int64(2) {
+		if r := s.LookupIn(0, "k", nil); r.Status != Hit || r.Entry.Value != int64(2) {
 			t.Fatalf("lookup after refresh = %v %v, want hit 2", r.Status, r.Entry.Value)
 		}
 	})
@@ -161,7 +159,7 @@ func TestOneRefreshPerExpiry(t *testing.T) {
 			for range 10 {
 				wg.Go(func() {
 					for range 120 {
-						s.Lookup("k", nil)
+						s.LookupIn(0, "k", nil)
 						time.Sleep(100 * time.Millisecond)
 					}
 				})
@@ -185,10 +183,10 @@ func TestBackoffSpacing(t *testing.T) {
 		const step = 10 * time.Millisecond
 		end := time.Now().Add(time.Minute)
 		for time.Now().Before(end) {
-			r := s.Lookup("k", nil)
+			r := s.LookupIn(0, "k", nil)
 			switch r.Status {
 			case Miss:
-				if _, err := r.Flight.Wait(context.Background()); !errors.Is(err, boom) {
+				if _, err := waitFlight(context.Background(), r.Flight); !errors.Is(err, boom) {
 					t.Fatalf("flight error = %v, want boom", err)
 				}
 			case Failed:
@@ -240,8 +238,8 @@ func TestRetryAfterReplacesBackoff(t *testing.T) {
 		const step = 10 * time.Millisecond
 		end := time.Now().Add(10 * time.Second)
 		for time.Now().Before(end) {
-			if r := s.Lookup("k", nil); r.Status == Miss {
-				r.Flight.Wait(context.Background())
+			if r := s.LookupIn(0, "k", nil); r.Status == Miss {
+				waitFlight(context.Background(), r.Flight)
 			}
 			time.Sleep(step)
 		}
@@ -271,12 +269,12 @@ func TestFailedRefreshKeepsServingStale(t *testing.T) {
 		load(t, s, "k")
 		fail.Store(true)
 		time.Sleep(11 * time.Second)
-		if r := s.Lookup("k", nil); r.Status != Updating {
+		if r := s.LookupIn(0, "k", nil); r.Status != Updating {
 			t.Fatalf("first stale lookup = %v, want updating", r.Status)
 		}
 		synctest.Wait() // the refresh failed
 		for range 50 {
-			r := s.Lookup("k", nil)
+			r := s.LookupIn(0, "k", nil)
 			if r.Status != Stale || r.Entry.Value != int64(1) {
 				t.Fatalf("lookup in backoff = %v %v, want stale 1", r.Status, r.Entry.Value)
 			}
@@ -287,11 +285,11 @@ func TestFailedRefreshKeepsServingStale(t *testing.T) {
 		}
 		fail.Store(false)
 		time.Sleep(time.Second) // backoff over
-		if r := s.Lookup("k", nil); r.Status != Updating {
+		if r := s.LookupIn(0, "k", nil); r.Status != Updating {
 			t.Fatalf("lookup after backoff = %v, want updating", r.Status)
 		}
 		synctest.Wait()
-		if r := s.Lookup("k", nil); r.Status != Hit || r.Entry.Value != int64(2) {
+		if r := s.LookupIn(0, "k", nil); r.Status != Hit || r.Entry.Value != int64(2) {
 			t.Fatalf("lookup after recovery = %v %v, want hit 2", r.Status, r.Entry.Value)
 		}
 	})
@@ -307,14 +305,14 @@ func TestRefreshShedWhenQueueFull(t *testing.T) {
 		}
 		time.Sleep(11 * time.Second)
 		l.gate = make(chan struct{})
-		if r := s.Lookup("a", nil); r.Status != Updating {
+		if r := s.LookupIn(0, "a", nil); r.Status != Updating {
 			t.Fatalf("a = %v, want updating (running)", r.Status)
 		}
 		synctest.Wait() // the worker is blocked in a's refresh
-		if r := s.Lookup("b", nil); r.Status != Updating {
+		if r := s.LookupIn(0, "b", nil); r.Status != Updating {
 			t.Fatalf("b = %v, want updating (queued)", r.Status)
 		}
-		if r := s.Lookup("c", nil); r.Status != Stale || r.Entry.Value != "c" {
+		if r := s.LookupIn(0, "c", nil); r.Status != Stale || r.Entry.Value != "c" {
 			t.Fatalf("c = %v %v, want stale c (shed)", r.Status, r.Entry.Value)
 		}
 		if n := obs.refreshShed.Load(); n != 1 {
@@ -326,7 +324,7 @@ func TestRefreshShedWhenQueueFull(t *testing.T) {
 		close(l.gate)
 		synctest.Wait()
 		// The shed refresh is tried again by the next lookup.
-		if r := s.Lookup("c", nil); r.Status != Updating {
+		if r := s.LookupIn(0, "c", nil); r.Status != Updating {
 			t.Fatalf("c after the queue drained = %v, want updating", r.Status)
 		}
 		synctest.Wait()
@@ -341,30 +339,30 @@ func TestShedAtLoadLimit(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
 		obs := &countingObserver{}
 		s := newStore(t, Config{MaxLoads: 1, LoadQueue: 1}, l, obs)
-		a := s.Lookup("a", nil)
+		a := s.LookupIn(0, "a", nil)
 		// Beyond the load limit a miss waits in the load queue.
-		q := s.Lookup("q", func() any { return "q's arg" })
+		q := s.LookupIn(0, "q", func() any { return "q's arg" })
 		if q.Status != Miss || q.Flight == nil {
 			t.Fatalf("lookup beyond the load limit = %+v, want a queued miss with a flight", q)
 		}
-		if j := s.Lookup("q", nil); j.Status != Miss || !j.Joined || j.Flight != q.Flight {
+		if j := s.LookupIn(0, "q", nil); j.Status != Miss || !j.Joined || j.Flight != q.Flight {
 			t.Fatalf("lookup of the queued key = %+v, want it joined", j)
 		}
 		// Beyond the queue it is shed.
 		var detached bool
-		r := s.Lookup("b", func() any { detached = true; return nil })
+		r := s.LookupIn(0, "b", func() any { detached = true; return nil })
 		if r.Status != Shed || r.Flight != nil || !errors.Is(r.Err, ErrShed) || detached {
 			t.Fatalf("lookup beyond the load queue = %+v (detached %v), want shed, ErrShed, no flight, no detach", r, detached)
 		}
 		if n := obs.loadShed.Load(); n != 1 {
 			t.Errorf("LoadShed reported %d times, want 1", n)
 		}
-		if j := s.Lookup("a", nil); j.Status != Miss || !j.Joined {
+		if j := s.LookupIn(0, "a", nil); j.Status != Miss || !j.Joined {
 			t.Fatalf("lookup of the running key = %+v, want a joined miss", j)
 		}
 		close(l.gate)
-		a.Flight.Wait(context.Background())
-		if _, err := q.Flight.Wait(context.Background()); err != nil {
+		waitFlight(context.Background(), a.Flight)
+		if _, err := waitFlight(context.Background(), q.Flight); err != nil {
 			t.Fatalf("queued load: %v", err)
 		}
 		if got := l.argOf("q"); got != "q's arg" {
@@ -386,8 +384,8 @@ func TestLoadQueueTakesGroupsInTurn(t *testing.T) {
 		}
 		other := s.LookupIn(2, "small", nil)
 		close(l.gate)
-		first.Flight.Wait(context.Background())
-		other.Flight.Wait(context.Background())
+		waitFlight(context.Background(), first.Flight)
+		waitFlight(context.Background(), other.Flight)
 		order := l.order()
 		pos := slices.Index(order, "small")
 		if pos < 0 || pos > 2 {
@@ -409,25 +407,25 @@ func TestNoStoreBypass(t *testing.T) {
 		}}
 		s := newStore(t, Config{}, l, nil)
 		l.gate = make(chan struct{})
-		first := s.Lookup("k", nil)
-		joined := s.Lookup("k", nil)
+		first := s.LookupIn(0, "k", nil)
+		joined := s.LookupIn(0, "k", nil)
 		close(l.gate)
 		for _, r := range []Result[any, any]{first, joined} {
-			if e, err := r.Flight.Wait(context.Background()); err != nil || e.Value != "k" {
+			if e, err := waitFlight(context.Background(), r.Flight); err != nil || e.Value != "k" {
 				t.Fatalf("waiter got %v, %v; want k", e.Value, err)
 			}
 		}
 		s.Wait()
-		r := s.Lookup("k", nil)
+		r := s.LookupIn(0, "k", nil)
 		if r.Status != Bypass || r.Flight == nil || r.Joined {
 			t.Fatalf("lookup of an uncacheable key = %+v, want bypass with a new flight", r)
 		}
-		r.Flight.Wait(context.Background())
+		waitFlight(context.Background(), r.Flight)
 		if n := l.calls.Load(); n != 2 {
 			t.Fatalf("loads = %d, want 2", n)
 		}
 		time.Sleep(61 * time.Second)
-		if r := s.Lookup("k", nil); r.Status != Miss {
+		if r := s.LookupIn(0, "k", nil); r.Status != Miss {
 			t.Fatalf("lookup after the bypass ended = %v, want miss", r.Status)
 		}
 		synctest.Wait()
@@ -447,11 +445,11 @@ func TestNoStoreRemovesStaleCopy(t *testing.T) {
 		s.Wait()
 		noStore.Store(true)
 		time.Sleep(11 * time.Second)
-		if r := s.Lookup("k", nil); r.Status != Updating {
+		if r := s.LookupIn(0, "k", nil); r.Status != Updating {
 			t.Fatalf("stale lookup = %v, want updating", r.Status)
 		}
 		synctest.Wait()
-		if r := s.Lookup("k", nil); r.Status != Bypass {
+		if r := s.LookupIn(0, "k", nil); r.Status != Bypass {
 			t.Fatalf("lookup after an uncacheable refresh = %v, want bypass", r.Status)
 		}
 		synctest.Wait()
@@ -469,14 +467,14 @@ func TestStoreKey(t *testing.T) {
 		if got := load(t, s, "user:1|x").Value; got != "user:1|x" {
 			t.Fatalf("waiter got %v, want the loaded entry", got)
 		}
-		if r := s.Lookup("shared|x", nil); r.Status != Hit || r.Entry.Value != "user:1|x" {
+		if r := s.LookupIn(0, "shared|x", nil); r.Status != Hit || r.Entry.Value != "user:1|x" {
 			t.Fatalf("lookup of the StoreKey = %v %v, want hit", r.Status, r.Entry.Value)
 		}
 		s.Wait()
-		if r := s.Lookup("shared|x", nil); r.Status != Hit {
+		if r := s.LookupIn(0, "shared|x", nil); r.Status != Hit {
 			t.Fatalf("lookup of the StoreKey after Wait = %v, want hit", r.Status)
 		}
-		if r := s.Lookup("user:1|x", nil); r.Status != Miss {
+		if r := s.LookupIn(0, "user:1|x", nil); r.Status != Miss {
 			t.Fatalf("lookup of the looked-up key = %v, want miss (nothing stored there)", r.Status)
 		}
 		synctest.Wait()
@@ -487,9 +485,9 @@ func TestExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
 		s := newStore(t, Config{}, l, nil)
-		r := s.Lookup("k", nil)
+		r := s.LookupIn(0, "k", nil)
 		l.gate <- struct{}{}
-		r.Flight.Wait(context.Background())
+		waitFlight(context.Background(), r.Flight)
 		s.Wait()
 		steps := []struct {
 			after  time.Duration
@@ -503,7 +501,7 @@ func TestExpiry(t *testing.T) {
 		}
 		for i, st := range steps {
 			time.Sleep(st.after)
-			r := s.Lookup("k", nil)
+			r := s.LookupIn(0, "k", nil)
 			if r.Status != st.want || r.Joined != st.joined {
 				t.Fatalf("step %d: lookup = %v (joined %v), want %v (joined %v)", i, r.Status, r.Joined, st.want, st.joined)
 			}
@@ -517,15 +515,15 @@ func TestLoadTimeout(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
 		s := newStore(t, Config{LoadTimeout: 2 * time.Second}, l, nil)
 		start := time.Now()
-		r := s.Lookup("k", nil)
-		_, err := r.Flight.Wait(context.Background())
+		r := s.LookupIn(0, "k", nil)
+		_, err := waitFlight(context.Background(), r.Flight)
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("flight error = %v, want deadline exceeded", err)
 		}
 		if d := time.Since(start); d != 2*time.Second {
 			t.Fatalf("load ended after %v, want 2s", d)
 		}
-		if r := s.Lookup("k", nil); r.Status != Failed || !errors.Is(r.Err, context.DeadlineExceeded) {
+		if r := s.LookupIn(0, "k", nil); r.Status != Failed || !errors.Is(r.Err, context.DeadlineExceeded) {
 			t.Fatalf("lookup after a timeout = %v %v, want failed", r.Status, r.Err)
 		}
 	})
@@ -538,16 +536,17 @@ func TestLoaderPanic(t *testing.T) {
 			panic("loader bug")
 		}}
 		s := newStore(t, Config{}, l, obs)
-		_, err := s.Lookup("k", nil).Flight.Wait(context.Background())
+		_, err := waitFlight(context.Background(), s.LookupIn(0, "k", nil).Flight)
 		var pe *PanicError
 		if !errors.As(err, &pe) || pe.Value != "loader bug" || len(pe.Stack) == 0 {
 			t.Fatalf("flight error = %v, want a *PanicError with a stack", err)
 		}
-		if r := s.Lookup("k", nil); r.Status != Failed {
+		if r := s.LookupIn(0, "k", nil); r.Status != Failed {
 			t.Fatalf("lookup after a panic = %v, want failed (backoff)", r.Status)
 		}
-		if n := obs.loadErrs.Load(); n != 1 {
-			t.Fatalf("failed loads reported = %d, want 1", n)
+		last, _ := obs.backoffErr.Load().(error)
+		if n := obs.backoffs.Load(); n != 1 || !errors.As(last, &pe) {
+			t.Fatalf("backoffs reported = %d (last %v), want 1 with the *PanicError", n, last)
 		}
 	})
 }
@@ -559,12 +558,12 @@ func TestRefreshAhead(t *testing.T) {
 		s := newStore(t, Config{RefreshAhead: 0.2}, l, nil)
 		load(t, s, "k")
 		time.Sleep(7 * time.Second)
-		if r := s.Lookup("k", nil); r.Status != Hit || l.refresh.Load() != 0 {
+		if r := s.LookupIn(0, "k", nil); r.Status != Hit || l.refresh.Load() != 0 {
 			t.Fatalf("lookup before the refresh-ahead window = %v (refreshes %d), want hit, none", r.Status, l.refresh.Load())
 		}
 		time.Sleep(2 * time.Second) // 9s: in the last 20% of 10s
 		for range 10 {
-			if r := s.Lookup("k", nil); r.Status != Hit {
+			if r := s.LookupIn(0, "k", nil); r.Status != Hit {
 				t.Fatalf("lookup in the refresh-ahead window = %v, want hit", r.Status)
 			}
 		}
@@ -573,7 +572,7 @@ func TestRefreshAhead(t *testing.T) {
 			t.Fatalf("refreshes = %d, want 1", n)
 		}
 		time.Sleep(2 * time.Second) // 11s: the first entry would be stale
-		if r := s.Lookup("k", nil); r.Status != Hit || r.Entry.Value != int64(2) {
+		if r := s.LookupIn(0, "k", nil); r.Status != Hit || r.Entry.Value != int64(2) {
 			t.Fatalf("lookup after the refresh-ahead = %v %v, want hit 2", r.Status, r.Entry.Value)
 		}
 	})
@@ -591,20 +590,20 @@ func TestCloseWaitsForEverything(t *testing.T) {
 		}
 		time.Sleep(11 * time.Second)
 		l.gate = make(chan struct{}) // loads now wait for their context
-		miss := s.Lookup("m", nil)
-		s.Lookup("s1", nil) // refresh running
+		miss := s.LookupIn(0, "m", nil)
+		s.LookupIn(0, "s1", nil) // refresh running
 		synctest.Wait()
-		s.Lookup("s2", nil) // refresh queued behind it
+		s.LookupIn(0, "s2", nil) // refresh queued behind it
 		if err := s.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
 		}
 		if _, err := miss.Flight.Result(); !errors.Is(err, ErrClosed) {
 			t.Fatalf("running flight after Close: %v, want ErrClosed", err)
 		}
-		if r := s.Lookup("m", nil); r.Status != Shed || !errors.Is(r.Err, ErrClosed) {
+		if r := s.LookupIn(0, "m", nil); r.Status != Shed || !errors.Is(r.Err, ErrClosed) {
 			t.Fatalf("lookup after Close = %+v, want shed with ErrClosed", r)
 		}
-		if r := s.Lookup("s1", nil); r.Status != Shed {
+		if r := s.LookupIn(0, "s1", nil); r.Status != Shed {
 			t.Fatalf("lookup of a stored key after Close = %v, want shed", r.Status)
 		}
 		if err := s.Close(); err != nil {
@@ -626,11 +625,11 @@ func TestQueuedRefreshEndsOnClose(t *testing.T) {
 		s.Wait()
 		time.Sleep(11 * time.Second)
 		l.gate = make(chan struct{})
-		s.Lookup("a", nil)
+		s.LookupIn(0, "a", nil)
 		synctest.Wait()
-		s.Lookup("b", nil) // queued
-		forget(s, "b")     // out of sight: the next lookup joins the queued refresh
-		r := s.Lookup("b", nil)
+		s.LookupIn(0, "b", nil) // queued
+		forget(s, "b")          // out of sight: the next lookup joins the queued refresh
+		r := s.LookupIn(0, "b", nil)
 		if r.Flight == nil || !r.Joined {
 			t.Fatalf("lookup of an evicted key under refresh = %+v, want a joined flight", r)
 		}
@@ -655,7 +654,7 @@ func TestRejectedSetStillServed(t *testing.T) {
 		if n := obs.rejected.Load(); n != 1 {
 			t.Fatalf("rejected sets = %d, want 1", n)
 		}
-		if r := s.Lookup("big", nil); r.Status != Hit {
+		if r := s.LookupIn(0, "big", nil); r.Status != Hit {
 			t.Fatalf("lookup after a rejected set = %v, want hit from the side table", r.Status)
 		}
 		if n := l.calls.Load(); n != 1 {
@@ -683,7 +682,7 @@ func TestMemoryPressureDegradesToMisses(t *testing.T) {
 		defer close(l.gate)
 		var hits, misses int
 		for i := range n {
-			r := s.Lookup(fmt.Sprint("k", i), nil)
+			r := s.LookupIn(0, fmt.Sprint("k", i), nil)
 			switch r.Status {
 			case Hit:
 				hits++
@@ -699,7 +698,7 @@ func TestMemoryPressureDegradesToMisses(t *testing.T) {
 		if obs.rejected.Load()+obs.evicted.Load() == 0 {
 			t.Fatalf("no rejection or eviction reported under pressure")
 		}
-		if st := s.Stats(); st.Recent > 1 || st.Cost > 1<<16 {
+		if st := s.stats(); st.Recent > 1 || st.Cost > 1<<16 {
 			t.Fatalf("stats under pressure = %+v, want the side table and ristretto within bounds", st)
 		}
 	})
@@ -711,9 +710,9 @@ func TestDetachOnlyWhenStarting(t *testing.T) {
 		s := newStore(t, Config{}, l, nil)
 		var calls int
 		detach := func() any { calls++; return calls }
-		r := s.Lookup("k", detach)
-		r.Flight.Wait(context.Background())
-		s.Lookup("k", detach) // hit
+		r := s.LookupIn(0, "k", detach)
+		waitFlight(context.Background(), r.Flight)
+		s.LookupIn(0, "k", detach) // hit
 		if calls != 1 {
 			t.Fatalf("detach calls = %d, want 1", calls)
 		}
@@ -737,7 +736,7 @@ func TestDuplicateNewSetRewritten(t *testing.T) {
 	s.recent.put(v2)
 	s.mu.Unlock()
 	s.onReject(&ristretto.Item[*item[any]]{Value: v2})
-	if r := s.Lookup("k", nil); r.Entry.Value != "v2" {
+	if r := s.LookupIn(0, "k", nil); r.Entry.Value != "v2" {
 		t.Fatalf("after the rejected duplicate: %v, want v2", r.Entry.Value)
 	}
 	if n := obs.rejected.Load(); n != 0 {
@@ -762,18 +761,18 @@ func TestCloseDuringLookups(t *testing.T) {
 					return
 				default:
 				}
-				r := s.Lookup("hot", nil)
+				r := s.LookupIn(0, "hot", nil)
 				if r.Status != Hit && r.Status != Shed {
 					t.Errorf("lookup during Close = %v, want hit or shed", r.Status)
 					return
 				}
-				s.Lookup(fmt.Sprint("cold", i), nil)
+				s.LookupIn(0, fmt.Sprint("cold", i), nil)
 			}
 		})
 	}
 	time.Sleep(10 * time.Millisecond) // let the lookups run: real concurrency is the point
 	s.Close()
-	if r := s.Lookup("hot", nil); r.Status != Shed || !errors.Is(r.Err, ErrClosed) {
+	if r := s.LookupIn(0, "hot", nil); r.Status != Shed || !errors.Is(r.Err, ErrClosed) {
 		t.Errorf("lookup after Close = %+v, want shed with ErrClosed", r)
 	}
 	close(stop)
@@ -785,7 +784,7 @@ func TestCloseDuringLookups(t *testing.T) {
 // within their byte bound however many distinct keys fail.
 func TestSideMapsBoundedInBytes(t *testing.T) {
 	long := strings.Repeat("k", 8<<10)
-	s, err := New(Config{MaxCost: 8 << 20}, LoaderFunc[any, any](func(ctx context.Context, key string, _ any, _ bool) (Entry[any], error) {
+	s, err := New(Config{MaxCost: 8 << 20}, loaderFunc(func(ctx context.Context, key string, _ any, _ bool) (Entry[any], error) {
 		if strings.HasPrefix(key, "nostore") {
 			return Entry[any]{Value: 1, NoStore: true, FreshUntil: time.Now().Add(time.Minute)}, nil
 		}
@@ -797,7 +796,7 @@ func TestSideMapsBoundedInBytes(t *testing.T) {
 	defer s.Close()
 	for i := range 3000 {
 		for _, prefix := range []string{"fail", "nostore"} {
-			r := s.Lookup(fmt.Sprintf("%s%d%s", prefix, i, long), nil)
+			r := s.LookupIn(0, fmt.Sprintf("%s%d%s", prefix, i, long), nil)
 			if r.Flight != nil {
 				<-r.Flight.Done()
 			}

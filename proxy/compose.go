@@ -777,23 +777,20 @@ type storeObserver struct {
 	backoff *backoffLog
 }
 
-func (o storeObserver) Backoff(_ string, a *loadArg, err error, until time.Time) {
+func (o storeObserver) Backoff(a *loadArg, err error, until time.Time) {
 	if a != nil && !errors.Is(err, cachestore.ErrClosed) {
 		o.backoff.step(a, err, until)
 	}
 }
 
-func (o storeObserver) Lookup(string, cachestore.Status)            {}
-func (o storeObserver) Coalesced(string)                            {}
-func (o storeObserver) LoadDone(string, bool, error, time.Duration) {}
-func (o storeObserver) RefreshShed(string)                          { o.m.RefreshDropped.Inc() }
-func (o storeObserver) RefreshQueueLen(n int)                       { o.m.RefreshQueueLength.Set(float64(n)) }
-func (o storeObserver) LoadQueueLen(n int)                          { o.m.FetchQueueLength.Set(float64(n)) }
-func (o storeObserver) LoadShed(string)                             { o.m.FetchShed.Inc() }
-func (o storeObserver) SetRejected()                                { o.m.CacheSetsRejected.Inc() }
-func (o storeObserver) SetDropped()                                 { o.m.CacheSetsDropped.Inc() }
-func (o storeObserver) Evicted(int64)                               { o.m.CacheEvictions.Inc() }
-func (o storeObserver) CostChanged(total int64)                     { o.m.CacheCost.Set(float64(total)) }
+func (o storeObserver) RefreshShed()            { o.m.RefreshDropped.Inc() }
+func (o storeObserver) RefreshQueueLen(n int)   { o.m.RefreshQueueLength.Set(float64(n)) }
+func (o storeObserver) LoadQueueLen(n int)      { o.m.FetchQueueLength.Set(float64(n)) }
+func (o storeObserver) LoadShed()               { o.m.FetchShed.Inc() }
+func (o storeObserver) SetRejected()            { o.m.CacheSetsRejected.Inc() }
+func (o storeObserver) SetDropped()             { o.m.CacheSetsDropped.Inc() }
+func (o storeObserver) Evicted()                { o.m.CacheEvictions.Inc() }
+func (o storeObserver) CostChanged(total int64) { o.m.CacheCost.Set(float64(total)) }
 
 // addVary merges token into the response's Vary headers (one header
 // afterwards), unless they already name it or say `*`.
