@@ -11,7 +11,7 @@ import (
 // closure capturing a local as the proxy passes one. The race detector
 // changes allocation counts, hence the build tag.
 func TestLookupHitAllocs(t *testing.T) {
-	s := newStore(t, Config{}, &fakeLoader{})
+	s := newStore(t, Config{}, &fakeLoader{}, nil)
 	load(t, s, "k")
 	s.Wait()
 	local := 42
@@ -23,7 +23,7 @@ func TestLookupHitAllocs(t *testing.T) {
 			s.mu.Unlock()
 		}
 		allocs := testing.AllocsPerRun(1000, func() {
-			if r := s.Lookup("k", func() any { return local }); r.Status != Hit {
+			if r := s.LookupIn(0, "k", func() any { return local }); r.Status != Hit {
 				t.Fatalf("Lookup = %v, want hit", r.Status)
 			}
 		})

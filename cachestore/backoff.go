@@ -25,7 +25,7 @@ type failure struct {
 // backoff returns the wait after the n-th consecutive failure (n >= 1):
 // BackoffMin doubled n-1 times, capped at BackoffMax, then shortened by a
 // random amount of up to a fifth so that keys failing together spread out.
-func (s *Store) backoff(n int) time.Duration {
+func (s *Store[V, A]) backoff(n int) time.Duration {
 	d := s.cfg.BackoffMin
 	for i := 1; i < n && d < s.cfg.BackoffMax; i++ {
 		d *= 2
@@ -54,16 +54,16 @@ const sideEntryBytes = 160
 // costs one early retry of that key, never the cache. The two maps hold
 // at most 2 × sideBytes outside the budget (Config.MaxCost, or the last
 // SetMaxCost).
-func (s *Store) sideBytes() int64 { return max(1<<20, s.maxCost.Load()/32) }
+func (s *Store[V, A]) sideBytes() int64 { return max(1<<20, s.maxCost.Load()/32) }
 
-func (s *Store) delFail(key string) {
+func (s *Store[V, A]) delFail(key string) {
 	if _, ok := s.fails[key]; ok {
 		delete(s.fails, key)
 		s.failBytes -= int64(len(key)) + sideEntryBytes
 	}
 }
 
-func (s *Store) delBypass(key string) {
+func (s *Store[V, A]) delBypass(key string) {
 	if _, ok := s.bypass[key]; ok {
 		delete(s.bypass, key)
 		s.bypassBytes -= int64(len(key)) + sideEntryBytes
@@ -72,7 +72,7 @@ func (s *Store) delBypass(key string) {
 
 // rememberFailure records a failed load of key at now and returns the end
 // of its backoff. Guarded by s.mu.
-func (s *Store) rememberFailure(key string, err error, now int64) int64 {
+func (s *Store[V, A]) rememberFailure(key string, err error, now int64) int64 {
 	f := s.fails[key]
 	if f == nil {
 		size := int64(len(key)) + sideEntryBytes
@@ -110,7 +110,7 @@ func (s *Store) rememberFailure(key string, err error, now int64) int64 {
 }
 
 // rememberBypass records key as uncacheable until until. Guarded by s.mu.
-func (s *Store) rememberBypass(key string, until, now int64) {
+func (s *Store[V, A]) rememberBypass(key string, until, now int64) {
 	if until <= now {
 		s.delBypass(key)
 		return

@@ -74,9 +74,9 @@ func median(v []float64) float64 {
 
 func benchLookupHit(b *testing.B) {
 	keys := benchKeySet()
-	s, err := New(Config{}, &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry, error) {
+	s, err := New(Config{}, &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry[any], error) {
 		return ttlEntry(key, time.Hour, time.Hour), nil
-	}})
+	}}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func benchLookupHit(b *testing.B) {
 		i := 0
 		arg := 0
 		for pb.Next() {
-			r := s.Lookup(keys[i%benchKeys], func() any { return arg })
+			r := s.LookupIn(0, keys[i%benchKeys], func() any { return arg })
 			if r.Status != Hit {
 				b.Fatalf("Lookup = %v, want hit", r.Status)
 			}
@@ -102,7 +102,7 @@ func benchLookupHit(b *testing.B) {
 
 func benchRistrettoGet(b *testing.B) {
 	keys := benchKeySet()
-	c, err := ristretto.NewCache(&ristretto.Config[string, *item]{
+	c, err := ristretto.NewCache(&ristretto.Config[string, *item[any]]{
 		NumCounters: DefaultMaxCost / 4096 * 10,
 		MaxCost:     DefaultMaxCost,
 		BufferItems: 64,
@@ -112,7 +112,7 @@ func benchRistrettoGet(b *testing.B) {
 	}
 	defer c.Close()
 	for _, k := range keys {
-		c.SetWithTTL(k, &item{key: k}, 100, 2*time.Hour)
+		c.SetWithTTL(k, &item[any]{key: k}, 100, 2*time.Hour)
 	}
 	c.Wait()
 	b.ReportAllocs()

@@ -56,8 +56,6 @@ type Config struct {
 	// example 0.1 refreshes a 60s entry when a lookup sees it in its last
 	// 6s. Must be in [0, 1). Default 0: off.
 	RefreshAhead float64
-	// Observer receives the store's events. Default nil: none.
-	Observer Observer
 }
 
 // Config problems reported by New, joined with errors.Join.
@@ -118,9 +116,6 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if !(cfg.RefreshAhead >= 0 && cfg.RefreshAhead < 1) { // also rejects NaN
 		errs = append(errs, fmt.Errorf("%w: %v", ErrBadRefreshAhead, cfg.RefreshAhead))
-	}
-	if cfg.Observer == nil {
-		cfg.Observer = nopObserver{}
 	}
 	return cfg, errors.Join(errs...)
 }

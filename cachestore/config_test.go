@@ -21,7 +21,6 @@ func TestConfigDefaults(t *testing.T) {
 		LoadTimeout:    DefaultLoadTimeout,
 		BackoffMin:     DefaultBackoffMin,
 		BackoffMax:     DefaultBackoffMax,
-		Observer:       nopObserver{},
 	}
 	if got != want {
 		t.Fatalf("defaults = %+v, want %+v", got, want)
@@ -44,7 +43,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := New(tc.cfg, &fakeLoader{})
+			s, err := New(tc.cfg, &fakeLoader{}, nil)
 			if s != nil {
 				s.Close()
 				t.Fatalf("New(%+v) returned a store", tc.cfg)
@@ -59,7 +58,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestNilLoader(t *testing.T) {
-	if _, err := New(Config{MaxCost: -1}, nil); !errors.Is(err, ErrNilLoader) || !errors.Is(err, ErrNegativeMaxCost) {
+	if _, err := New[any, any](Config{MaxCost: -1}, nil, nil); !errors.Is(err, ErrNilLoader) || !errors.Is(err, ErrNegativeMaxCost) {
 		t.Fatalf("New with a nil loader and a bad config = %v, want both problems", err)
 	}
 }

@@ -4,16 +4,17 @@ import (
 	"time"
 )
 
-// Entry is a value held by the store, as a [Loader] returns it.
+// Entry is a value of type V held by the store, as a [Loader] returns it.
 //
 // An Entry is immutable once the Loader has returned it: neither the store
 // nor any reader modifies it or anything Value points to. Readers receive
-// copies of the struct that share Value.
-type Entry struct {
+// copies of the struct that share what Value points to.
+type Entry[V any] struct {
 	// Value is the stored value, opaque to the store. It must not be
-	// modified after the Loader returned it (the proxy stores a pointer to
-	// its fragment record).
-	Value any
+	// modified after the Loader returned it. A pointer type keeps the
+	// copies that lookups hand out one word wide (the proxy stores a
+	// pointer to its fragment record).
+	Value V
 	// Cost is the number of bytes the entry holds, charged against
 	// Config.MaxCost. Zero or negative counts as 1.
 	Cost int64
@@ -39,7 +40,7 @@ type Entry struct {
 	NoStore bool
 }
 
-// Status says what a [Store.Lookup] found and did.
+// Status says what a [Store.LookupIn] found and did.
 type Status uint8
 
 // The lookup outcomes. Their String forms are the lower-case names, usable
@@ -87,15 +88,15 @@ func (s Status) String() string {
 	return "unknown"
 }
 
-// Result is the answer of [Store.Lookup]. Its Entry shares Value with the
-// stored entry and must not be modified.
-type Result struct {
+// Result is the answer of [Store.LookupIn] and [Store.Peek]. Its Entry
+// shares Value with the stored entry and must not be modified.
+type Result[V, A any] struct {
 	// Status says what the lookup found and did.
 	Status Status
 	// Entry is the served entry for Hit, Updating and Stale; zero otherwise.
-	Entry Entry
+	Entry Entry[V]
 	// Flight is the load to wait on for Miss and Bypass; nil otherwise.
-	Flight *Flight
+	Flight *Flight[V, A]
 	// Joined is true when Flight was already running: the lookup was
 	// coalesced with an earlier one.
 	Joined bool

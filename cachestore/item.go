@@ -6,9 +6,9 @@ import "sync/atomic"
 // Entry plus its times in the store's clock and its refresh state. The
 // Entry and the times never change once the item is built; only the two
 // atomics do.
-type item struct {
+type item[V any] struct {
 	key   string // the key it is stored under
-	entry Entry
+	entry Entry[V]
 	cost  int64
 
 	// Nanoseconds since Store.epoch. refreshAt <= fresh <= stale.

@@ -13,7 +13,7 @@ import (
 // under the store's lifetime and Config.LoadTimeout, stores the result and
 // wakes the waiters. It runs on a goroutine of the store holding a load
 // token.
-func (s *Store) load(f *Flight) {
+func (s *Store[V, A]) load(f *Flight[V, A]) {
 	if s.life.Err() != nil {
 		s.abandon(f)
 		return
@@ -26,22 +26,19 @@ func (s *Store) load(f *Flight) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.life, s.cfg.LoadTimeout)
-	start := time.Now()
 	e, err := s.callLoader(ctx, f)
-	d := time.Since(start)
 	cancel()
 	if err != nil && s.life.Err() != nil {
 		err = ErrClosed // cancelled by Close: not the key's failure
 	}
-	s.obs.LoadDone(f.key, f.refresh, err, d)
 	s.finish(f, e, err, true)
 }
 
 // callLoader calls the Loader, turning a panic into a *PanicError.
-func (s *Store) callLoader(ctx context.Context, f *Flight) (e Entry, err error) {
+func (s *Store[V, A]) callLoader(ctx context.Context, f *Flight[V, A]) (e Entry[V], err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			e, err = Entry{}, &PanicError{Value: r, Stack: debug.Stack()}
+			e, err = Entry[V]{}, &PanicError{Value: r, Stack: debug.Stack()}
 		}
 	}()
 	return s.loader.Load(ctx, f.key, f.arg, f.refresh)
@@ -49,7 +46,7 @@ func (s *Store) callLoader(ctx context.Context, f *Flight) (e Entry, err error) 
 
 // peekFresh returns a fresh item under f's key other than the one f
 // refreshes, or nil.
-func (s *Store) peekFresh(f *Flight) *item {
+func (s *Store[V, A]) peekFresh(f *Flight[V, A]) *item[V] {
 	now := s.now()
 	it, ok := s.cache.Get(f.key)
 	if !ok || it == f.stale || now >= it.fresh {
@@ -64,8 +61,8 @@ func (s *Store) peekFresh(f *Flight) *item {
 }
 
 // newItem builds the item that stores e under key.
-func (s *Store) newItem(key string, e Entry) *item {
-	it := &item{key: key, entry: e, cost: max(e.Cost, 1), slot: -1}
+func (s *Store[V, A]) newItem(key string, e Entry[V]) *item[V] {
+	it := &item[V]{key: key, entry: e, cost: max(e.Cost, 1), slot: -1}
 	it.fresh = s.at(e.FreshUntil)
 	it.stale = max(s.at(e.StaleUntil), it.fresh)
 	it.refreshAt = it.fresh
@@ -79,12 +76,12 @@ func (s *Store) newItem(key string, e Entry) *item {
 
 // finish ends flight f with e or err. When loaded is true, e came from the
 // Loader and is stored as it asks; otherwise e is already stored.
-func (s *Store) finish(f *Flight, e Entry, err error, loaded bool) {
+func (s *Store[V, A]) finish(f *Flight[V, A], e Entry[V], err error, loaded bool) {
 	now := s.now()
 	var (
-		set    *item    // to write to ristretto
+		set    *item[V] // to write to ristretto
 		dels   []string // to delete from ristretto
-		failed *backoffStep
+		failed *backoffStep[A]
 	)
 	s.mu.Lock()
 	if s.flights[f.key] == f {
@@ -102,7 +99,7 @@ func (s *Store) finish(f *Flight, e Entry, err error, loaded bool) {
 			f.stale.retryAt.Store(until) // before the flag: see queueRefresh
 			f.stale.refreshing.Store(false)
 		}
-		failed = &backoffStep{arg: f.arg, err: err, until: s.epoch.Add(time.Duration(until))}
+		failed = &backoffStep[A]{arg: f.arg, err: err, until: s.epoch.Add(time.Duration(until))}
 	case e.NoStore:
 		s.delFail(f.key)
 		s.rememberBypass(f.key, s.at(e.FreshUntil), now)
@@ -131,7 +128,7 @@ func (s *Store) finish(f *Flight, e Entry, err error, loaded bool) {
 	f.entry, f.err = e, err
 	s.mu.Unlock()
 	if failed != nil {
-		s.obs.Backoff(f.key, failed.arg, failed.err, failed.until)
+		s.obs.Backoff(failed.arg, failed.err, failed.until)
 	}
 
 	for _, k := range dels {
@@ -148,32 +145,32 @@ func (s *Store) finish(f *Flight, e Entry, err error, loaded bool) {
 
 // backoffStep is a failed load's report to the Observer, made after mu
 // is released.
-type backoffStep struct {
-	arg   any
+type backoffStep[A any] struct {
+	arg   A
 	err   error
 	until time.Time
 }
 
 // abandon ends flight f with ErrClosed, without loading.
-func (s *Store) abandon(f *Flight) {
-	s.finish(f, Entry{}, ErrClosed, true)
+func (s *Store[V, A]) abandon(f *Flight[V, A]) {
+	s.finish(f, Entry[V]{}, ErrClosed, true)
 }
 
 // cost returns the cost ristretto holds.
-func (s *Store) cost() int64 {
+func (s *Store[V, A]) cost() int64 {
 	return s.maxCost.Load() - s.cache.RemainingCost()
 }
 
 // onEvict is ristretto's OnEvict: it reports capacity evictions, not
 // expiries nor the clearing done by Close.
-func (s *Store) onEvict(i *ristretto.Item[*item]) {
+func (s *Store[V, A]) onEvict(i *ristretto.Item[*item[V]]) {
 	if s.closing.Load() {
 		return
 	}
 	if !i.Expiration.IsZero() && !i.Expiration.After(time.Now()) {
 		return // expired
 	}
-	s.obs.Evicted(i.Cost)
+	s.obs.Evicted()
 	s.obs.CostChanged(s.cost())
 }
 
@@ -183,7 +180,7 @@ func (s *Store) onEvict(i *ristretto.Item[*item]) {
 // rejects the second as a duplicate. If the rejected item is the newest of
 // its key and ristretto holds an older one, it is written again, which
 // replaces the older one at once.
-func (s *Store) onReject(i *ristretto.Item[*item]) {
+func (s *Store[V, A]) onReject(i *ristretto.Item[*item[V]]) {
 	it := i.Value
 	if it == nil || s.closing.Load() {
 		return
@@ -210,7 +207,7 @@ func (s *Store) onReject(i *ristretto.Item[*item]) {
 // ristretto. Loaders must return when their context ends, or Close waits
 // for them. Close is idempotent and always returns nil. Wait must not run
 // concurrently with Close.
-func (s *Store) Close() error {
+func (s *Store[V, A]) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
@@ -235,11 +232,12 @@ func (s *Store) Close() error {
 }
 
 // Wait blocks until ristretto has applied every write buffered so far. It
-// is meant for tests; lookups never need it.
-func (s *Store) Wait() { s.cache.Wait() }
+// is meant for tests (the proxy's benchmarks warm a page with it); lookups
+// never need it.
+func (s *Store[V, A]) Wait() { s.cache.Wait() }
 
-// Stats is a snapshot of the store's state, for metrics that poll.
-type Stats struct {
+// storeStats is a snapshot of the store's state.
+type storeStats struct {
 	Cost            int64 // bytes ristretto holds (applied writes only)
 	MaxCost         int64 // Config.MaxCost, or the last SetMaxCost
 	Loads           int   // loads running
@@ -250,10 +248,10 @@ type Stats struct {
 	Uncacheable     int   // keys remembered as uncacheable
 }
 
-// Stats returns a snapshot of the store's state. It is safe for concurrent
-// use and cheap enough to call at every scrape.
-func (s *Store) Stats() Stats {
-	st := Stats{
+// stats returns a snapshot of the store's state, for tests. It is safe for
+// concurrent use.
+func (s *Store[V, A]) stats() storeStats {
+	st := storeStats{
 		MaxCost:         s.maxCost.Load(),
 		Loads:           len(s.sem),
 		RefreshQueueLen: len(s.refreshQ),

@@ -5,15 +5,15 @@ package cachestore
 // page request that looked them up), so one page with a thousand includes
 // never delays another page's first load by more than one turn. Guarded
 // by Store.mu.
-type loadQueue struct {
-	byGroup map[uint64][]*Flight
+type loadQueue[V, A any] struct {
+	byGroup map[uint64][]*Flight[V, A]
 	order   []uint64 // groups with queued loads, in turn order
 	n       int
 }
 
-func (q *loadQueue) push(group uint64, f *Flight) {
+func (q *loadQueue[V, A]) push(group uint64, f *Flight[V, A]) {
 	if q.byGroup == nil {
-		q.byGroup = make(map[uint64][]*Flight)
+		q.byGroup = make(map[uint64][]*Flight[V, A])
 	}
 	fs := q.byGroup[group]
 	if len(fs) == 0 {
@@ -24,7 +24,7 @@ func (q *loadQueue) push(group uint64, f *Flight) {
 }
 
 // pop returns the next load, or nil when none waits.
-func (q *loadQueue) pop() *Flight {
+func (q *loadQueue[V, A]) pop() *Flight[V, A] {
 	if q.n == 0 {
 		return nil
 	}

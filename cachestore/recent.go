@@ -23,25 +23,25 @@ package cachestore
 // the newer item again. So the table never hides a newer entry.
 //
 // It is guarded by Store.mu.
-type recentTable struct {
-	m       map[string]*item
-	ring    []*item // FIFO by insertion; nil where an item was removed
-	head    int     // index of the oldest slot
-	n       int     // used slots, including nil holes
-	cost    int64   // sum of the cost of the items in m
+type recentTable[V any] struct {
+	m       map[string]*item[V]
+	ring    []*item[V] // FIFO by insertion; nil where an item was removed
+	head    int        // index of the oldest slot
+	n       int        // used slots, including nil holes
+	cost    int64      // sum of the cost of the items in m
 	maxCost int64
 }
 
-func newRecentTable(slots int, maxCost int64) recentTable {
-	return recentTable{
-		m:       make(map[string]*item, slots),
-		ring:    make([]*item, slots),
+func newRecentTable[V any](slots int, maxCost int64) recentTable[V] {
+	return recentTable[V]{
+		m:       make(map[string]*item[V], slots),
+		ring:    make([]*item[V], slots),
 		maxCost: maxCost,
 	}
 }
 
 // get returns the item under key if it is still usable at now.
-func (t *recentTable) get(key string, now int64) *item {
+func (t *recentTable[V]) get(key string, now int64) *item[V] {
 	it := t.m[key]
 	if it == nil {
 		return nil
@@ -54,12 +54,12 @@ func (t *recentTable) get(key string, now int64) *item {
 }
 
 // peek returns the item under key, usable or not.
-func (t *recentTable) peek(key string) *item { return t.m[key] }
+func (t *recentTable[V]) peek(key string) *item[V] { return t.m[key] }
 
 // put adds it, replacing any item under the same key, and pushes out the
 // oldest items while the table is over its bounds. The newest item stays
 // even when it alone exceeds the cost bound.
-func (t *recentTable) put(it *item) {
+func (t *recentTable[V]) put(it *item[V]) {
 	if old := t.m[it.key]; old != nil {
 		t.remove(old)
 	}
@@ -77,13 +77,13 @@ func (t *recentTable) put(it *item) {
 }
 
 // del removes the item under key, if any.
-func (t *recentTable) del(key string) {
+func (t *recentTable[V]) del(key string) {
 	if it := t.m[key]; it != nil {
 		t.remove(it)
 	}
 }
 
-func (t *recentTable) remove(it *item) {
+func (t *recentTable[V]) remove(it *item[V]) {
 	if t.m[it.key] == it {
 		delete(t.m, it.key)
 		t.cost -= it.cost
@@ -94,7 +94,7 @@ func (t *recentTable) remove(it *item) {
 	it.slot = -1
 }
 
-func (t *recentTable) popOldest() {
+func (t *recentTable[V]) popOldest() {
 	for t.n > 0 {
 		it := t.ring[t.head]
 		t.ring[t.head] = nil
@@ -111,4 +111,4 @@ func (t *recentTable) popOldest() {
 	}
 }
 
-func (t *recentTable) len() int { return len(t.m) }
+func (t *recentTable[V]) len() int { return len(t.m) }

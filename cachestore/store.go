@@ -17,8 +17,11 @@ const (
 	recentCostFrac = 16 // the side table holds at most MaxCost/recentCostFrac
 )
 
-// Store is the fragment store. Create it with New and stop it with Close.
-// It is safe for concurrent use; it must not be copied.
+// Store is the fragment store: it holds values of type V under string
+// keys and loads missing ones through a Loader whose calls take an argument
+// of type A (what the load needs beyond the key, detached from the request
+// that started it). Create it with New and stop it with Close. It is safe
+// for concurrent use; it must not be copied.
 //
 // A Store owns every goroutine it runs: ristretto's, the refresh workers
 // started by New, and one goroutine per load of a missing key, started
@@ -38,11 +41,11 @@ const (
 //
 // Entries stay in ristretto until their StaleUntil (its TTL), and are
 // served fresh, then stale, by the store's own monotonic clock.
-type Store struct {
+type Store[V, A any] struct {
 	cfg    Config
-	loader Loader
-	obs    Observer
-	cache  *ristretto.Cache[string, *item]
+	loader Loader[V, A]
+	obs    Observer[A]
+	cache  *ristretto.Cache[string, *item[V]]
 	epoch  time.Time // the store's clock counts nanoseconds from here
 	// maxCost is ristretto's budget: Config.MaxCost, then SetMaxCost's.
 	// It is an atomic of the store's own so that code holding mu reads it
@@ -53,9 +56,9 @@ type Store struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // refresh workers, miss loads, refresh sends
 
-	sem      chan struct{} // one token per running load
-	refreshQ chan *Flight  // queued refreshes
-	queued   atomic.Int64  // refreshQ slots taken, including sends in progress
+	sem      chan struct{}      // one token per running load
+	refreshQ chan *Flight[V, A] // queued refreshes
+	queued   atomic.Int64       // refreshQ slots taken, including sends in progress
 
 	closing   atomic.Bool // set when Close starts
 	closeOnce sync.Once
@@ -66,22 +69,23 @@ type Store struct {
 	// goroutine calls back into the store and takes it.
 	mu          sync.Mutex
 	closed      bool
-	flights     map[string]*Flight // running or queued loads by looked-up key
-	recent      recentTable
+	flights     map[string]*Flight[V, A] // running or queued loads by looked-up key
+	recent      recentTable[V]
 	fails       map[string]*failure
 	failSweep   int
 	bypass      map[string]int64 // uncacheable keys, until when
 	bypassSweep int
-	waiting     loadQueue // cold loads waiting for a load token
-	failBytes   int64     // the keys of fails and their records' cost
-	bypassBytes int64     // likewise for bypass
+	waiting     loadQueue[V, A] // cold loads waiting for a load token
+	failBytes   int64           // the keys of fails and their records' cost
+	bypassBytes int64           // likewise for bypass
 }
 
 // New validates cfg, applies its defaults, and starts the store: ristretto
-// and Config.RefreshWorkers refresh workers. Problems in cfg are returned
+// and Config.RefreshWorkers refresh workers. Values come from l; events go
+// to obs, which may be nil (no events). Problems in cfg are returned
 // joined, each wrapping one of the ErrNegative*, ErrBad* or ErrNilLoader
 // errors.
-func New(cfg Config, l Loader) (*Store, error) {
+func New[V, A any](cfg Config, l Loader[V, A], obs Observer[A]) (*Store[V, A], error) {
 	cfg, err := cfg.withDefaults()
 	if l == nil {
 		err = errors.Join(err, ErrNilLoader)
@@ -89,21 +93,24 @@ func New(cfg Config, l Loader) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{
+	if obs == nil {
+		obs = nopObserver[A]{}
+	}
+	s := &Store[V, A]{
 		cfg:         cfg,
 		loader:      l,
-		obs:         cfg.Observer,
+		obs:         obs,
 		epoch:       time.Now(),
 		sem:         make(chan struct{}, cfg.MaxLoads),
-		refreshQ:    make(chan *Flight, cfg.RefreshQueue),
-		flights:     make(map[string]*Flight),
-		recent:      newRecentTable(recentSlots, max(1, cfg.MaxCost/recentCostFrac)),
+		refreshQ:    make(chan *Flight[V, A], cfg.RefreshQueue),
+		flights:     make(map[string]*Flight[V, A]),
+		recent:      newRecentTable[V](recentSlots, max(1, cfg.MaxCost/recentCostFrac)),
 		fails:       make(map[string]*failure),
 		failSweep:   minSweep,
 		bypass:      make(map[string]int64),
 		bypassSweep: minSweep,
 	}
-	s.cache, err = ristretto.NewCache(&ristretto.Config[string, *item]{
+	s.cache, err = ristretto.NewCache(&ristretto.Config[string, *item[V]]{
 		// Ten counters per entry expected when full, assuming entries of
 		// about 4 KiB, as ristretto advises.
 		NumCounters: min(max(cfg.MaxCost/4096*10, 1000), 10_000_000),
@@ -125,14 +132,17 @@ func New(cfg Config, l Loader) (*Store, error) {
 	return s, nil
 }
 
+// MaxCost is the store's budget: Config.MaxCost, or the last SetMaxCost.
+func (s *Store[V, A]) MaxCost() int64 { return s.maxCost.Load() }
+
 // SetMaxCost changes the budget of the running store (a configuration
 // reload). Entries beyond a lowered budget are evicted as new writes are
-// applied, not at once, so Stats().Cost may stay above it for a while. The
+// applied, not at once, so the cost held may stay above it for a while. The
 // side table's share (MaxCost/16) follows at its next write. ristretto's
 // admission counters keep the size New gave them from Config.MaxCost: a
 // budget raised far above it admits less accurately until a restart.
 // n must be positive. Safe for concurrent use.
-func (s *Store) SetMaxCost(n int64) error {
+func (s *Store[V, A]) SetMaxCost(n int64) error {
 	if n <= 0 {
 		return fmt.Errorf("cachestore: SetMaxCost: the budget must be positive (got %d)", n)
 	}
@@ -149,57 +159,48 @@ func (s *Store) SetMaxCost(n int64) error {
 
 // now returns the store's clock: nanoseconds since s.epoch, on the
 // monotonic clock.
-func (s *Store) now() int64 { return int64(time.Since(s.epoch)) }
+func (s *Store[V, A]) now() int64 { return int64(time.Since(s.epoch)) }
 
 // at converts t to the store's clock.
-func (s *Store) at(t time.Time) int64 { return int64(t.Sub(s.epoch)) }
+func (s *Store[V, A]) at(t time.Time) int64 { return int64(t.Sub(s.epoch)) }
 
-// Lookup answers at once with what the store holds for key; it never
-// blocks (see Status for the answers). When no fresh entry exists it makes
-// sure exactly one load of key runs: it starts one, joins the running one,
-// or queues a refresh of the stale entry.
+// LookupIn answers at once with what the store holds for key, looked up
+// on behalf of group; it never blocks (see Status for the answers). When
+// no fresh entry exists it makes sure exactly one load of key runs: it
+// starts one, joins the running one, or queues a refresh of the stale
+// entry. group names the caller (fragcache: one page request): when every
+// load slot is taken, cold loads wait in a queue that serves groups in
+// turn (Config.LoadQueue).
 //
-// detach is called at most once, synchronously, and only when this Lookup
+// detach is called at most once, synchronously, and only when this lookup
 // starts a load or queues a refresh; what it returns is passed to the
 // Loader as arg. It must return values that share no memory with the
-// caller's request, and must not call the Store. Lookup does not retain
+// caller's request, and must not call the Store. LookupIn does not retain
 // detach, so a stack closure costs no allocation. detach may be nil (arg is
-// then nil).
+// then A's zero value).
 //
-// Lookup is safe for concurrent use. A fresh hit allocates nothing.
-func (s *Store) Lookup(key string, detach func() any) Result {
-	return s.LookupIn(0, key, detach)
-}
-
-// LookupIn is Lookup for a lookup made on behalf of group (fragcache: one
-// page request): when every load slot is taken, cold loads wait in a
-// queue that serves groups in turn (Config.LoadQueue).
-func (s *Store) LookupIn(group uint64, key string, detach func() any) Result {
+// LookupIn is safe for concurrent use. A fresh hit allocates nothing.
+func (s *Store[V, A]) LookupIn(group uint64, key string, detach func() A) Result[V, A] {
 	g := s.gets.enter(&s.closing)
 	if g == nil {
-		s.obs.Lookup(key, Shed)
-		return Result{Status: Shed, Err: ErrClosed}
+		return Result[V, A]{Status: Shed, Err: ErrClosed}
 	}
 	it, ok := s.cache.Get(key)
 	s.gets.leave(g)
 	if ok {
 		now := s.now()
 		if now < it.refreshAt {
-			s.obs.Lookup(key, Hit)
-			return Result{Status: Hit, Entry: it.entry}
+			return Result[V, A]{Status: Hit, Entry: it.entry}
 		}
 		if r, ok := s.serve(key, it, now, detach); ok {
-			s.obs.Lookup(key, r.Status)
 			return r
 		}
 	}
-	r := s.lookupSlow(group, key, detach)
-	s.obs.Lookup(key, r.Status)
-	return r
+	return s.lookupSlow(group, key, detach)
 }
 
-// Peek answers like Lookup when the store holds a usable entry for key
-// (a stale one queues its refresh, with detach, as Lookup would), and
+// Peek answers like LookupIn when the store holds a usable entry for key
+// (a stale one queues its refresh, with detach, as LookupIn would), and
 // otherwise answers Miss with a nil Flight: it never starts or joins a
 // load. A caller that looks a value up under one of several keys peeks at
 // the first and looks up the last. A fresh hit allocates nothing.
@@ -208,34 +209,33 @@ func (s *Store) LookupIn(group uint64, key string, detach func() any) Result {
 // not applied yet: a miss then takes no lock, which matters because a
 // page's includes that are not shared peek on every view. An entry stored
 // a moment ago can be missed; the proxy's per-URL hint covers that window.
-func (s *Store) Peek(key string, detach func() any) Result {
+func (s *Store[V, A]) Peek(key string, detach func() A) Result[V, A] {
 	g := s.gets.enter(&s.closing)
 	if g == nil {
-		return Result{Status: Miss}
+		return Result[V, A]{Status: Miss}
 	}
 	it, ok := s.cache.Get(key)
 	s.gets.leave(g)
 	now := s.now()
 	if ok {
 		if r, ok := s.serve(key, it, now, detach); ok {
-			s.obs.Lookup(key, r.Status)
 			return r
 		}
 	}
-	return Result{Status: Miss}
+	return Result[V, A]{Status: Miss}
 }
 
 // serve answers from an item found at now, queueing a refresh when the
 // item asks for one. It reports false when the item is past StaleUntil.
-func (s *Store) serve(key string, it *item, now int64, detach func() any) (Result, bool) {
+func (s *Store[V, A]) serve(key string, it *item[V], now int64, detach func() A) (Result[V, A], bool) {
 	switch {
 	case now < it.refreshAt:
-		return Result{Status: Hit, Entry: it.entry}, true
+		return Result[V, A]{Status: Hit, Entry: it.entry}, true
 	case now < it.fresh: // refresh-ahead window
 		if now >= it.retryAt.Load() && it.refreshing.CompareAndSwap(false, true) {
 			s.queueRefresh(key, it, now, detach)
 		}
-		return Result{Status: Hit, Entry: it.entry}, true
+		return Result[V, A]{Status: Hit, Entry: it.entry}, true
 	case now < it.stale:
 		st := Updating
 		if now < it.retryAt.Load() {
@@ -243,15 +243,15 @@ func (s *Store) serve(key string, it *item, now int64, detach func() any) (Resul
 		} else if it.refreshing.CompareAndSwap(false, true) {
 			st = s.queueRefresh(key, it, now, detach)
 		}
-		return Result{Status: st, Entry: it.entry}, true
+		return Result[V, A]{Status: st, Entry: it.entry}, true
 	}
-	return Result{}, false
+	return Result[V, A]{}, false
 }
 
 // queueRefresh queues a refresh of it, whose refreshing flag the caller
 // has just set. It returns Updating when a refresh is queued or already
 // running, Stale when none can run.
-func (s *Store) queueRefresh(key string, it *item, now int64, detach func() any) Status {
+func (s *Store[V, A]) queueRefresh(key string, it *item[V], now int64, detach func() A) Status {
 	// Re-check the backoff now that the flag is ours: a refresh that
 	// failed in between set retryAt before clearing the flag.
 	if now < it.retryAt.Load() {
@@ -260,7 +260,7 @@ func (s *Store) queueRefresh(key string, it *item, now int64, detach func() any)
 	}
 	if !s.reserveRefresh() {
 		it.refreshing.Store(false)
-		s.obs.RefreshShed(key)
+		s.obs.RefreshShed()
 		return Stale
 	}
 	s.mu.Lock()
@@ -278,7 +278,7 @@ func (s *Store) queueRefresh(key string, it *item, now int64, detach func() any)
 		it.refreshing.Store(false)
 		return Updating
 	}
-	f := newFlight(key, true, it)
+	f := newFlight[V, A](key, true, it)
 	s.flights[key] = f
 	s.wg.Add(1) // Close drains the queue only after this send
 	s.mu.Unlock()
@@ -293,7 +293,7 @@ func (s *Store) queueRefresh(key string, it *item, now int64, detach func() any)
 
 // reserveRefresh takes a slot in the refresh queue, or reports false when
 // all Config.RefreshQueue slots are taken.
-func (s *Store) reserveRefresh() bool {
+func (s *Store[V, A]) reserveRefresh() bool {
 	for {
 		n := s.queued.Load()
 		if n >= int64(s.cfg.RefreshQueue) {
@@ -306,12 +306,12 @@ func (s *Store) reserveRefresh() bool {
 }
 
 // lookupSlow answers a lookup that found nothing usable in ristretto.
-func (s *Store) lookupSlow(group uint64, key string, detach func() any) Result {
+func (s *Store[V, A]) lookupSlow(group uint64, key string, detach func() A) Result[V, A] {
 	now := s.now()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return Result{Status: Shed, Err: ErrClosed}
+		return Result[V, A]{Status: Shed, Err: ErrClosed}
 	}
 	if it := s.recent.get(key, now); it != nil {
 		s.mu.Unlock()
@@ -328,22 +328,21 @@ func (s *Store) lookupSlow(group uint64, key string, detach func() any) Result {
 	}
 	if f := s.flights[key]; f != nil {
 		s.mu.Unlock()
-		s.obs.Coalesced(key)
-		return Result{Status: st, Flight: f, Joined: true}
+		return Result[V, A]{Status: st, Flight: f, Joined: true}
 	}
 	if fl := s.fails[key]; fl != nil && now < fl.until {
 		err := fl.err
 		s.mu.Unlock()
-		return Result{Status: Failed, Err: err}
+		return Result[V, A]{Status: Failed, Err: err}
 	}
-	f := newFlight(key, false, nil)
+	f := newFlight[V, A](key, false, nil)
 	select {
 	case s.sem <- struct{}{}:
 	default:
 		if s.waiting.n >= s.cfg.LoadQueue {
 			s.mu.Unlock()
-			s.obs.LoadShed(key)
-			return Result{Status: Shed, Err: ErrShed}
+			s.obs.LoadShed()
+			return Result[V, A]{Status: Shed, Err: ErrShed}
 		}
 		// Every load slot is taken: wait in the queue, as a flight that
 		// others join. detach runs under mu here, as the load may be
@@ -356,7 +355,7 @@ func (s *Store) lookupSlow(group uint64, key string, detach func() any) Result {
 		n := s.waiting.n
 		s.mu.Unlock()
 		s.obs.LoadQueueLen(n)
-		return Result{Status: st, Flight: f}
+		return Result[V, A]{Status: st, Flight: f}
 	}
 	s.flights[key] = f
 	s.wg.Add(1)
@@ -365,12 +364,12 @@ func (s *Store) lookupSlow(group uint64, key string, detach func() any) Result {
 		f.arg = detach()
 	}
 	go s.runLoads(f)
-	return Result{Status: st, Flight: f}
+	return Result[V, A]{Status: st, Flight: f}
 }
 
 // runLoads runs f, then the queued loads, holding one load token, which
 // it gives back once the queue is empty.
-func (s *Store) runLoads(f *Flight) {
+func (s *Store[V, A]) runLoads(f *Flight[V, A]) {
 	defer s.wg.Done()
 	for f != nil {
 		s.load(f)
@@ -382,7 +381,7 @@ func (s *Store) runLoads(f *Flight) {
 // token, or gives the token back when none waits. Taking and giving back
 // happen under mu, where lookups decide between a token and the queue, so
 // no load is left in the queue with nobody to run it.
-func (s *Store) nextLoad() *Flight {
+func (s *Store[V, A]) nextLoad() *Flight[V, A] {
 	s.mu.Lock()
 	f := s.waiting.pop()
 	n := s.waiting.n
@@ -397,7 +396,7 @@ func (s *Store) nextLoad() *Flight {
 }
 
 // refreshWorker runs queued refreshes until Close.
-func (s *Store) refreshWorker() {
+func (s *Store[V, A]) refreshWorker() {
 	defer s.wg.Done()
 	for {
 		select {

@@ -18,16 +18,16 @@ import (
 func TestMissThenHit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		if got := load(t, s, "a").Value; got != "a" {
 			t.Fatalf("loaded value = %v, want a", got)
 		}
 		// Without waiting for ristretto: the side table serves it.
-		if r := s.Lookup("a", nil); r.Status != Hit || r.Entry.Value != "a" {
+		if r := s.LookupIn(0, "a", nil); r.Status != Hit || r.Entry.Value != "a" {
 			t.Fatalf("Lookup after load = %v %v, want hit a", r.Status, r.Entry.Value)
 		}
 		s.Wait()
-		if r := s.Lookup("a", nil); r.Status != Hit || r.Entry.Value != "a" {
+		if r := s.LookupIn(0, "a", nil); r.Status != Hit || r.Entry.Value != "a" {
 			t.Fatalf("Lookup after Wait = %v %v, want hit a", r.Status, r.Entry.Value)
 		}
 		if n := l.calls.Load(); n != 1 {
@@ -40,7 +40,7 @@ func TestColdKeyCoalesced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
 		obs := &countingObserver{}
-		s := newStore(t, Config{Observer: obs}, l)
+		s := newStore(t, Config{}, l, obs)
 		const n = 1000
 		var (
 			wg       sync.WaitGroup
@@ -51,7 +51,7 @@ func TestColdKeyCoalesced(t *testing.T) {
 		)
 		for range n {
 			wg.Go(func() {
-				r := s.Lookup("cold", func() any { detached.Add(1); return "arg" })
+				r := s.LookupIn(0, "cold", func() any { detached.Add(1); return "arg" })
 				if r.Status != Miss || r.Flight == nil {
 					t.Errorf("Lookup = %v, want miss with a flight", r.Status)
 					return
@@ -60,7 +60,7 @@ func TestColdKeyCoalesced(t *testing.T) {
 					joined.Add(1)
 				}
 				flights.Store(r.Flight, true)
-				if e, err := r.Flight.Wait(context.Background()); err == nil && e.Value == "cold" {
+				if e, err := waitFlight(context.Background(), r.Flight); err == nil && e.Value == "cold" {
 					got.Add(1)
 				}
 			})
@@ -78,9 +78,7 @@ func TestColdKeyCoalesced(t *testing.T) {
 			{"detach calls", detached.Load(), 1},
 			{"distinct flights", int64(nf), 1},
 			{"joined lookups", joined.Load(), n - 1},
-			{"coalesced events", obs.coalesced.Load(), n - 1},
 			{"waiters served", got.Load(), n},
-			{"miss events", obs.lookups[Miss].Load(), n},
 		} {
 			if c.got != c.want {
 				t.Errorf("%s = %d, want %d", c.what, c.got, c.want)
@@ -95,19 +93,19 @@ func TestColdKeyCoalesced(t *testing.T) {
 func TestCancelledWaiterDoesNotFailOthers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
-		s := newStore(t, Config{}, l)
-		first := s.Lookup("k", nil)
+		s := newStore(t, Config{}, l, nil)
+		first := s.LookupIn(0, "k", nil)
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
-		if _, err := first.Flight.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		if _, err := waitFlight(ctx, first.Flight); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("first waiter: err = %v, want deadline exceeded", err)
 		}
-		second := s.Lookup("k", nil)
+		second := s.LookupIn(0, "k", nil)
 		if !second.Joined || second.Flight != first.Flight {
 			t.Fatalf("second lookup did not join the running load: %+v", second)
 		}
 		close(l.gate)
-		e, err := second.Flight.Wait(context.Background())
+		e, err := waitFlight(context.Background(), second.Flight)
 		if err != nil || e.Value != "k" {
 			t.Fatalf("second waiter got %v, %v; want k, nil", e.Value, err)
 		}
@@ -121,13 +119,13 @@ func TestStaleServedDuringOneRefresh(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		answer, _ := versioned(10*time.Second, time.Minute)
 		l := &fakeLoader{answer: answer}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		load(t, s, "k")
 		time.Sleep(11 * time.Second) // stale now
 		l.gate = make(chan struct{})
 		var detached atomic.Int64
 		for i := range 100 {
-			r := s.Lookup("k", func() any { detached.Add(1); return nil })
+			r := s.LookupIn(0, "k", func() any { detached.Add(1); return nil })
 			if r.Status != Updating || r.Entry.Value != int64(1) {
 				t.Fatalf("lookup %d while refreshing = %v %v, want updating 1", i, r.Status, r.Entry.Value)
 			}
@@ -141,7 +139,7 @@ func TestStaleServedDuringOneRefresh(t *testing.T) {
 		}
 		l.gate <- struct{}{}
 		synctest.Wait()
-		if r := s.Lookup("k", nil); r.Status != Hit || r.Entry.Value != int64(2) {
+		if r := s.LookupIn(0, "k", nil); r.Status != Hit || r.Entry.Value != int64(2) {
 			t.Fatalf("lookup after refresh = %v %v, want hit 2", r.Status, r.Entry.Value)
 		}
 	})
@@ -151,7 +149,7 @@ func TestOneRefreshPerExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		answer, _ := versioned(10*time.Second, time.Minute)
 		l := &fakeLoader{answer: answer}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		load(t, s, "k")
 		const expiries = 5
 		for round := 1; round <= expiries; round++ {
@@ -161,7 +159,7 @@ func TestOneRefreshPerExpiry(t *testing.T) {
 			for range 10 {
 				wg.Go(func() {
 					for range 120 {
-						s.Lookup("k", nil)
+						s.LookupIn(0, "k", nil)
 						time.Sleep(100 * time.Millisecond)
 					}
 				})
@@ -178,17 +176,17 @@ func TestOneRefreshPerExpiry(t *testing.T) {
 func TestBackoffSpacing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		boom := errors.New("boom")
-		l := &fakeLoader{answer: func(context.Context, string, any, bool) (Entry, error) {
-			return Entry{}, boom
+		l := &fakeLoader{answer: func(context.Context, string, any, bool) (Entry[any], error) {
+			return Entry[any]{}, boom
 		}}
-		s := newStore(t, Config{BackoffMin: time.Second, BackoffMax: 8 * time.Second}, l)
+		s := newStore(t, Config{BackoffMin: time.Second, BackoffMax: 8 * time.Second}, l, nil)
 		const step = 10 * time.Millisecond
 		end := time.Now().Add(time.Minute)
 		for time.Now().Before(end) {
-			r := s.Lookup("k", nil)
+			r := s.LookupIn(0, "k", nil)
 			switch r.Status {
 			case Miss:
-				if _, err := r.Flight.Wait(context.Background()); !errors.Is(err, boom) {
+				if _, err := waitFlight(context.Background(), r.Flight); !errors.Is(err, boom) {
 					t.Fatalf("flight error = %v, want boom", err)
 				}
 			case Failed:
@@ -227,21 +225,21 @@ func TestRetryAfterReplacesBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var n atomic.Int64
 		boom := errors.New("boom")
-		l := &fakeLoader{answer: func(context.Context, string, any, bool) (Entry, error) {
+		l := &fakeLoader{answer: func(context.Context, string, any, bool) (Entry[any], error) {
 			// Two real failures (backoff 1 s, then 2 s), then refusals that
 			// ask for 300 ms each: they must neither wait out a doubled
 			// backoff nor lengthen it.
 			if n.Add(1) <= 2 {
-				return Entry{}, boom
+				return Entry[any]{}, boom
 			}
-			return Entry{}, fmt.Errorf("wrapped: %w", refused{300 * time.Millisecond})
+			return Entry[any]{}, fmt.Errorf("wrapped: %w", refused{300 * time.Millisecond})
 		}}
-		s := newStore(t, Config{BackoffMin: time.Second, BackoffMax: time.Minute}, l)
+		s := newStore(t, Config{BackoffMin: time.Second, BackoffMax: time.Minute}, l, nil)
 		const step = 10 * time.Millisecond
 		end := time.Now().Add(10 * time.Second)
 		for time.Now().Before(end) {
-			if r := s.Lookup("k", nil); r.Status == Miss {
-				r.Flight.Wait(context.Background())
+			if r := s.LookupIn(0, "k", nil); r.Status == Miss {
+				waitFlight(context.Background(), r.Flight)
 			}
 			time.Sleep(step)
 		}
@@ -261,22 +259,22 @@ func TestFailedRefreshKeepsServingStale(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var fail atomic.Bool
 		answer, _ := versioned(10*time.Second, time.Minute)
-		l := &fakeLoader{answer: func(ctx context.Context, key string, arg any, refresh bool) (Entry, error) {
+		l := &fakeLoader{answer: func(ctx context.Context, key string, arg any, refresh bool) (Entry[any], error) {
 			if fail.Load() {
-				return Entry{}, errors.New("origin down")
+				return Entry[any]{}, errors.New("origin down")
 			}
 			return answer(ctx, key, arg, refresh)
 		}}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		load(t, s, "k")
 		fail.Store(true)
 		time.Sleep(11 * time.Second)
-		if r := s.Lookup("k", nil); r.Status != Updating {
+		if r := s.LookupIn(0, "k", nil); r.Status != Updating {
 			t.Fatalf("first stale lookup = %v, want updating", r.Status)
 		}
 		synctest.Wait() // the refresh failed
 		for range 50 {
-			r := s.Lookup("k", nil)
+			r := s.LookupIn(0, "k", nil)
 			if r.Status != Stale || r.Entry.Value != int64(1) {
 				t.Fatalf("lookup in backoff = %v %v, want stale 1", r.Status, r.Entry.Value)
 			}
@@ -287,11 +285,11 @@ func TestFailedRefreshKeepsServingStale(t *testing.T) {
 		}
 		fail.Store(false)
 		time.Sleep(time.Second) // backoff over
-		if r := s.Lookup("k", nil); r.Status != Updating {
+		if r := s.LookupIn(0, "k", nil); r.Status != Updating {
 			t.Fatalf("lookup after backoff = %v, want updating", r.Status)
 		}
 		synctest.Wait()
-		if r := s.Lookup("k", nil); r.Status != Hit || r.Entry.Value != int64(2) {
+		if r := s.LookupIn(0, "k", nil); r.Status != Hit || r.Entry.Value != int64(2) {
 			t.Fatalf("lookup after recovery = %v %v, want hit 2", r.Status, r.Entry.Value)
 		}
 	})
@@ -301,20 +299,20 @@ func TestRefreshShedWhenQueueFull(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		obs := &countingObserver{}
 		l := &fakeLoader{}
-		s := newStore(t, Config{RefreshQueue: 1, RefreshWorkers: 1, Observer: obs}, l)
+		s := newStore(t, Config{RefreshQueue: 1, RefreshWorkers: 1}, l, obs)
 		for _, k := range []string{"a", "b", "c"} {
 			load(t, s, k)
 		}
 		time.Sleep(11 * time.Second)
 		l.gate = make(chan struct{})
-		if r := s.Lookup("a", nil); r.Status != Updating {
+		if r := s.LookupIn(0, "a", nil); r.Status != Updating {
 			t.Fatalf("a = %v, want updating (running)", r.Status)
 		}
 		synctest.Wait() // the worker is blocked in a's refresh
-		if r := s.Lookup("b", nil); r.Status != Updating {
+		if r := s.LookupIn(0, "b", nil); r.Status != Updating {
 			t.Fatalf("b = %v, want updating (queued)", r.Status)
 		}
-		if r := s.Lookup("c", nil); r.Status != Stale || r.Entry.Value != "c" {
+		if r := s.LookupIn(0, "c", nil); r.Status != Stale || r.Entry.Value != "c" {
 			t.Fatalf("c = %v %v, want stale c (shed)", r.Status, r.Entry.Value)
 		}
 		if n := obs.refreshShed.Load(); n != 1 {
@@ -326,7 +324,7 @@ func TestRefreshShedWhenQueueFull(t *testing.T) {
 		close(l.gate)
 		synctest.Wait()
 		// The shed refresh is tried again by the next lookup.
-		if r := s.Lookup("c", nil); r.Status != Updating {
+		if r := s.LookupIn(0, "c", nil); r.Status != Updating {
 			t.Fatalf("c after the queue drained = %v, want updating", r.Status)
 		}
 		synctest.Wait()
@@ -340,31 +338,31 @@ func TestShedAtLoadLimit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
 		obs := &countingObserver{}
-		s := newStore(t, Config{MaxLoads: 1, LoadQueue: 1, Observer: obs}, l)
-		a := s.Lookup("a", nil)
+		s := newStore(t, Config{MaxLoads: 1, LoadQueue: 1}, l, obs)
+		a := s.LookupIn(0, "a", nil)
 		// Beyond the load limit a miss waits in the load queue.
-		q := s.Lookup("q", func() any { return "q's arg" })
+		q := s.LookupIn(0, "q", func() any { return "q's arg" })
 		if q.Status != Miss || q.Flight == nil {
 			t.Fatalf("lookup beyond the load limit = %+v, want a queued miss with a flight", q)
 		}
-		if j := s.Lookup("q", nil); j.Status != Miss || !j.Joined || j.Flight != q.Flight {
+		if j := s.LookupIn(0, "q", nil); j.Status != Miss || !j.Joined || j.Flight != q.Flight {
 			t.Fatalf("lookup of the queued key = %+v, want it joined", j)
 		}
 		// Beyond the queue it is shed.
 		var detached bool
-		r := s.Lookup("b", func() any { detached = true; return nil })
+		r := s.LookupIn(0, "b", func() any { detached = true; return nil })
 		if r.Status != Shed || r.Flight != nil || !errors.Is(r.Err, ErrShed) || detached {
 			t.Fatalf("lookup beyond the load queue = %+v (detached %v), want shed, ErrShed, no flight, no detach", r, detached)
 		}
 		if n := obs.loadShed.Load(); n != 1 {
 			t.Errorf("LoadShed reported %d times, want 1", n)
 		}
-		if j := s.Lookup("a", nil); j.Status != Miss || !j.Joined {
+		if j := s.LookupIn(0, "a", nil); j.Status != Miss || !j.Joined {
 			t.Fatalf("lookup of the running key = %+v, want a joined miss", j)
 		}
 		close(l.gate)
-		a.Flight.Wait(context.Background())
-		if _, err := q.Flight.Wait(context.Background()); err != nil {
+		waitFlight(context.Background(), a.Flight)
+		if _, err := waitFlight(context.Background(), q.Flight); err != nil {
 			t.Fatalf("queued load: %v", err)
 		}
 		if got := l.argOf("q"); got != "q's arg" {
@@ -379,15 +377,15 @@ func TestShedAtLoadLimit(t *testing.T) {
 func TestLoadQueueTakesGroupsInTurn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
-		s := newStore(t, Config{MaxLoads: 1}, l)
+		s := newStore(t, Config{MaxLoads: 1}, l, nil)
 		first := s.LookupIn(1, "big-0", nil)
 		for i := 1; i < 1000; i++ {
 			s.LookupIn(1, fmt.Sprintf("big-%d", i), nil)
 		}
 		other := s.LookupIn(2, "small", nil)
 		close(l.gate)
-		first.Flight.Wait(context.Background())
-		other.Flight.Wait(context.Background())
+		waitFlight(context.Background(), first.Flight)
+		waitFlight(context.Background(), other.Flight)
 		order := l.order()
 		pos := slices.Index(order, "small")
 		if pos < 0 || pos > 2 {
@@ -402,32 +400,32 @@ func TestLoadQueueTakesGroupsInTurn(t *testing.T) {
 
 func TestNoStoreBypass(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry, error) {
+		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry[any], error) {
 			e := ttlEntry(key, time.Minute, 0)
 			e.NoStore = true
 			return e, nil
 		}}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		l.gate = make(chan struct{})
-		first := s.Lookup("k", nil)
-		joined := s.Lookup("k", nil)
+		first := s.LookupIn(0, "k", nil)
+		joined := s.LookupIn(0, "k", nil)
 		close(l.gate)
-		for _, r := range []Result{first, joined} {
-			if e, err := r.Flight.Wait(context.Background()); err != nil || e.Value != "k" {
+		for _, r := range []Result[any, any]{first, joined} {
+			if e, err := waitFlight(context.Background(), r.Flight); err != nil || e.Value != "k" {
 				t.Fatalf("waiter got %v, %v; want k", e.Value, err)
 			}
 		}
 		s.Wait()
-		r := s.Lookup("k", nil)
+		r := s.LookupIn(0, "k", nil)
 		if r.Status != Bypass || r.Flight == nil || r.Joined {
 			t.Fatalf("lookup of an uncacheable key = %+v, want bypass with a new flight", r)
 		}
-		r.Flight.Wait(context.Background())
+		waitFlight(context.Background(), r.Flight)
 		if n := l.calls.Load(); n != 2 {
 			t.Fatalf("loads = %d, want 2", n)
 		}
 		time.Sleep(61 * time.Second)
-		if r := s.Lookup("k", nil); r.Status != Miss {
+		if r := s.LookupIn(0, "k", nil); r.Status != Miss {
 			t.Fatalf("lookup after the bypass ended = %v, want miss", r.Status)
 		}
 		synctest.Wait()
@@ -437,21 +435,21 @@ func TestNoStoreBypass(t *testing.T) {
 func TestNoStoreRemovesStaleCopy(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var noStore atomic.Bool
-		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry, error) {
+		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry[any], error) {
 			e := ttlEntry(key, 10*time.Second, time.Minute)
 			e.NoStore = noStore.Load()
 			return e, nil
 		}}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		load(t, s, "k")
 		s.Wait()
 		noStore.Store(true)
 		time.Sleep(11 * time.Second)
-		if r := s.Lookup("k", nil); r.Status != Updating {
+		if r := s.LookupIn(0, "k", nil); r.Status != Updating {
 			t.Fatalf("stale lookup = %v, want updating", r.Status)
 		}
 		synctest.Wait()
-		if r := s.Lookup("k", nil); r.Status != Bypass {
+		if r := s.LookupIn(0, "k", nil); r.Status != Bypass {
 			t.Fatalf("lookup after an uncacheable refresh = %v, want bypass", r.Status)
 		}
 		synctest.Wait()
@@ -460,23 +458,23 @@ func TestNoStoreRemovesStaleCopy(t *testing.T) {
 
 func TestStoreKey(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry, error) {
+		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry[any], error) {
 			e := ttlEntry(key, time.Minute, 0)
 			e.StoreKey = "shared|x"
 			return e, nil
 		}}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		if got := load(t, s, "user:1|x").Value; got != "user:1|x" {
 			t.Fatalf("waiter got %v, want the loaded entry", got)
 		}
-		if r := s.Lookup("shared|x", nil); r.Status != Hit || r.Entry.Value != "user:1|x" {
+		if r := s.LookupIn(0, "shared|x", nil); r.Status != Hit || r.Entry.Value != "user:1|x" {
 			t.Fatalf("lookup of the StoreKey = %v %v, want hit", r.Status, r.Entry.Value)
 		}
 		s.Wait()
-		if r := s.Lookup("shared|x", nil); r.Status != Hit {
+		if r := s.LookupIn(0, "shared|x", nil); r.Status != Hit {
 			t.Fatalf("lookup of the StoreKey after Wait = %v, want hit", r.Status)
 		}
-		if r := s.Lookup("user:1|x", nil); r.Status != Miss {
+		if r := s.LookupIn(0, "user:1|x", nil); r.Status != Miss {
 			t.Fatalf("lookup of the looked-up key = %v, want miss (nothing stored there)", r.Status)
 		}
 		synctest.Wait()
@@ -486,10 +484,10 @@ func TestStoreKey(t *testing.T) {
 func TestExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
-		s := newStore(t, Config{}, l)
-		r := s.Lookup("k", nil)
+		s := newStore(t, Config{}, l, nil)
+		r := s.LookupIn(0, "k", nil)
 		l.gate <- struct{}{}
-		r.Flight.Wait(context.Background())
+		waitFlight(context.Background(), r.Flight)
 		s.Wait()
 		steps := []struct {
 			after  time.Duration
@@ -503,7 +501,7 @@ func TestExpiry(t *testing.T) {
 		}
 		for i, st := range steps {
 			time.Sleep(st.after)
-			r := s.Lookup("k", nil)
+			r := s.LookupIn(0, "k", nil)
 			if r.Status != st.want || r.Joined != st.joined {
 				t.Fatalf("step %d: lookup = %v (joined %v), want %v (joined %v)", i, r.Status, r.Joined, st.want, st.joined)
 			}
@@ -515,17 +513,17 @@ func TestExpiry(t *testing.T) {
 func TestLoadTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{gate: make(chan struct{})}
-		s := newStore(t, Config{LoadTimeout: 2 * time.Second}, l)
+		s := newStore(t, Config{LoadTimeout: 2 * time.Second}, l, nil)
 		start := time.Now()
-		r := s.Lookup("k", nil)
-		_, err := r.Flight.Wait(context.Background())
+		r := s.LookupIn(0, "k", nil)
+		_, err := waitFlight(context.Background(), r.Flight)
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("flight error = %v, want deadline exceeded", err)
 		}
 		if d := time.Since(start); d != 2*time.Second {
 			t.Fatalf("load ended after %v, want 2s", d)
 		}
-		if r := s.Lookup("k", nil); r.Status != Failed || !errors.Is(r.Err, context.DeadlineExceeded) {
+		if r := s.LookupIn(0, "k", nil); r.Status != Failed || !errors.Is(r.Err, context.DeadlineExceeded) {
 			t.Fatalf("lookup after a timeout = %v %v, want failed", r.Status, r.Err)
 		}
 	})
@@ -534,20 +532,21 @@ func TestLoadTimeout(t *testing.T) {
 func TestLoaderPanic(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		obs := &countingObserver{}
-		l := &fakeLoader{answer: func(context.Context, string, any, bool) (Entry, error) {
+		l := &fakeLoader{answer: func(context.Context, string, any, bool) (Entry[any], error) {
 			panic("loader bug")
 		}}
-		s := newStore(t, Config{Observer: obs}, l)
-		_, err := s.Lookup("k", nil).Flight.Wait(context.Background())
+		s := newStore(t, Config{}, l, obs)
+		_, err := waitFlight(context.Background(), s.LookupIn(0, "k", nil).Flight)
 		var pe *PanicError
 		if !errors.As(err, &pe) || pe.Value != "loader bug" || len(pe.Stack) == 0 {
 			t.Fatalf("flight error = %v, want a *PanicError with a stack", err)
 		}
-		if r := s.Lookup("k", nil); r.Status != Failed {
+		if r := s.LookupIn(0, "k", nil); r.Status != Failed {
 			t.Fatalf("lookup after a panic = %v, want failed (backoff)", r.Status)
 		}
-		if n := obs.loadErrs.Load(); n != 1 {
-			t.Fatalf("failed loads reported = %d, want 1", n)
+		last, _ := obs.backoffErr.Load().(error)
+		if n := obs.backoffs.Load(); n != 1 || !errors.As(last, &pe) {
+			t.Fatalf("backoffs reported = %d (last %v), want 1 with the *PanicError", n, last)
 		}
 	})
 }
@@ -556,15 +555,15 @@ func TestRefreshAhead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		answer, _ := versioned(10*time.Second, time.Minute)
 		l := &fakeLoader{answer: answer}
-		s := newStore(t, Config{RefreshAhead: 0.2}, l)
+		s := newStore(t, Config{RefreshAhead: 0.2}, l, nil)
 		load(t, s, "k")
 		time.Sleep(7 * time.Second)
-		if r := s.Lookup("k", nil); r.Status != Hit || l.refresh.Load() != 0 {
+		if r := s.LookupIn(0, "k", nil); r.Status != Hit || l.refresh.Load() != 0 {
 			t.Fatalf("lookup before the refresh-ahead window = %v (refreshes %d), want hit, none", r.Status, l.refresh.Load())
 		}
 		time.Sleep(2 * time.Second) // 9s: in the last 20% of 10s
 		for range 10 {
-			if r := s.Lookup("k", nil); r.Status != Hit {
+			if r := s.LookupIn(0, "k", nil); r.Status != Hit {
 				t.Fatalf("lookup in the refresh-ahead window = %v, want hit", r.Status)
 			}
 		}
@@ -573,7 +572,7 @@ func TestRefreshAhead(t *testing.T) {
 			t.Fatalf("refreshes = %d, want 1", n)
 		}
 		time.Sleep(2 * time.Second) // 11s: the first entry would be stale
-		if r := s.Lookup("k", nil); r.Status != Hit || r.Entry.Value != int64(2) {
+		if r := s.LookupIn(0, "k", nil); r.Status != Hit || r.Entry.Value != int64(2) {
 			t.Fatalf("lookup after the refresh-ahead = %v %v, want hit 2", r.Status, r.Entry.Value)
 		}
 	})
@@ -582,7 +581,7 @@ func TestRefreshAhead(t *testing.T) {
 func TestCloseWaitsForEverything(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{}
-		s, err := New(Config{RefreshWorkers: 1, MaxLoads: 2}, l)
+		s, err := New(Config{RefreshWorkers: 1, MaxLoads: 2}, l, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -591,20 +590,20 @@ func TestCloseWaitsForEverything(t *testing.T) {
 		}
 		time.Sleep(11 * time.Second)
 		l.gate = make(chan struct{}) // loads now wait for their context
-		miss := s.Lookup("m", nil)
-		s.Lookup("s1", nil) // refresh running
+		miss := s.LookupIn(0, "m", nil)
+		s.LookupIn(0, "s1", nil) // refresh running
 		synctest.Wait()
-		s.Lookup("s2", nil) // refresh queued behind it
+		s.LookupIn(0, "s2", nil) // refresh queued behind it
 		if err := s.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
 		}
 		if _, err := miss.Flight.Result(); !errors.Is(err, ErrClosed) {
 			t.Fatalf("running flight after Close: %v, want ErrClosed", err)
 		}
-		if r := s.Lookup("m", nil); r.Status != Shed || !errors.Is(r.Err, ErrClosed) {
+		if r := s.LookupIn(0, "m", nil); r.Status != Shed || !errors.Is(r.Err, ErrClosed) {
 			t.Fatalf("lookup after Close = %+v, want shed with ErrClosed", r)
 		}
-		if r := s.Lookup("s1", nil); r.Status != Shed {
+		if r := s.LookupIn(0, "s1", nil); r.Status != Shed {
 			t.Fatalf("lookup of a stored key after Close = %v, want shed", r.Status)
 		}
 		if err := s.Close(); err != nil {
@@ -617,7 +616,7 @@ func TestCloseWaitsForEverything(t *testing.T) {
 func TestQueuedRefreshEndsOnClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{}
-		s, err := New(Config{RefreshWorkers: 1, MaxLoads: 1}, l)
+		s, err := New(Config{RefreshWorkers: 1, MaxLoads: 1}, l, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -626,11 +625,11 @@ func TestQueuedRefreshEndsOnClose(t *testing.T) {
 		s.Wait()
 		time.Sleep(11 * time.Second)
 		l.gate = make(chan struct{})
-		s.Lookup("a", nil)
+		s.LookupIn(0, "a", nil)
 		synctest.Wait()
-		s.Lookup("b", nil) // queued
-		forget(s, "b")     // out of sight: the next lookup joins the queued refresh
-		r := s.Lookup("b", nil)
+		s.LookupIn(0, "b", nil) // queued
+		forget(s, "b")          // out of sight: the next lookup joins the queued refresh
+		r := s.LookupIn(0, "b", nil)
 		if r.Flight == nil || !r.Joined {
 			t.Fatalf("lookup of an evicted key under refresh = %+v, want a joined flight", r)
 		}
@@ -644,18 +643,18 @@ func TestQueuedRefreshEndsOnClose(t *testing.T) {
 func TestRejectedSetStillServed(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		obs := &countingObserver{}
-		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry, error) {
+		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry[any], error) {
 			e := ttlEntry(key, time.Minute, 0)
 			e.Cost = 1 << 20 // larger than the whole budget: ristretto refuses it
 			return e, nil
 		}}
-		s := newStore(t, Config{MaxCost: 1 << 16, Observer: obs}, l)
+		s := newStore(t, Config{MaxCost: 1 << 16}, l, obs)
 		load(t, s, "big")
 		s.Wait()
 		if n := obs.rejected.Load(); n != 1 {
 			t.Fatalf("rejected sets = %d, want 1", n)
 		}
-		if r := s.Lookup("big", nil); r.Status != Hit {
+		if r := s.LookupIn(0, "big", nil); r.Status != Hit {
 			t.Fatalf("lookup after a rejected set = %v, want hit from the side table", r.Status)
 		}
 		if n := l.calls.Load(); n != 1 {
@@ -667,13 +666,13 @@ func TestRejectedSetStillServed(t *testing.T) {
 func TestMemoryPressureDegradesToMisses(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		obs := &countingObserver{}
-		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry, error) {
+		l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry[any], error) {
 			e := ttlEntry(key, time.Minute, 0)
 			e.Cost = 4096
 			return e, nil
 		}}
 		// Room for about 16 entries in ristretto, 1 in the side table.
-		s := newStore(t, Config{MaxCost: 1 << 16, Observer: obs}, l)
+		s := newStore(t, Config{MaxCost: 1 << 16}, l, obs)
 		const n = 200
 		for i := range n {
 			load(t, s, fmt.Sprint("k", i))
@@ -683,7 +682,7 @@ func TestMemoryPressureDegradesToMisses(t *testing.T) {
 		defer close(l.gate)
 		var hits, misses int
 		for i := range n {
-			r := s.Lookup(fmt.Sprint("k", i), nil)
+			r := s.LookupIn(0, fmt.Sprint("k", i), nil)
 			switch r.Status {
 			case Hit:
 				hits++
@@ -699,7 +698,7 @@ func TestMemoryPressureDegradesToMisses(t *testing.T) {
 		if obs.rejected.Load()+obs.evicted.Load() == 0 {
 			t.Fatalf("no rejection or eviction reported under pressure")
 		}
-		if st := s.Stats(); st.Recent > 1 || st.Cost > 1<<16 {
+		if st := s.stats(); st.Recent > 1 || st.Cost > 1<<16 {
 			t.Fatalf("stats under pressure = %+v, want the side table and ristretto within bounds", st)
 		}
 	})
@@ -708,12 +707,12 @@ func TestMemoryPressureDegradesToMisses(t *testing.T) {
 func TestDetachOnlyWhenStarting(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := &fakeLoader{}
-		s := newStore(t, Config{}, l)
+		s := newStore(t, Config{}, l, nil)
 		var calls int
 		detach := func() any { calls++; return calls }
-		r := s.Lookup("k", detach)
-		r.Flight.Wait(context.Background())
-		s.Lookup("k", detach) // hit
+		r := s.LookupIn(0, "k", detach)
+		waitFlight(context.Background(), r.Flight)
+		s.LookupIn(0, "k", detach) // hit
 		if calls != 1 {
 			t.Fatalf("detach calls = %d, want 1", calls)
 		}
@@ -728,7 +727,7 @@ func TestDetachOnlyWhenStarting(t *testing.T) {
 // the one ristretto admitted.
 func TestDuplicateNewSetRewritten(t *testing.T) {
 	obs := &countingObserver{}
-	s := newStore(t, Config{Observer: obs}, &fakeLoader{})
+	s := newStore(t, Config{}, &fakeLoader{}, obs)
 	v1 := s.newItem("k", ttlEntry("v1", time.Hour, 0))
 	v2 := s.newItem("k", ttlEntry("v2", time.Hour, 0))
 	s.cache.SetWithTTL("k", v1, v1.cost, time.Hour)
@@ -736,8 +735,8 @@ func TestDuplicateNewSetRewritten(t *testing.T) {
 	s.mu.Lock()
 	s.recent.put(v2)
 	s.mu.Unlock()
-	s.onReject(&ristretto.Item[*item]{Value: v2})
-	if r := s.Lookup("k", nil); r.Entry.Value != "v2" {
+	s.onReject(&ristretto.Item[*item[any]]{Value: v2})
+	if r := s.LookupIn(0, "k", nil); r.Entry.Value != "v2" {
 		t.Fatalf("after the rejected duplicate: %v, want v2", r.Entry.Value)
 	}
 	if n := obs.rejected.Load(); n != 0 {
@@ -746,7 +745,7 @@ func TestDuplicateNewSetRewritten(t *testing.T) {
 }
 
 func TestCloseDuringLookups(t *testing.T) {
-	s, err := New(Config{}, &fakeLoader{})
+	s, err := New(Config{}, &fakeLoader{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -762,18 +761,18 @@ func TestCloseDuringLookups(t *testing.T) {
 					return
 				default:
 				}
-				r := s.Lookup("hot", nil)
+				r := s.LookupIn(0, "hot", nil)
 				if r.Status != Hit && r.Status != Shed {
 					t.Errorf("lookup during Close = %v, want hit or shed", r.Status)
 					return
 				}
-				s.Lookup(fmt.Sprint("cold", i), nil)
+				s.LookupIn(0, fmt.Sprint("cold", i), nil)
 			}
 		})
 	}
 	time.Sleep(10 * time.Millisecond) // let the lookups run: real concurrency is the point
 	s.Close()
-	if r := s.Lookup("hot", nil); r.Status != Shed || !errors.Is(r.Err, ErrClosed) {
+	if r := s.LookupIn(0, "hot", nil); r.Status != Shed || !errors.Is(r.Err, ErrClosed) {
 		t.Errorf("lookup after Close = %+v, want shed with ErrClosed", r)
 	}
 	close(stop)
@@ -785,19 +784,19 @@ func TestCloseDuringLookups(t *testing.T) {
 // within their byte bound however many distinct keys fail.
 func TestSideMapsBoundedInBytes(t *testing.T) {
 	long := strings.Repeat("k", 8<<10)
-	s, err := New(Config{MaxCost: 8 << 20}, LoaderFunc(func(ctx context.Context, key string, _ any, _ bool) (Entry, error) {
+	s, err := New(Config{MaxCost: 8 << 20}, loaderFunc(func(ctx context.Context, key string, _ any, _ bool) (Entry[any], error) {
 		if strings.HasPrefix(key, "nostore") {
-			return Entry{Value: 1, NoStore: true, FreshUntil: time.Now().Add(time.Minute)}, nil
+			return Entry[any]{Value: 1, NoStore: true, FreshUntil: time.Now().Add(time.Minute)}, nil
 		}
-		return Entry{}, errors.New("down")
-	}))
+		return Entry[any]{}, errors.New("down")
+	}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	for i := range 3000 {
 		for _, prefix := range []string{"fail", "nostore"} {
-			r := s.Lookup(fmt.Sprintf("%s%d%s", prefix, i, long), nil)
+			r := s.LookupIn(0, fmt.Sprintf("%s%d%s", prefix, i, long), nil)
 			if r.Flight != nil {
 				<-r.Flight.Done()
 			}
@@ -822,24 +821,24 @@ func TestSideMapsBoundedInBytes(t *testing.T) {
 	}
 }
 
-// SetMaxCost changes the budget of a running store: Stats reports it, and
+// SetMaxCost changes the budget of a running store: stats reports it, and
 // once new writes are applied the store holds no more than the lowered
 // budget (ristretto evicts to make room for them); a raised budget admits
 // more again. A budget that is not positive is refused and changes nothing.
 func TestSetMaxCost(t *testing.T) {
 	const cost = 1 << 10
-	l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry, error) {
+	l := &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry[any], error) {
 		e := ttlEntry(key, time.Hour, time.Hour)
 		e.Cost = cost
 		return e, nil
 	}}
 	obs := &countingObserver{}
-	s := newStore(t, Config{MaxCost: 1 << 20, Observer: obs}, l)
+	s := newStore(t, Config{MaxCost: 1 << 20}, l, obs)
 	for i := range 200 {
 		load(t, s, fmt.Sprintf("old%d", i))
 	}
 	s.Wait()
-	if got := s.Stats().Cost; got < 150*cost {
+	if got := s.stats().Cost; got < 150*cost {
 		t.Fatalf("cost after 200 loads of %d bytes = %d, want most of them kept", cost, got)
 	}
 
@@ -848,7 +847,7 @@ func TestSetMaxCost(t *testing.T) {
 			t.Errorf("SetMaxCost(%d) = nil, want an error", bad)
 		}
 	}
-	if got := s.Stats().MaxCost; got != 1<<20 {
+	if got := s.stats().MaxCost; got != 1<<20 {
 		t.Fatalf("MaxCost after refused budgets = %d, want 1MiB", got)
 	}
 
@@ -856,23 +855,23 @@ func TestSetMaxCost(t *testing.T) {
 	if err := s.SetMaxCost(lowered); err != nil {
 		t.Fatalf("SetMaxCost(%d): %v", lowered, err)
 	}
-	if got := s.Stats().MaxCost; got != lowered {
+	if got := s.stats().MaxCost; got != lowered {
 		t.Errorf("Stats().MaxCost = %d, want %d", got, lowered)
 	}
 	// Each new key makes ristretto evict until it fits; its admission is
 	// statistical, so a bounded number of new keys is allowed to get there.
 	n := 0
-	for ; n < 500 && s.Stats().Cost > lowered; n++ {
+	for ; n < 500 && s.stats().Cost > lowered; n++ {
 		load(t, s, fmt.Sprintf("new%d", n))
 		s.Wait()
 	}
-	if got := s.Stats().Cost; got > lowered {
+	if got := s.stats().Cost; got > lowered {
 		t.Fatalf("cost %d after %d new keys, want at most the lowered budget %d", got, n, lowered)
 	}
 	if obs.evicted.Load() == 0 {
 		t.Error("no eviction reported while the budget was lowered")
 	}
-	t.Logf("held %d bytes under the lowered budget after %d new keys", s.Stats().Cost, n)
+	t.Logf("held %d bytes under the lowered budget after %d new keys", s.stats().Cost, n)
 
 	if err := s.SetMaxCost(1 << 20); err != nil {
 		t.Fatal(err)
@@ -881,7 +880,7 @@ func TestSetMaxCost(t *testing.T) {
 		load(t, s, fmt.Sprintf("again%d", i))
 	}
 	s.Wait()
-	if got := s.Stats().Cost; got <= lowered {
+	if got := s.stats().Cost; got <= lowered {
 		t.Errorf("cost %d after raising the budget and 100 loads, want above %d", got, lowered)
 	}
 	s.Close()

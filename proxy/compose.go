@@ -27,8 +27,8 @@ const (
 // slot is one include's (or one alt's) state in a composition.
 type slot struct {
 	state    slotState
-	val      *fragValue
-	flight   *cachestore.Flight
+	val      *fragRecord
+	flight   *fragFlight
 	deadline time.Time
 	frag     *metrics.Fragment
 	url      string
@@ -94,7 +94,7 @@ type composeEnv struct {
 	// store is concrete, not an interface: through an interface the
 	// lookups' detach closures would escape and the hit path allocate.
 	// A test gives it a store over a fake fetch.
-	store      *cachestore.Store
+	store      *fragStore
 	src        *sources
 	scopes     *scoper
 	fw         *forwarding
@@ -298,8 +298,8 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 		wait = min(max(inc.Timeout, 0), c.env.limits.maxWait)
 	}
 	s.deadline = c.start.Add(wait)
-	detach := func() any { return c.loadArg(rs, inc, bare, lang) }
-	var res cachestore.Result
+	detach := func() *loadArg { return c.loadArg(rs, inc, bare, lang) }
+	var res fragResult
 	if plan.peekShared {
 		res = c.env.store.Peek(sharedKey, detach)
 	}
@@ -311,15 +311,15 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 	case cachestore.Hit:
 		fr.Lookups[metrics.LookupHit].Inc()
 		c.st.hits++
-		c.setValue(n, s, res.Entry.Value.(*fragValue))
+		c.setValue(n, s, res.Entry.Value)
 	case cachestore.Updating:
 		fr.Lookups[metrics.LookupUpdating].Inc()
 		c.st.stale++
-		c.setValue(n, s, res.Entry.Value.(*fragValue))
+		c.setValue(n, s, res.Entry.Value)
 	case cachestore.Stale:
 		fr.Lookups[metrics.LookupStale].Inc()
 		c.st.stale++
-		c.setValue(n, s, res.Entry.Value.(*fragValue))
+		c.setValue(n, s, res.Entry.Value)
 	case cachestore.Miss, cachestore.Bypass:
 		if res.Status == cachestore.Miss {
 			fr.Lookups[metrics.LookupMiss].Inc()
@@ -354,7 +354,7 @@ func (c *composer) requestURI() string {
 
 // loadArg builds the owned arguments of a load; it runs only when the
 // store starts one.
-func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, bare bool, lang string) any {
+func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, bare bool, lang string) *loadArg {
 	a := &loadArg{
 		t:         rs.t,
 		keyURL:    fragmentKeyURL(&rs.t, &c.fwd),
@@ -391,7 +391,7 @@ func (c *composer) langValue() string {
 
 // setValue records a fragment's content and, when it holds ESI,
 // evaluates it and looks up its includes one level deeper.
-func (c *composer) setValue(n *node, s *slot, v *fragValue) {
+func (c *composer) setValue(n *node, s *slot, v *fragRecord) {
 	s.state = stValue
 	s.val = v
 	if v.private || v.unstored {
@@ -469,7 +469,7 @@ func (c *composer) settle(s *slot) {
 		c.failed(s)
 		return
 	}
-	v := e.Value.(*fragValue)
+	v := e.Value
 	if !answerServable(v.serveScope, c.scope) {
 		c.lookupAgain(s)
 		return
@@ -711,20 +711,17 @@ type storeObserver struct {
 	backoff *backoffLog
 }
 
-func (o storeObserver) Backoff(_ string, arg any, err error, until time.Time) {
-	if a, ok := arg.(*loadArg); ok && !errors.Is(err, cachestore.ErrClosed) {
+func (o storeObserver) Backoff(a *loadArg, err error, until time.Time) {
+	if a != nil && !errors.Is(err, cachestore.ErrClosed) {
 		o.backoff.step(a, err, until)
 	}
 }
 
-func (o storeObserver) Lookup(string, cachestore.Status)            {}
-func (o storeObserver) Coalesced(string)                            {}
-func (o storeObserver) LoadDone(string, bool, error, time.Duration) {}
-func (o storeObserver) RefreshShed(string)                          { o.m.RefreshDropped.Inc() }
-func (o storeObserver) RefreshQueueLen(n int)                       { o.m.RefreshQueueLength.Set(float64(n)) }
-func (o storeObserver) LoadQueueLen(n int)                          { o.m.FetchQueueLength.Set(float64(n)) }
-func (o storeObserver) LoadShed(string)                             { o.m.FetchShed.Inc() }
-func (o storeObserver) SetRejected()                                { o.m.CacheSetsRejected.Inc() }
-func (o storeObserver) SetDropped()                                 { o.m.CacheSetsDropped.Inc() }
-func (o storeObserver) Evicted(int64)                               { o.m.CacheEvictions.Inc() }
-func (o storeObserver) CostChanged(total int64)                     { o.m.CacheCost.Set(float64(total)) }
+func (o storeObserver) RefreshShed()            { o.m.RefreshDropped.Inc() }
+func (o storeObserver) RefreshQueueLen(n int)   { o.m.RefreshQueueLength.Set(float64(n)) }
+func (o storeObserver) LoadQueueLen(n int)      { o.m.FetchQueueLength.Set(float64(n)) }
+func (o storeObserver) LoadShed()               { o.m.FetchShed.Inc() }
+func (o storeObserver) SetRejected()            { o.m.CacheSetsRejected.Inc() }
+func (o storeObserver) SetDropped()             { o.m.CacheSetsDropped.Inc() }
+func (o storeObserver) Evicted()                { o.m.CacheEvictions.Inc() }
+func (o storeObserver) CostChanged(total int64) { o.m.CacheCost.Set(float64(total)) }

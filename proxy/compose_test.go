@@ -21,37 +21,31 @@ import (
 // at once.
 type fakeFetch struct{ bodies map[string]string }
 
-func (f fakeFetch) Load(ctx context.Context, _ string, a *loadArg, _ bool) (cachestore.Entry, error) {
+func (f fakeFetch) Load(ctx context.Context, _ string, a *loadArg, _ bool) (fragEntry, error) {
 	path := a.t.uri
 	name := path[strings.LastIndexByte(path, '/')+1:]
 	switch {
 	case strings.HasPrefix(name, "fail"):
-		return cachestore.Entry{}, errors.New("status 500")
+		return fragEntry{}, errors.New("status 500")
 	case strings.HasPrefix(name, "slow"):
 		select {
 		case <-time.After(time.Second):
 		case <-ctx.Done():
-			return cachestore.Entry{}, ctx.Err()
+			return fragEntry{}, ctx.Err()
 		}
 		name = strings.TrimPrefix(name, "slow")
 	}
-	v := &fragValue{body: []byte(name), fresh: time.Now().Add(time.Minute), serveScope: scopeShared}
+	v := &fragRecord{body: []byte(name), fresh: time.Now().Add(time.Minute), serveScope: scopeShared}
+	v.stale = v.fresh
 	if b, ok := f.bodies[path]; ok {
 		v.body = []byte(b)
 		tpl, err := fragment.Parse(v.body, fragment.Limits{})
 		if err != nil {
-			return cachestore.Entry{}, err
+			return fragEntry{}, err
 		}
-		v.tpl = tpl
+		v.tpl, v.esi = tpl, true
 	}
-	return cachestore.Entry{Value: v, Cost: 1, FreshUntil: v.fresh, StaleUntil: v.fresh}, nil
-}
-
-// loaderOf adapts fakeFetch to the store's untyped Loader.
-func loaderOf(f fakeFetch) cachestore.Loader {
-	return cachestore.LoaderFunc(func(ctx context.Context, key string, arg any, refresh bool) (cachestore.Entry, error) {
-		return f.Load(ctx, key, arg.(*loadArg), refresh)
-	})
+	return fragEntry{Value: v, Cost: 1, FreshUntil: v.fresh, StaleUntil: v.fresh}, nil
 }
 
 // newTestEnv builds a composition environment without a server: a real
@@ -64,7 +58,7 @@ func newTestEnv(t *testing.T, f fakeFetch, lim composeLimits) *composeEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := cachestore.New(cachestore.Config{MaxCost: 1 << 20, MaxLoads: 64}, loaderOf(f))
+	st, err := cachestore.New[*fragRecord, *loadArg](cachestore.Config{MaxCost: 1 << 20, MaxLoads: 64}, f, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

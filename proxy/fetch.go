@@ -17,23 +17,6 @@ import (
 	"fragcache/metrics"
 )
 
-// fragValue is what the store keeps for one fragment. Immutable once
-// stored: body and tpl are shared by every request that renders it.
-type fragValue struct {
-	body []byte
-	tpl  *fragment.Template // nil unless the fragment opted in to ESI
-	// serveScope is who may be served this value (see placeAnswer):
-	// scopeShared for everybody, else exactly that scope.
-	serveScope string
-	private    bool      // stored under (or fetched for) a user scope
-	fresh      time.Time // end of freshness, for the page's max-age
-	// unstored: the answer forbade keeping it (no-store, no-cache,
-	// private without credentials, Set-Cookie, Vary: *, no freshness). It
-	// reaches only the requests that waited for it, and no page that
-	// holds it may be kept by a CDN or browser either.
-	unstored bool
-}
-
 // loadArg is everything a fragment fetch needs beyond its key. It is
 // built by the handler, owns all its strings, and is handed to the store
 // only when a load starts.
@@ -211,28 +194,27 @@ func (f *fetcher) close() {
 
 // Load fetches one fragment, under the live configuration as it is when
 // the fetch starts. It implements cachestore.Loader.
-func (f *fetcher) Load(ctx context.Context, key string, arg any, refresh bool) (cachestore.Entry, error) {
-	a := arg.(*loadArg)
+func (f *fetcher) Load(ctx context.Context, key string, a *loadArg, refresh bool) (fragEntry, error) {
 	trig := metrics.TriggerForeground
 	if refresh {
 		trig = metrics.TriggerBackground
 	}
 	start := time.Now()
-	e, res, err := f.load(ctx, key, a, f.live.Load())
+	e, res, err := f.load(ctx, key, a, f.live.Load(), start)
 	a.frag.Fetches[trig][res].Inc()
 	a.frag.FetchTime.Observe(time.Since(start).Seconds())
 	return e, err
 }
 
-func (f *fetcher) load(ctx context.Context, key string, a *loadArg, lv *liveConfig) (cachestore.Entry, int, error) {
+func (f *fetcher) load(ctx context.Context, key string, a *loadArg, lv *liveConfig, start time.Time) (fragEntry, int, error) {
 	hc, br, err := f.client(&a.t, lv.MaxFragmentSize)
 	if err != nil {
-		return cachestore.Entry{}, metrics.FetchConnectError, &fetchError{result: metrics.FetchConnectError, err: err}
+		return fragEntry{}, metrics.FetchConnectError, &fetchError{result: metrics.FetchConnectError, err: err}
 	}
 	if ok, wait := br.allow(time.Now()); !ok {
-		return cachestore.Entry{}, metrics.FetchDenied, &fetchError{result: metrics.FetchDenied, err: errBreakerOpen{wait}}
+		return fragEntry{}, metrics.FetchDenied, &fetchError{result: metrics.FetchDenied, err: errBreakerOpen{wait}}
 	}
-	e, res, err := f.fetch(ctx, key, a, hc, lv)
+	e, res, err := f.fetch(ctx, key, a, hc, lv, start)
 	br.record(time.Now(), hostFailure(res, err))
 	return e, res, err
 }
@@ -261,7 +243,7 @@ func hostFailure(res int, err error) bool {
 	return false
 }
 
-func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthttp.HostClient, lv *liveConfig) (cachestore.Entry, int, error) {
+func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthttp.HostClient, lv *liveConfig, start time.Time) (fragEntry, int, error) {
 	cfg := &lv.Config
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -304,11 +286,11 @@ func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthtt
 		if ctx.Err() != nil {
 			err = errors.Join(ctx.Err(), err)
 		}
-		return cachestore.Entry{}, res, &fetchError{result: res, err: err}
+		return fragEntry{}, res, &fetchError{result: res, err: err}
 	}
 	code := resp.StatusCode()
 	if code < 200 || code > 299 {
-		return cachestore.Entry{}, metrics.FetchStatusError, &fetchError{result: metrics.FetchStatusError, status: code}
+		return fragEntry{}, metrics.FetchStatusError, &fetchError{result: metrics.FetchStatusError, status: code}
 	}
 	body, err := decodeBody(nil, resp.Body(), resp.Header.ContentEncoding(), cfg.MaxFragmentSize)
 	if err != nil {
@@ -316,9 +298,9 @@ func (f *fetcher) fetch(ctx context.Context, key string, a *loadArg, hc *fasthtt
 		if errors.Is(err, errTooLarge) {
 			res = metrics.FetchTooLarge
 		}
-		return cachestore.Entry{}, res, &fetchError{result: res, err: err}
+		return fragEntry{}, res, &fetchError{result: res, err: err}
 	}
-	return f.entry(key, a, &resp.Header, body, lv), metrics.FetchSuccess, nil
+	return f.entry(key, a, &resp.Header, body, lv, start), metrics.FetchSuccess, nil
 }
 
 // request writes a fragment fetch: a GET of the target with exactly the
@@ -353,8 +335,8 @@ func (f *fetcher) request(req *fasthttp.Request, a *loadArg) {
 }
 
 // entry applies the freshness order and the privacy rule to a successful
-// fetch.
-func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body []byte, lv *liveConfig) cachestore.Entry {
+// fetch that started at start.
+func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body []byte, lv *liveConfig, start time.Time) fragEntry {
 	cfg := &lv.Config
 	now := time.Now()
 	cd := parseCacheDirectives(h)
@@ -375,21 +357,27 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 		ttl = a.ttlAttr
 	}
 
-	v := &fragValue{body: body, fresh: now.Add(ttl)}
+	v := &fragRecord{
+		body:        body,
+		contentType: recordContentType(h),
+		fresh:       now.Add(ttl),
+		stored:      start,
+	}
+	v.stale = v.fresh.Add(cfg.StaleTTL)
 	if a.esiParsed && isHTML(h.ContentType()) && (cfg.Trigger == TriggerHTML || cd.esi) {
 		tpl, err := fragment.Parse(body, fragment.Limits{})
 		if err != nil {
 			f.m.ESIErrors[metrics.ErrParse].Inc()
 		}
 		if tpl != nil && tpl.HasESI() {
-			v.tpl = tpl
+			v.tpl, v.esi = tpl, true
 		}
 	}
-	e := cachestore.Entry{
+	e := fragEntry{
 		Value:      v,
-		Cost:       entryCost(len(body), len(key)),
+		Cost:       entryCost(len(body), len(key)) + int64(len(v.contentType)),
 		FreshUntil: v.fresh,
-		StaleUntil: v.fresh.Add(cfg.StaleTTL),
+		StaleUntil: v.stale,
 	}
 	if v.tpl != nil {
 		e.Cost += int64(v.tpl.Size())

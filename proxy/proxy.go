@@ -36,7 +36,7 @@ type Proxy struct {
 	// which Reload does not change. Which hosts fragment URLs may reach
 	// is the live sources' reach to say.
 	reach  *reach
-	store  *cachestore.Store
+	store  *fragStore
 	fetch  *fetcher
 	tpls   *templateCache
 	hints  *urlTable // shared hints, kept across reloads
@@ -94,14 +94,13 @@ func New(cfg Config) (*Proxy, error) {
 	p.pageDialer, p.page = newPageClient(&cfg, r.base, p.transport)
 	p.tpls = newTemplateCache(64<<20, p.m)
 	p.fetch = newFetcher(&p.cfg, &p.live, r.dial, p.transport, p.m, p.hints)
-	st, err := cachestore.New(cachestore.Config{
+	st, err := cachestore.New[*fragRecord, *loadArg](cachestore.Config{
 		MaxCost:      cfg.CacheSize,
 		MaxLoads:     cfg.FetchConcurrency,
 		LoadQueue:    cfg.FetchQueue,
 		RefreshQueue: cfg.RefreshQueue,
 		LoadTimeout:  cfg.FetchTimeout,
-		Observer:     storeObserver{m: p.m, backoff: newBackoffLog(p.log)},
-	}, p.fetch)
+	}, p.fetch, storeObserver{m: p.m, backoff: newBackoffLog(p.log)})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: store: %w", err)
 	}

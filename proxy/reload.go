@@ -102,7 +102,7 @@ func (p *Proxy) Reload(cfg Config) error {
 	}
 	r.lookup = p.reach.lookup
 
-	if next.CacheSize != cur.CacheSize {
+	if next.CacheSize != p.store.MaxCost() {
 		if err := p.store.SetMaxCost(next.CacheSize); err != nil {
 			return fmt.Errorf("proxy: reload: %w", err)
 		}

@@ -97,7 +97,7 @@ func TestReloadAppliesLiveFieldsOnly(t *testing.T) {
 	if before.Wait != wait || before.MaxIncludes != includes {
 		t.Error("Reload changed the snapshot requests in flight hold")
 	}
-	if got := p.store.Stats().MaxCost; got != 8<<20 {
+	if got := p.store.MaxCost(); got != 8<<20 {
 		t.Errorf("store budget %d after reloading CacheSize, want 8MiB", got)
 	}
 	if got := testutil.ToFloat64(p.m.CacheMaxCost); got != 8<<20 {
