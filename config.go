@@ -132,6 +132,12 @@ func (c *config) options() []*option {
 			val: listVal{&p.TrustedProxies}, field: "TrustedProxies"},
 		{name: "preserve-host", help: "send the client's Host to the upstream instead of the upstream's host; needs --public-host",
 			val: boolVal{&p.PreserveHost}, field: "PreserveHost"},
+		{name: "redis", help: "shared L2 for every replica: redis://[user:password@]host:port/db or rediss://; password also from FRAGCACHE_REDIS_PASSWORD",
+			def: "off", val: strVal{&p.Redis}, field: "Redis"},
+		{name: "redis-prefix", help: "prefix of every Redis key and the event channel (deployments sharing one Redis)",
+			val: strVal{&p.RedisPrefix}, field: "RedisPrefix"},
+		{name: "redis-timeout", help: "limit for one Redis request; beyond it the L2 is skipped and its breaker opens",
+			val: durVal{&p.RedisTimeout}, field: "RedisTimeout"},
 		{name: "tls-cert", help: "PEM certificate chain: serve the front listener over TLS; reloaded on SIGHUP",
 			val: strVal{&c.TLSCert}, live: true},
 		{name: "tls-key", help: "PEM private key of --tls-cert; reloaded on SIGHUP", val: strVal{&c.TLSKey}, live: true},
@@ -440,6 +446,8 @@ func loadConfig(args []string, getenv func(string) string, environ []string) (*c
 	}
 
 	var errs []error
+	// Env-only secrets (DESIGN rule 24).
+	c.Proxy.RedisPassword = getenv("FRAGCACHE_REDIS_PASSWORD")
 	// The config file's name comes from the flag, else the env.
 	file := getenv("FRAGCACHE_CONFIG")
 	if v := *given[c.opt("config")]; len(v) > 0 {

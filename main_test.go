@@ -29,9 +29,15 @@ var notOurs = []goleak.Option{
 	goleak.IgnoreAnyFunction("github.com/valyala/fasthttp/stackless.funcWorker"),
 }
 
+// afterTests run once every test has ended (files the tests made).
+var afterTests []func()
+
 // TestMain fails the run when a goroutine outlives the tests.
 func TestMain(m *testing.M) {
 	code := m.Run()
+	for _, f := range afterTests {
+		f()
+	}
 	client.CloseIdleConnections()
 	if code == 0 {
 		if err := goleak.Find(notOurs...); err != nil {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -103,7 +104,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		}
 	}
 	upstreams := append([]string{hostOf(pc.Upstream)}, pc.AllowHosts...)
-	m := metrics.New(reg, metrics.Options{Version: version, Fragments: names, Upstreams: upstreams})
+	m := metrics.New(reg, metrics.Options{Version: version, Fragments: names, Upstreams: upstreams, L2: cfg.Proxy.Redis != ""})
 	m.Prewarm()
 	m.ConfigReloadSuccessful.Set(1)
 	m.ConfigReloadTime.Set(float64(time.Now().UnixNano()) / 1e9)
@@ -165,6 +166,16 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}()
 	log.Info("listening", slog.String("front", ln.Addr().String()), slog.String("scheme", scheme),
 		slog.String("admin", aln.Addr().String()), slog.String("upstream", pc.Upstream), slog.String("version", version))
+	if p.L2() {
+		users := "user-scoped fragments stay local (no --scope-secret)"
+		if len(pc.ScopeSecret) > 0 {
+			users = "user-scoped fragments shared (--scope-secret set)"
+		}
+		log.Info("shared L2 on", slog.String("redis", redisHost(pc.Redis)), slog.String("prefix", pc.RedisPrefix),
+			slog.Duration("timeout", pc.RedisTimeout), slog.String("users", users))
+	} else {
+		log.Info("shared L2 off: this replica keeps its own cache (set --redis to share one)")
+	}
 	if demo != nil {
 		fmt.Fprintf(stdout, "fragcache demo: open %s://%s/ (reload to see slow fragments fill in); metrics on http://%s/metrics\n",
 			scheme, displayAddr(ln.Addr()), displayAddr(aln.Addr()))
@@ -413,4 +424,14 @@ func healthcheck(args []string, getenv func(string) string, stdout io.Writer) er
 	}
 	fmt.Fprintln(stdout, "ok")
 	return nil
+}
+
+// redisHost is the host:port of a Redis URL, for the log: never its
+// password.
+func redisHost(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "?"
+	}
+	return u.Scheme + "://" + u.Host
 }

@@ -122,6 +122,15 @@ type Metrics struct {
 	FetchQueueLength   prometheus.Gauge
 	FetchShed          prometheus.Counter
 
+	// The shared L2 (--redis): requests by op and result, their
+	// duration, whether it is up (0 while its breaker holds it for down;
+	// not exported without --redis), and waits for another replica's fill
+	// lock by how they ended.
+	L2Requests  *prometheus.CounterVec
+	L2Duration  *prometheus.HistogramVec
+	L2Up        prometheus.Gauge
+	L2LockWaits *prometheus.CounterVec
+
 	CacheCost         prometheus.Gauge
 	CacheMaxCost      prometheus.Gauge
 	CacheEvictions    prometheus.Counter
@@ -180,6 +189,8 @@ type Options struct {
 	// Upstreams are the names of the hosts fragcache contacts (the
 	// upstream first, then every allowed host).
 	Upstreams []string
+	// L2 registers the shared L2's metrics (--redis is set).
+	L2 bool
 }
 
 // New creates every collector and registers it, with the Go and process
@@ -209,6 +220,13 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 	m.RefreshDropped = f.counter("refresh_dropped_total", "Background refreshes shed because the refresh queue was full.")
 	m.FetchQueueLength = f.gauge("fetch_queue_length", "Cold fragment loads waiting for one of --fetch-concurrency.")
 	m.FetchShed = f.counter("fetch_shed_total", "Cold fragment loads shed because the fetch queue was full.")
+	if o.L2 {
+		m.L2Requests = f.counterVec("l2_requests_total", "Requests to the shared L2 on Redis, by op and result.", "op", "result")
+		m.L2Duration = f.histogramVec("l2_request_duration_seconds", "Time of one request to the shared L2, by op.",
+			[]float64{.0002, .0005, .001, .0025, .005, .01, .025, .05, .1}, "op")
+		m.L2Up = f.gauge("l2_up", "1 while the shared L2 answers, 0 while its breaker holds it for down.")
+		m.L2LockWaits = f.counterVec("l2_lock_waits_total", "Waits for another replica's fill lock, by how they ended.", "result")
+	}
 
 	m.CacheCost = f.gauge("cache_cost_bytes", "Bytes of fragments held by the cache.")
 	m.CacheMaxCost = f.gauge("cache_max_cost_bytes", "The cache's budget in bytes (--cache-size).")

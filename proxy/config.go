@@ -130,6 +130,20 @@ type Config struct {
 	// upstream's host; it requires PublicHosts.
 	PreserveHost bool
 
+	// Redis, when set, is the shared L2 every replica reads and fills:
+	// redis://[user:password@]host:port/db or rediss://… (DESIGN "Beyond
+	// one machine"). Empty: no L2, nothing changes. It is never logged.
+	Redis string
+	// RedisPassword, when set, replaces the password of Redis (fragcache
+	// reads it from FRAGCACHE_REDIS_PASSWORD only). A secret.
+	RedisPassword string
+	// RedisPrefix starts every Redis key and the event channel, so that
+	// deployments can share one Redis. DefaultConfig: "fragcache".
+	RedisPrefix string
+	// RedisTimeout bounds each Redis request; beyond it the L2 is skipped
+	// and its breaker opens. DefaultConfig: 25ms.
+	RedisTimeout time.Duration
+
 	// AccessLog writes one line per request to Logger. DefaultConfig:
 	// true.
 	AccessLog bool
@@ -168,6 +182,8 @@ func DefaultConfig() Config {
 		FetchPerHost:       64,
 		RefreshQueue:       1024,
 		FetchQueue:         4096,
+		RedisPrefix:        "fragcache",
+		RedisTimeout:       25 * time.Millisecond,
 		AccessLog:          true,
 	}
 }
@@ -185,6 +201,10 @@ func (c *Config) setDefaults() {
 	dur(&c.FetchTimeout, d.FetchTimeout)
 	dur(&c.UpstreamTimeout, d.UpstreamTimeout)
 	dur(&c.ReadTimeout, d.ReadTimeout)
+	dur(&c.RedisTimeout, d.RedisTimeout)
+	if c.RedisPrefix == "" {
+		c.RedisPrefix = d.RedisPrefix
+	}
 	size := func(p *int64, v int64) {
 		if *p == 0 {
 			*p = v
@@ -276,6 +296,14 @@ func (c *Config) Validate() error {
 	if c.Trigger != TriggerSurrogate && c.Trigger != TriggerHTML {
 		bad("Trigger", -1, "unknown trigger %d", c.Trigger)
 	}
+	if c.Redis != "" {
+		if err := checkRedis(c.Redis); err != nil {
+			bad("Redis", -1, "%v", err)
+		}
+	}
+	if !validRedisPrefix(c.RedisPrefix) {
+		bad("RedisPrefix", -1, "%q: 1 to 64 bytes of letters, digits and _.-{}", c.RedisPrefix)
+	}
 
 	for _, d := range []struct {
 		field  string
@@ -285,6 +313,7 @@ func (c *Config) Validate() error {
 		{"Wait", c.Wait, true}, {"MaxWait", c.MaxWait, true}, {"StaleTTL", c.StaleTTL, true},
 		{"FragmentTTL", c.FragmentTTL, false}, {"FetchTimeout", c.FetchTimeout, false},
 		{"UpstreamTimeout", c.UpstreamTimeout, false}, {"ReadTimeout", c.ReadTimeout, false},
+		{"RedisTimeout", c.RedisTimeout, false},
 	} {
 		switch {
 		case d.zeroOK && d.v < 0:
@@ -404,6 +433,36 @@ func checkUpstream(raw string) error {
 		}
 	}
 	return nil
+}
+
+// checkRedis accepts a Redis URL. Its messages never quote the URL, which
+// may carry a password.
+func checkRedis(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return errors.New("is not a URL")
+	case u.Scheme != "redis" && u.Scheme != "rediss":
+		return errors.New("the scheme must be redis or rediss")
+	case u.Hostname() == "":
+		return errors.New("has no host")
+	}
+	return nil
+}
+
+// validRedisPrefix is l2's rule for key prefixes.
+func validRedisPrefix(p string) bool {
+	if len(p) == 0 || len(p) > 64 {
+		return false
+	}
+	for _, r := range p {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune("_.-{}", r):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // checkHostEntry accepts an AllowHosts entry: host (any port) or

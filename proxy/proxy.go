@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"fragcache/cachestore"
+	"fragcache/l2"
 	"fragcache/metrics"
 )
 
@@ -39,7 +40,8 @@ type Proxy struct {
 	store  *fragStore
 	fetch  *fetcher
 	tpls   *templateCache
-	hints  *urlTable // shared hints, kept across reloads
+	hints  *urlTable  // shared hints, kept across reloads
+	l2     *l2.Client // the shared L2; nil without Redis
 	scopes scoper
 
 	page       *fasthttp.HostClient
@@ -70,6 +72,7 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: upstream: %w", err)
 	}
+	sharedSecret := len(cfg.ScopeSecret) > 0
 	if len(cfg.ScopeSecret) == 0 {
 		cfg.ScopeSecret = make([]byte, 32)
 		if _, err := rand.Read(cfg.ScopeSecret); err != nil {
@@ -94,14 +97,36 @@ func New(cfg Config) (*Proxy, error) {
 	p.pageDialer, p.page = newPageClient(&cfg, r.base, p.transport)
 	p.tpls = newTemplateCache(64<<20, p.m)
 	p.fetch = newFetcher(&p.cfg, &p.live, r.dial, p.transport, p.m, p.hints)
-	st, err := cachestore.New[*fragRecord, *loadArg](cachestore.Config{
+	var loader cachestore.Loader[*fragRecord, *loadArg] = p.fetch
+	if cfg.Redis != "" {
+		c, err := l2.New(l2.Config{
+			URL:            cfg.Redis,
+			Password:       cfg.RedisPassword,
+			Prefix:         cfg.RedisPrefix,
+			Timeout:        cfg.RedisTimeout,
+			MaxBodySize:    int(cfg.MaxFragmentSize) + recordOverhead,
+			PurgeRetention: 24*time.Hour + cfg.StaleTTL,
+			Observer:       l2Observer{p.m},
+			Logger:         p.log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("proxy: redis: %w", err)
+		}
+		p.l2 = c
+		l2Observer{p.m}.prewarm()
+		loader = &tier{l2: c, origin: p.fetch, users: sharedSecret, bypassFor: cfg.FragmentTTL, failFor: cachestore.DefaultBackoffMin, timeout: cfg.RedisTimeout}
+	}
+	st, err := cachestore.New(cachestore.Config{
 		MaxCost:      cfg.CacheSize,
 		MaxLoads:     cfg.FetchConcurrency,
 		LoadQueue:    cfg.FetchQueue,
 		RefreshQueue: cfg.RefreshQueue,
 		LoadTimeout:  cfg.FetchTimeout,
-	}, p.fetch, storeObserver{m: p.m, backoff: newBackoffLog(p.log)})
+	}, loader, storeObserver{m: p.m, backoff: newBackoffLog(p.log)})
 	if err != nil {
+		if p.l2 != nil {
+			p.l2.Close()
+		}
 		return nil, fmt.Errorf("proxy: store: %w", err)
 	}
 	p.store = st
@@ -170,6 +195,9 @@ func newServer(cfg *Config, handler fasthttp.RequestHandler, onError func(*fasth
 	}
 }
 
+// L2 reports whether the shared L2 is configured.
+func (p *Proxy) L2() bool { return p.l2 != nil }
+
 // Serve accepts connections on ln until Shutdown. A TLS front is served by
 // passing a TLS listener: the checks of request heads see the decrypted
 // bytes.
@@ -202,6 +230,9 @@ func (p *Proxy) Close() error {
 	// wait for fetches that nobody will read.
 	p.fetch.close()
 	err := p.store.Close()
+	if p.l2 != nil {
+		err = errors.Join(err, p.l2.Close())
+	}
 	p.page.CloseIdleConnections()
 	return err
 }

@@ -78,6 +78,9 @@ const (
 	maxRecordContentType = 1 << 10
 	maxRecordTags        = 64  // DESIGN "Invalidation"
 	maxRecordTag         = 128 // likewise
+	// recordOverhead bounds what a record's encoding adds to its body: the
+	// L2's body limit is --max-fragment-size plus this.
+	recordOverhead = recordFixed + 1 + 255 + 2 + maxRecordContentType + 1 + maxRecordTags*(1+maxRecordTag) + 4
 )
 
 const (
