@@ -604,7 +604,11 @@ else
       step prometheus 150 check_prometheus
       step drain 30 check_drain
       step config-start 60 check_configs_start
-      if "$tmp/fragcache" --help 2>&1 | grep -q -- '--redis-timeout'; then
+      # Not a pipe into grep -q: with pipefail, grep's early exit would
+      # fail the pipeline (SIGPIPE) and the step would be skipped.
+
+      help=$("$tmp/fragcache" --help 2>&1 || true)
+      if [[ $help == *--redis-timeout* ]]; then
         step l2 150 check_l2
       else
         skip l2 "this fragcache has no --redis yet: the L2 wiring is not built"

@@ -386,6 +386,12 @@ func (c *Client) receive(ps *redis.PubSub) (confirmed bool) {
 
 // sync reads the purge set for Listener.Synced; false if it could not.
 func (c *Client) sync() bool {
+	if c.open.Load() {
+		// The breaker's first probe has not answered yet (or Redis is
+		// down): retry after syncRetry rather than count a request that
+		// was never sent.
+		return false
+	}
 	s, err := c.ReadPurges(c.life)
 	if err != nil {
 		return false

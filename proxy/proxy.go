@@ -114,6 +114,12 @@ func New(cfg Config) (*Proxy, error) {
 		}
 		p.l2 = c
 		l2Observer{p.m}.prewarm()
+		// The L2's breaker starts open until its first probe answers: give
+		// a reachable Redis a moment, so that the first pages use it. A
+		// Redis that is down costs the start this much, then nothing.
+		for end := time.Now().Add(max(10*cfg.RedisTimeout, 250*time.Millisecond)); !c.Up() && time.Now().Before(end); {
+			time.Sleep(5 * time.Millisecond)
+		}
 		loader = &tier{l2: c, origin: p.fetch, users: sharedSecret, bypassFor: cfg.FragmentTTL, failFor: cachestore.DefaultBackoffMin, timeout: cfg.RedisTimeout}
 	}
 	st, err := cachestore.New(cachestore.Config{
