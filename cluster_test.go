@@ -317,6 +317,16 @@ func TestClusterFillServesOtherReplica(t *testing.T) {
 	if hits := rs[1].metric(t, "fragcache_l2_requests_total", `op="get"`, `result="hit"`); hits < 3 {
 		t.Errorf("replica 2's L2 hits = %v, want at least 3", hits)
 	}
+	// From now on replica 2 serves them from its L1: no Redis request.
+	reqs := rs[1].metric(t, "fragcache_l2_requests_total")
+	for range 20 {
+		if code, b, err := getBody(rs[1].front + "/"); err != nil || code != 200 || b != want {
+			t.Fatalf("L1 hit: %d %q %v", code, b, err)
+		}
+	}
+	if after := rs[1].metric(t, "fragcache_l2_requests_total"); after != reqs {
+		t.Errorf("20 pages served from L1 made %v Redis requests, want 0", after-reqs)
+	}
 }
 
 // TestClusterStaleRefreshedOnce: after the fragments expire, requests to
