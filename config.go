@@ -547,6 +547,8 @@ var notSettings = map[string]bool{
 	"FRAGCACHE_DEBUG_TOKEN":      true,
 	"FRAGCACHE_REQUIRE_EXTERNAL": true,
 	"FRAGCACHE_SOAK":             true,
+	"FRAGCACHE_PRIVACY_SOAK":     true,
+	"FRAGCACHE_CLUSTER_FIGURES":  true,
 	"FRAGCACHE_BIN":              true,
 	"FRAGCACHE_GOTOOLCHAIN":      true,
 }
