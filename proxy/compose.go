@@ -109,6 +109,7 @@ type composeLimits struct {
 	maxDepth    int
 	wait        time.Duration // the page's budget
 	maxWait     time.Duration // the bound of an include's timeout attribute
+	stream      time.Duration // --stream-budget; 0: pages are not streamed
 	maxPageSize int64
 }
 
