@@ -85,6 +85,8 @@ func (c *config) options() []*option {
 		{name: "stale-ttl", help: "how long a stale copy may be served while refreshing",
 			val: durVal{&p.StaleTTL}, field: "StaleTTL", live: true},
 		{name: "fetch-timeout", help: "limit for one background fetch", val: durVal{&p.FetchTimeout}, field: "FetchTimeout"},
+		{name: "stream-budget", help: "how long a page stays open to stream fragments still pending after the wait; 0 = off",
+			val: durVal{&p.StreamBudget}, field: "StreamBudget", live: true},
 		{name: "cache-size", help: "fragment cache budget", val: sizeVal[int64]{&p.CacheSize}, field: "CacheSize", live: true},
 		{name: "allow-host", help: "extra hosts fragment URLs may reach: host (any port) or host:port; repeatable",
 			val: listVal{&p.AllowHosts}, field: "AllowHosts", live: true},
@@ -735,9 +737,15 @@ func (c *config) loadRules(file string, n *yaml.Node) []error {
 					errs = append(errs, fmt.Errorf("%s: fragments.language: %w", at, err))
 				}
 				r.NoLanguage = !lang
+			case "stream":
+				stream := true
+				if err := (boolVal{&stream}).set(v.Value, false); err != nil {
+					errs = append(errs, fmt.Errorf("%s: fragments.stream: %w", at, err))
+				}
+				r.NoStream = !stream
 			default:
 				msg := fmt.Sprintf("%s: unknown key %q in a fragment rule", at, k.Value)
-				if s := nearest(k.Value, []string{"name", "match", "share", "ttl", "language"}); s != "" {
+				if s := nearest(k.Value, []string{"name", "match", "share", "ttl", "language", "stream"}); s != "" {
 					msg += " (did you mean " + s + "?)"
 				}
 				errs = append(errs, errors.New(msg))

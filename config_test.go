@@ -94,6 +94,25 @@ func TestConfigErrorsAllAtOnce(t *testing.T) {
 	}
 }
 
+// TestConfigStreamFalse: a fragment rule's `stream: false` reaches the
+// proxy's rule, and a value that is not a boolean is an error.
+func TestConfigStreamFalse(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f.yaml")
+	os.WriteFile(file, []byte("upstream: http://a:1\nfragments:\n  - name: a\n    match: /a\n    stream: false\n  - name: b\n    match: /b\n"), 0o600)
+	c, err := loadConfig([]string{"--config", file}, envOf(nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fr := c.Proxy.Fragments; len(fr) != 2 || !fr[0].NoStream || fr[1].NoStream {
+		t.Fatalf("rules = %+v, want only a with NoStream", fr)
+	}
+	os.WriteFile(file, []byte("upstream: http://a:1\nfragments:\n  - name: a\n    match: /a\n    stream: sometimes\n"), 0o600)
+	if _, err := loadConfig([]string{"--config", file}, envOf(nil), nil); err == nil || !strings.Contains(err.Error(), "fragments.stream") {
+		t.Fatalf("stream: sometimes gave %v", err)
+	}
+}
+
 func TestConfigRules(t *testing.T) {
 	tests := []struct {
 		name string
@@ -113,6 +132,9 @@ func TestConfigRules(t *testing.T) {
 		{"huge refresh queue", []string{"--upstream", "http://a", "--refresh-queue", "100000000000"}, false},
 		{"huge fetch concurrency", []string{"--upstream", "http://a", "--fetch-concurrency", "100000000"}, false},
 		{"large refresh queue", []string{"--upstream", "http://a", "--refresh-queue", "1048576"}, true},
+		{"stream budget", []string{"--upstream", "http://a", "--stream-budget", "3s"}, true},
+		{"stream budget within the wait", []string{"--upstream", "http://a", "--wait", "1s", "--stream-budget", "1s"}, false},
+		{"stream budget past the fetch timeout", []string{"--upstream", "http://a", "--stream-budget", "11s"}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -508,7 +530,7 @@ func TestLiveOptionsMatchTheProxy(t *testing.T) {
 			live = append(live, o.name)
 		}
 	}
-	want := []string{"wait", "fragment-ttl", "stale-ttl", "cache-size", "allow-host", "esi-cookie", "max-depth",
+	want := []string{"wait", "fragment-ttl", "stale-ttl", "stream-budget", "cache-size", "allow-host", "esi-cookie", "max-depth",
 		"max-includes", "max-wait", "max-page-size", "max-fragment-size", "tls-cert", "tls-key"}
 	if !slices.Equal(live, want) {
 		t.Errorf("live flags %q, want DESIGN rule 35's that exist: %q", live, want)

@@ -140,6 +140,7 @@ func (e *Eval) addInclude(i int) {
 		HasTTL:     n.hasTTL,
 		Deferred:   n.deferred,
 		InAttempt:  n.inAttempt,
+		Streamable: n.streamable,
 		node:       int32(i),
 	}
 	inc.Src, inc.Err = e.expandURL(&n.src)

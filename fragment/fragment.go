@@ -124,6 +124,12 @@ type Include struct {
 	// Deferred is true inside an esi:except: the include must never be
 	// prefetched; it reaches the Resolver only if its attempt fails.
 	Deferred bool
+	// Streamable is true for an include a page may fill in later in the
+	// same response (DESIGN.md, precise rule 29): in element content
+	// inside the body (or anywhere outside <head> in a template without a
+	// <body>), not in a tag, raw-text or RCDATA element, comment, svg, math
+	// or <template>, and not inside esi:try.
+	Streamable bool
 	// InAttempt is true inside an esi:attempt (at any depth, also inside
 	// an esi:except nested in it): its failure fails the attempt.
 	InAttempt bool

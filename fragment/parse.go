@@ -24,6 +24,7 @@ type incNode struct {
 	inert      bool // past a limit: renders its placeholder, never active
 	inAttempt  bool
 	deferred   bool
+	streamable bool // in flow content inside the body, outside esi:try (scanStream)
 }
 
 // frame is an open block element during parsing.
@@ -283,6 +284,7 @@ func (p *parser) run() {
 			break
 		}
 	}
+	p.scanStream()
 }
 
 // comment handles "<!--" at i: an <!--esi wrapper, or a plain comment in

@@ -14,6 +14,9 @@ type Template struct {
 	exprs   []exprNode
 	nChoose int
 	hasESI  bool
+	metaCSP bool  // the markup declares a Content-Security-Policy in a meta element
+	tailOp  int32 // the text op holding the tail's start, or len(ops)
+	tailAt  int32 // the tail's offset in src (see Tail)
 }
 
 type opKind uint8

@@ -39,6 +39,9 @@ type slot struct {
 	isAlt    bool
 	again    bool // looked up a second time after a flight answered for another user
 	inWork   bool // listed in the composer's work
+	noStream bool // its rule says stream: false
+	streamN  int  // sent with anchors N (stream.go); 0: not
+	filled   bool // its anchored flight was handled (stream.go)
 }
 
 // node is one template evaluated for this request: the page's or a
@@ -82,6 +85,7 @@ type composer struct {
 	arr            *arrivals
 	timer          *time.Timer
 	st             reqStats
+	stream         *pageStream // non-nil while the page may stream (stream.go)
 }
 
 var composerPool = sync.Pool{New: func() any { return new(composer) }}
@@ -109,6 +113,7 @@ type composeLimits struct {
 	maxDepth    int
 	wait        time.Duration // the page's budget
 	maxWait     time.Duration // the bound of an include's timeout attribute
+	stream      time.Duration // --stream-budget; 0: pages are not streamed
 	maxPageSize int64
 }
 
@@ -137,7 +142,15 @@ func (c *composer) compose(tpl *fragment.Template, dst []byte) (out []byte, ok b
 	root.tpl = tpl
 	c.evaluate(root)
 	c.await()
-	out = tpl.Render(dst, &root.e, c)
+	if c.stream == nil {
+		out = tpl.Render(dst, &root.e, c)
+		return out, int64(len(out)) <= c.env.limits.maxPageSize
+	}
+	out = tpl.RenderHead(dst, &root.e, c)
+	if c.stream.open == 0 { // nothing to fill in: an ordinary page
+		c.stream = nil
+		out = tpl.RenderTail(out, &root.e, c)
+	}
 	return out, int64(len(out)) <= c.env.limits.maxPageSize
 }
 
@@ -278,6 +291,7 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 	}
 	s.url = url
 	s.frag = rs.frag
+	s.noStream = rs.rule != nil && rs.rule.NoStream
 	lang := ""
 	if rs.t.upstream && (rs.rule == nil || !rs.rule.NoLanguage) {
 		c.varyLang = true
@@ -575,6 +589,9 @@ func (c *composer) AppendInclude(dst []byte, e *fragment.Eval, inc *fragment.Inc
 		return e.AppendPlaceholder(dst, inc), false
 	}
 	s := &n.slots[inc.Index]
+	if c.stream != nil {
+		c.stream.n++
+	}
 	if s.state == stNone {
 		// An except's include: looked up now, in the same request.
 		from := len(c.work)
@@ -609,6 +626,11 @@ func (c *composer) AppendInclude(dst []byte, e *fragment.Eval, inc *fragment.Inc
 		return e.AppendPlaceholder(dst, inc), true
 	default:
 		c.degraded = true
+		if c.streamSlot(s, inc) {
+			fr.Fallbacks[metrics.FallbackPlaceholder].Inc()
+			c.st.placeholders++
+			return c.appendAnchored(dst, e, inc, s), false
+		}
 		if s.state == stWaiting {
 			s.state = stPending
 		}

@@ -40,6 +40,10 @@ type FragmentRule struct {
 	// NoLanguage fetches matching fragments without Accept-Language and
 	// keeps one copy for every language (YAML `language: false`).
 	NoLanguage bool
+	// NoStream keeps matching fragments out of streamed fills: a page
+	// sends their placeholder as it would without --stream-budget (YAML
+	// `stream: false`).
+	NoStream bool
 }
 
 // Config configures a Proxy. Zero durations, sizes and counts take the
@@ -77,6 +81,12 @@ type Config struct {
 	StaleTTL time.Duration
 	// FetchTimeout limits one fragment fetch; default 10s.
 	FetchTimeout time.Duration
+	// StreamBudget, when positive, keeps a page with pending includes
+	// open this long (counted from the start of its wait) to stream the
+	// fragments that arrive (DESIGN.md, precise rules 29 to 31). Zero,
+	// the default, is off. It must be more than Wait and at most
+	// FetchTimeout.
+	StreamBudget time.Duration
 	// UpstreamTimeout limits the wait for a page's response headers and
 	// for every later read of its body; default 30s.
 	UpstreamTimeout time.Duration
@@ -321,6 +331,11 @@ func (c *Config) Validate() error {
 		case !d.zeroOK && d.v <= 0:
 			bad(d.field, -1, "must be positive (got %s)", d.v)
 		}
+	}
+
+	if c.StreamBudget < 0 || c.StreamBudget > 0 && (c.StreamBudget <= c.Wait || c.StreamBudget > c.FetchTimeout) {
+		bad("StreamBudget", -1, "must be 0 (off) or more than the wait (%s) and at most the fetch timeout (%s) (got %s)",
+			c.Wait, c.FetchTimeout, c.StreamBudget)
 	}
 
 	for _, s := range []struct {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"slices"
@@ -56,7 +57,15 @@ func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, s
 	}
 
 	c := newComposer(live.env, ctx, p.pages.Add(1))
-	defer c.release()
+	streaming := false
+	defer func() {
+		if !streaming {
+			c.release()
+		}
+	}()
+	if nonce, ok := p.streamable(ctx, resp, tpl, live.StreamBudget); ok {
+		c.stream = &pageStream{wire: newStreamWire(nonce), deadline: c.start.Add(live.StreamBudget)}
+	}
 	out, ok := c.compose(tpl, ctx.Response.SwapBody(nil)[:0])
 	if !ok {
 		// Variables, not includes, took it past the cap (includes are
@@ -66,7 +75,6 @@ func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, s
 		ctx.Error("composed page too large", fasthttp.StatusBadGateway)
 		return
 	}
-	writePage(ctx, resp, out, c.facts())
 	*st = c.st
 	st.composed = true
 	st.includes = c.count
@@ -76,6 +84,19 @@ func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, s
 	} else {
 		p.m.CompositionsComplete.Inc()
 	}
+	if c.stream == nil {
+		writePage(ctx, resp, out, c.facts())
+		return
+	}
+	// The composer lives on in the body writer, which releases it; the
+	// writer's goroutine starts at once, so c is not touched here after.
+	streaming = true
+	f := c.facts()
+	f.noStore = true
+	writePage(ctx, resp, nil, f)
+	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	stop, root := p.streamStop, c.nodes[0]
+	ctx.Response.SetBodyStreamWriter(func(w *bufio.Writer) { c.writeStream(w, root, out, stop) })
 }
 
 // pageBufPool holds the buffers upstream pages are read into; buffers

@@ -54,6 +54,10 @@ type Proxy struct {
 	closed   atomic.Bool
 	pages    atomic.Uint64 // composed page requests so far: their load-queue group
 	draining atomic.Bool   // every answer closes its connection
+	// streamStop is closed when Shutdown begins: open streams end at once,
+	// well-formed, with their placeholders (precise rule 30).
+	streamStop chan struct{}
+	stopOnce   sync.Once
 }
 
 // rule is a FragmentRule with its resolved metrics children.
@@ -84,12 +88,13 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	p := &Proxy{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		m:      cfg.Metrics,
-		reach:  r,
-		scopes: newScoper(cfg.ScopeSecret, cfg.ScopeCookies),
-		fw:     newForwarding(&cfg, r.base, trusted),
+		streamStop: make(chan struct{}),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		m:          cfg.Metrics,
+		reach:      r,
+		scopes:     newScoper(cfg.ScopeSecret, cfg.ScopeCookies),
+		fw:         newForwarding(&cfg, r.base, trusted),
 	}
 	p.hints = newURLTable()
 	p.pageUp = p.m.Upstream(r.entries[0].name)
@@ -223,6 +228,7 @@ func (p *Proxy) Drain() {
 // Shutdown stops accepting connections and waits, until ctx ends, for the
 // requests in flight to finish.
 func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.stopOnce.Do(func() { close(p.streamStop) })
 	return p.server.ShutdownWithContext(ctx)
 }
 

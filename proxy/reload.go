@@ -30,7 +30,7 @@ type liveConfig struct {
 func LiveFields() []string {
 	return []string{
 		"AllowHosts", "ESICookies", "Fragments",
-		"Wait", "MaxWait", "FragmentTTL", "StaleTTL",
+		"Wait", "MaxWait", "StreamBudget", "FragmentTTL", "StaleTTL",
 		"CacheSize", "MaxPageSize", "MaxFragmentSize", "MaxDepth", "MaxIncludes",
 	}
 }
@@ -41,7 +41,7 @@ func applyLive(dst, src *Config) {
 	dst.AllowHosts = slices.Clone(src.AllowHosts)
 	dst.ESICookies = slices.Clone(src.ESICookies)
 	dst.Fragments = slices.Clone(src.Fragments)
-	dst.Wait, dst.MaxWait = src.Wait, src.MaxWait
+	dst.Wait, dst.MaxWait, dst.StreamBudget = src.Wait, src.MaxWait, src.StreamBudget
 	dst.FragmentTTL, dst.StaleTTL = src.FragmentTTL, src.StaleTTL
 	dst.CacheSize, dst.MaxPageSize, dst.MaxFragmentSize = src.CacheSize, src.MaxPageSize, src.MaxFragmentSize
 	dst.MaxDepth, dst.MaxIncludes = src.MaxDepth, src.MaxIncludes
@@ -61,6 +61,7 @@ func (p *Proxy) newLive(cfg Config, r *reach) *liveConfig {
 			maxDepth:    cfg.MaxDepth,
 			wait:        cfg.Wait,
 			maxWait:     cfg.MaxWait,
+			stream:      cfg.StreamBudget,
 			maxPageSize: cfg.MaxPageSize,
 		},
 		esiCookies: cfg.ESICookies,
