@@ -34,6 +34,12 @@ type Limits struct {
 	// longer value is inert, a when with a longer test is never true, other
 	// long values are ignored. Default DefaultMaxAttrLen (16 KiB).
 	MaxAttrLen int
+	// Stream analyses the template for streaming late fill: which includes
+	// may stream (Include.Streamable), where the tail starts and whether it
+	// holds a meta Content-Security-Policy. It is a second pass over the
+	// text (about 4x the parse), so it is off unless asked for; without it
+	// no include is streamable and the tail is the end.
+	Stream bool
 }
 
 func (l Limits) withDefaults() Limits {

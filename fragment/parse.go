@@ -284,7 +284,11 @@ func (p *parser) run() {
 			break
 		}
 	}
-	p.scanStream()
+	if p.lim.Stream {
+		p.scanStream()
+	} else {
+		p.t.tailOp, p.t.tailAt = int32(len(p.t.ops)), int32(len(p.t.src))
+	}
 }
 
 // comment handles "<!--" at i: an <!--esi wrapper, or a plain comment in

@@ -10,7 +10,7 @@ import (
 // whether it may stream ("y") or not ("n").
 func streamFlags(t *testing.T, body string) string {
 	t.Helper()
-	tpl, _ := Parse([]byte(body), Limits{})
+	tpl, _ := Parse([]byte(body), Limits{Stream: true})
 	var e Eval
 	tpl.Evaluate(&RequestVars{}, &e)
 	var b strings.Builder
@@ -96,7 +96,7 @@ func TestTail(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tpl, _ := Parse([]byte(tc.body), Limits{})
+			tpl, _ := Parse([]byte(tc.body), Limits{Stream: true})
 			if got := tc.body[tpl.Tail():]; got != tc.tail {
 				t.Errorf("tail = %q, want %q", got, tc.tail)
 			}
@@ -125,7 +125,7 @@ func TestHasMetaCSP(t *testing.T) {
 		{`<esi:include src="/a"/><meta content='x http-equiv=Content-Security-Policy'>`, true},
 	}
 	for _, tc := range cases {
-		tpl, _ := Parse([]byte(`<esi:include src="/x"/>`+tc.body), Limits{})
+		tpl, _ := Parse([]byte(`<esi:include src="/x"/>`+tc.body), Limits{Stream: true})
 		if got := tpl.HasMetaCSP(); got != tc.want {
 			t.Errorf("HasMetaCSP(%q) = %v, want %v", tc.body, got, tc.want)
 		}
@@ -172,7 +172,7 @@ func FuzzStream(f *testing.F) {
 	f.Add(`<body><a href="<esi:include src="/a"/>">x</a><svg><esi:include src="/s"/></svg></body><!-- </body> -->`)
 	f.Add(`<body><script><esi:include src="/a"/></script><esi:try><esi:attempt><esi:include src="/b"/></esi:attempt></esi:try></body>`)
 	f.Fuzz(func(t *testing.T, body string) {
-		tpl, _ := Parse([]byte(body), Limits{})
+		tpl, _ := Parse([]byte(body), Limits{Stream: true})
 		checkSplit(t, tpl)
 		if n := tpl.Tail(); n < len(body) && !hasPrefixFold([]byte(body[n:]), "</body") {
 			t.Fatalf("tail of %q starts at %q", body, body[n:])

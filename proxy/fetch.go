@@ -365,7 +365,7 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 	}
 	v.stale = v.fresh.Add(cfg.StaleTTL)
 	if a.esiParsed && isHTML(h.ContentType()) && (cfg.Trigger == TriggerHTML || cd.esi) {
-		tpl, err := fragment.Parse(body, fragment.Limits{})
+		tpl, err := fragment.Parse(body, fragment.Limits{Stream: cfg.StreamBudget > 0})
 		if err != nil {
 			f.m.ESIErrors[metrics.ErrParse].Inc()
 		}

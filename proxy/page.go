@@ -43,7 +43,7 @@ func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, s
 		ctx.SetConnectionClose()
 		return
 	}
-	tpl, perr := p.tpls.get(raw, fragment.Limits{})
+	tpl, perr := p.tpls.get(raw, fragment.Limits{Stream: live.StreamBudget > 0})
 	if perr != nil {
 		p.m.ESIErrors[metrics.ErrParse].Inc()
 	}

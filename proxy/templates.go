@@ -50,6 +50,11 @@ func newTemplateCache(budget int64, m *metrics.Metrics) *templateCache {
 // body is not retained unless it is admitted (then a copy is kept).
 func (c *templateCache) get(body []byte, lim fragment.Limits) (*fragment.Template, error) {
 	k := [2]uint64{maphash.Bytes(c.seeds[0], body), maphash.Bytes(c.seeds[1], body)}
+	if lim.Stream {
+		// The same body analysed for streaming is another template, under
+		// another key.
+		k[1] ^= 1
+	}
 	c.mu.RLock()
 	e, ok := c.entries[k]
 	c.mu.RUnlock()
