@@ -15,7 +15,9 @@ import (
 // composePage is the page stage: it reads an opted-in page (bounded,
 // decoded), parses it (parsed templates are reused), has a composer fill
 // its includes and writes the response.
-func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *reqStats) {
+//
+// With debug, the answer carries the debug Server-Timing (rule 32).
+func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *reqStats, debug bool) {
 	bufp := pageBufPool.Get().(*[]byte)
 	defer func() {
 		if cap(*bufp) <= maxPooledPage {
@@ -52,11 +54,17 @@ func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, s
 		// (rule 7).
 		st.composed = false
 		writeUnchanged(ctx, resp, received)
+		if debug {
+			markUncomposed(&ctx.Response.Header, "no-esi")
+		}
 		return
 	}
 
 	c := newComposer(live.env, ctx, p.pages.Add(1))
 	defer c.release()
+	if debug {
+		c.setDebug()
+	}
 	out, ok := c.compose(tpl, ctx.Response.SwapBody(nil)[:0])
 	if !ok {
 		// Variables, not includes, took it past the cap (includes are
@@ -66,7 +74,11 @@ func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, s
 		ctx.Error("composed page too large", fasthttp.StatusBadGateway)
 		return
 	}
-	writePage(ctx, resp, out, c.facts())
+	f := c.facts()
+	if debug {
+		f.timing = c.appendServerTiming(nil)
+	}
+	writePage(ctx, resp, out, f)
 	*st = c.st
 	st.composed = true
 	st.includes = c.count
