@@ -98,14 +98,21 @@ func (c *composer) noted(d int, out outcome, at time.Duration) {
 // appendMarked renders one of the page's own includes wrapped in an
 // element whose data-fc-outcome names its outcome: the demo app's boxes
 // show where their content came from without a debug token (rule 34).
+// An except's include says "except", whatever its own outcome: what the
+// visitor sees there is the fallback of a failed attempt, whose own
+// includes' marks went with the attempt's output.
 func (c *composer) appendMarked(dst []byte, e *fragment.Eval, inc *fragment.Include, n *node) ([]byte, bool) {
 	mark, d := len(dst), len(c.notes)
 	dst, failed := c.appendInclude(dst, e, inc, n)
 	if d >= len(c.notes) {
 		return dst, failed
 	}
+	out := c.notes[d].out
+	if inc.Deferred {
+		out = outExcept
+	}
 	var open [64]byte
-	tag := append(append(append(open[:0], `<div class="fc-box" data-fc-outcome="`...), c.notes[d].out.String()...), `">`...)
+	tag := append(append(append(open[:0], `<div class="fc-box" data-fc-outcome="`...), out.String()...), `">`...)
 	dst = slices.Insert(dst, mark, tag...)
 	return append(dst, "</div>"...), failed
 }
