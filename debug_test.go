@@ -178,17 +178,20 @@ func TestDebugServerTiming(t *testing.T) {
 	}
 
 	// Fragcache-Debug never leaves fragcache (rule 32).
+	checked := 0
 	for _, p := range []string{"/warm", "/page", "/f/hit", "/f/miss", "/f/slow", "/f/fail", "/f/alt", "/f/fail2", "/f/exc", "/f/fail3", "/w/named"} {
 		reqs := o.requests(p)
 		if len(reqs) == 0 {
 			t.Errorf("%s was never requested", p)
 		}
 		for _, r := range reqs {
+			checked++
 			if v, ok := r.Header["Fragcache-Debug"]; ok {
 				t.Errorf("a request for %s carried Fragcache-Debug %q", p, v)
 			}
 		}
 	}
+	t.Logf("%d requests to the origin (pages and fragments), none with Fragcache-Debug", checked)
 }
 
 // TestDebugPassthrough: an answer that was not composed says why, with
