@@ -183,10 +183,10 @@ func (p *adminPage) view(now time.Time) adminView {
 
 // stat is one group's or src's figures before formatting.
 type stat struct {
-	name, fragment          string
-	lookups, hits, fetches  uint64
-	p50, p99                float64
-	lastErr                 LastError
+	name, fragment         string
+	lookups, hits, fetches uint64
+	p50, p99               float64
+	lastErr                LastError
 }
 
 func (s *stat) row(now time.Time) statRow {

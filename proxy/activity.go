@@ -174,17 +174,30 @@ const adminTopSrcs = 100
 // #fragment and without the userinfo of an absolute URL, at most
 // maxSrcName bytes. It is a substring of src.
 func srcName(src string) string {
-	if i := strings.IndexAny(src, "?#"); i >= 0 {
+	if i := strings.IndexByte(src, '?'); i >= 0 {
 		src = src[:i]
 	}
-	if i := strings.Index(src, "://"); i >= 0 {
-		rest := src[i+3:]
+	if i := strings.IndexByte(src, '#'); i >= 0 {
+		src = src[:i]
+	}
+	auth := -1 // where the authority starts, if src has one
+	switch {
+	case strings.HasPrefix(src, "//"):
+		auth = 2
+	case len(src) > 0 && src[0] == '/':
+	default:
+		if i := strings.Index(src, "://"); i >= 0 {
+			auth = i + 3
+		}
+	}
+	if auth >= 0 {
+		rest := src[auth:]
 		end := strings.IndexByte(rest, '/')
 		if end < 0 {
 			end = len(rest)
 		}
 		if at := strings.LastIndexByte(rest[:end], '@'); at >= 0 {
-			src = src[:i+3] + rest[at+1:] // allocates; only for a src with userinfo
+			src = src[:auth] + rest[at+1:] // allocates; only for a src with userinfo
 		}
 	}
 	if len(src) > maxSrcName {

@@ -39,8 +39,10 @@ type slot struct {
 	isAlt    bool
 	again    bool // looked up a second time after a flight answered for another user
 	inWork   bool // listed in the composer's work
-	lookup   outcome       // how its lookup went (hit, miss, shed, loop…)
-	at       time.Duration // when its fate was known, if the page records outcomes
+
+	// What became of it, for the debug header and the demo's badges.
+	lookup outcome       // how its lookup went (hit, miss, shed, loop…)
+	at     time.Duration // when its fate was known, if the page records outcomes
 }
 
 // node is one template evaluated for this request: the page's or a

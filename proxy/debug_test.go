@@ -100,6 +100,8 @@ func TestSrcName(t *testing.T) {
 		{"/page#frag", "/page"},
 		{"http://user:secret@cdn.example:8080/x?y", "http://cdn.example:8080/x"},
 		{"http://cdn.example/a@b", "http://cdn.example/a@b"},
+		{"//user:secret@cdn.example/x", "//cdn.example/x"},
+		{"/a//b@c", "/a//b@c"},
 		{strings.Repeat("x", 300), strings.Repeat("x", maxSrcName)},
 	} {
 		if got := srcName(c.in); got != c.want {
