@@ -250,7 +250,9 @@ func groups(byName map[string]*dto.MetricFamily, lastErrs map[string]LastError) 
 	}
 	out := make([]*stat, 0, len(by))
 	for _, s := range by {
-		if s.lookups > 0 || s.fetches > 0 || s.lastErr.What != "" {
+		// A group with no series left (a rule a reload removed) is not
+		// listed, whatever error it met last.
+		if s.lookups > 0 || s.fetches > 0 {
 			out = append(out, s)
 		}
 	}
