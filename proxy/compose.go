@@ -86,10 +86,10 @@ type composer struct {
 	arr            *arrivals
 	timer          *time.Timer
 	st             reqStats
-	// record is set when the page's outcomes are wanted: for the debug
-	// header (debug) or the demo's badges; notes then holds them.
-	record, debug bool
-	notes         []debugNote
+	// record is set when the page's outcomes are wanted, for the debug
+	// header or the demo's badges; notes then holds them.
+	record bool
+	notes  []debugNote
 }
 
 var composerPool = sync.Pool{New: func() any { return new(composer) }}
@@ -139,7 +139,7 @@ func newComposer(env *composeEnv, ctx *fasthttp.RequestCtx, group uint64) *compo
 // setDebug makes the composer record what became of each include, for
 // the debug header.
 func (c *composer) setDebug() {
-	c.debug, c.record = true, true
+	c.record = true
 }
 
 // release returns c to the pool.
