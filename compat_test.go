@@ -263,8 +263,9 @@ func TestBackoffLogLines(t *testing.T) {
 }
 
 // TestDemoNamesItsFragments: the demo's boxes appear by name in /metrics,
-// its page says why a logged-in visitor sees placeholders again, and a
-// failed fragment's placeholder looks different from a pending one.
+// its page says why a logged-in visitor sees placeholders again, a failed
+// fragment's placeholder looks different from a pending one, and each box
+// is marked with its include's outcome.
 func TestDemoNamesItsFragments(t *testing.T) {
 	fc := startFragcache(t, "--demo", "--wait", "50ms")
 	_, b := get(t, fc.front+"/")
@@ -273,6 +274,16 @@ func TestDemoNamesItsFragments(t *testing.T) {
 	}
 	if !strings.Contains(b, `class="wait"`) || !strings.Contains(demoPage, `class="failed"`) {
 		t.Error("pending and failed placeholders are not told apart")
+	}
+	// Rule 34: each box says what became of its include, without a token.
+	for _, want := range []string{`<div class="fc-box" data-fc-outcome="pending"><p class="wait">Loading orders`,
+		`<div class="fc-box" data-fc-outcome="pending"><p class="wait">The report`} {
+		if !strings.Contains(b, want) {
+			t.Errorf("the demo page lacks %q", want)
+		}
+	}
+	if n := strings.Count(b, `<div class="fc-box" data-fc-outcome=`); n != 6 {
+		t.Errorf("%d boxes marked, want 6", n)
 	}
 	m := metricsText(t, fc)
 	for _, name := range []string{"orders", "report", "inventory", "greeting"} {

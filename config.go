@@ -77,7 +77,7 @@ func (c *config) options() []*option {
 		{name: "listen", help: "front listener", val: strVal{&c.Listen}},
 		{name: "upstream", help: "the legacy app, scheme://host[:port]", def: "required unless --demo",
 			val: strVal{&p.Upstream}, field: "Upstream"},
-		{name: "admin-listen", help: "/metrics, /livez, /readyz, /healthz; /debug/pprof with --pprof (the deploy kit sets :9188)", val: strVal{&c.AdminListen}},
+		{name: "admin-listen", help: "the admin page /, /metrics, /livez, /readyz, /healthz; /debug/pprof with --pprof (the deploy kit sets :9188)", val: strVal{&c.AdminListen}},
 		{name: "wait", help: "longest a page waits for fragments not in the cache; 0 = never",
 			val: durVal{&p.Wait}, field: "Wait", live: true},
 		{name: "fragment-ttl", help: "freshness when the fragment response sets none",
@@ -140,6 +140,8 @@ func (c *config) options() []*option {
 			val: strVal{&p.RedisPrefix}, field: "RedisPrefix"},
 		{name: "redis-timeout", help: "limit for one Redis request; beyond it the L2 is skipped and its breaker opens",
 			val: durVal{&p.RedisTimeout}, field: "RedisTimeout"},
+		{name: "debug-token", help: "token of the Fragcache-Debug request header that adds per-include Server-Timing; at least 16 bytes (prefer the environment variable)",
+			def: "none", val: bytesVal{&p.DebugToken}, field: "DebugToken", secret: true},
 		{name: "tls-cert", help: "PEM certificate chain: serve the front listener over TLS; reloaded on SIGHUP",
 			val: strVal{&c.TLSCert}, live: true},
 		{name: "tls-key", help: "PEM private key of --tls-cert; reloaded on SIGHUP", val: strVal{&c.TLSKey}, live: true},
@@ -546,13 +548,13 @@ func flagError(err error, opts []*option) string {
 var notSettings = map[string]bool{
 	"FRAGCACHE_REDIS_PASSWORD":   true,
 	"FRAGCACHE_PURGE_TOKEN":      true,
-	"FRAGCACHE_DEBUG_TOKEN":      true,
 	"FRAGCACHE_REQUIRE_EXTERNAL": true,
 	"FRAGCACHE_SOAK":             true,
 	"FRAGCACHE_PRIVACY_SOAK":     true,
 	"FRAGCACHE_CLUSTER_FIGURES":  true,
 	"FRAGCACHE_BIN":              true,
 	"FRAGCACHE_GOTOOLCHAIN":      true,
+	"FRAGCACHE_SCREENSHOTS":      true,
 }
 
 // unknownEnv names each FRAGCACHE_* variable of environ that matches no

@@ -90,7 +90,7 @@ func (d *demoApp) routes() http.Handler {
 	mux.HandleFunc("GET /login", d.login)
 	mux.HandleFunc("GET /logout", d.logout)
 	mux.HandleFunc("GET /fragments/header", d.fragment(0, "max-age=300", func(*http.Request) string {
-		return `<header class="top"><b>ACME Intranet</b> &middot; Operations dashboard</header>`
+		return `<b>ACME Intranet</b> &middot; Operations dashboard`
 	}))
 	mux.HandleFunc("GET /fragments/orders", d.fragment(demoOrdersDelay, "max-age=20", func(*http.Request) string {
 		now := time.Now().Format("15:04:05")
@@ -173,42 +173,69 @@ func (d *demoApp) dashboard(w http.ResponseWriter, _ *http.Request) {
 }
 
 const demoPage = `<!DOCTYPE html>
-<html><head><title>ACME Intranet - Dashboard</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>ACME Intranet - Dashboard</title>
 <style>
-body { font-family: Verdana, sans-serif; background: #eef; margin: 0; }
-.top { background: #336; color: #fff; padding: 8px 12px; }
-.box { background: #fff; border: 1px solid #99c; margin: 10px; padding: 8px; }
-.box h2 { font-size: 14px; background: #ccd; margin: -8px -8px 8px; padding: 4px 8px; }
+* { box-sizing: border-box; }
+body { font: 15px/1.45 Verdana, Geneva, sans-serif; background: #eef; color: #223; margin: 0; }
+.top { background: #336; color: #fff; padding: 10px 14px; }
+main { max-width: 1200px; margin: 0 auto; padding: 4px 10px 20px; }
+.legend { background: #fff; border: 1px solid #99c; margin: 10px 0; padding: 8px 12px; }
+.legend .fc-badge { margin: 0 2px; }
+.grid-boxes { display: grid; grid-template-columns: repeat(auto-fit, minmax(330px, 1fr)); gap: 12px; }
+.box { position: relative; background: #fff; border: 1px solid #99c; padding: 8px 10px; min-width: 0; }
+.box h2 { font-size: 15px; background: #ccd; margin: -8px -10px 8px; padding: 5px 10px; padding-right: 104px; }
+.box .scroll { overflow-x: auto; }
+.grid { border-collapse: collapse; }
 .grid td, .grid th { border: 1px solid #ccc; padding: 2px 6px; }
-.small { color: #666; font-size: 11px; }
+.small { color: #555; font-size: 12px; }
 .wait { color: #a60; font-style: italic; }
 .failed { color: #b00; border-left: 3px solid #b00; padding-left: .5em; }
+pre.report { overflow-x: auto; }
+/* fragcache marks each of the demo's boxes with the outcome of its include. */
+.fc-box[data-fc-outcome]::before, .fc-badge { display: inline-block; font: bold 11px/18px Verdana, sans-serif; text-transform: uppercase;
+  letter-spacing: .04em; padding: 0 8px; border-radius: 9px; background: #667; color: #fff; }
+.fc-box[data-fc-outcome]::before { content: attr(data-fc-outcome); position: absolute; top: 6px; right: 8px; }
+.top .fc-box[data-fc-outcome]::before { top: 10px; right: 14px; }
+.fc-box[data-fc-outcome=hit]::before, .fc-box[data-fc-outcome=updating]::before, .fc-box[data-fc-outcome=stale]::before,
+.fc-badge.hit { background: #17803d; }
+.fc-box[data-fc-outcome=miss]::before, .fc-box[data-fc-outcome=bypass]::before, .fc-badge.miss { background: #2759b8; }
+.fc-box[data-fc-outcome=pending]::before, .fc-box[data-fc-outcome=shed]::before, .fc-badge.pending { background: #b35c00; }
+.fc-box[data-fc-outcome=alt]::before, .fc-box[data-fc-outcome=except]::before, .fc-box[data-fc-outcome=removed]::before,
+.fc-box[data-fc-outcome=failed]::before, .fc-badge.fallback { background: #b3261e; }
+@media (max-width: 480px) { body { font-size: 14px; } main { padding: 2px 6px 16px; } .grid td, .grid th { padding: 2px 4px; } }
 </style></head>
 <body>
-<esi:include src="/fragments/header"><div class="top">ACME Intranet</div></esi:include>
-<div class="box"><h2>Welcome</h2>
+<div class="top" id="top"><esi:include src="/fragments/header"><div>ACME Intranet</div></esi:include></div>
+<main>
+<p class="legend" id="legend">Each box's badge says where fragcache took its content from for this view: <span class="fc-badge hit">hit</span> from its cache,
+<span class="fc-badge miss">miss</span> fetched in time, <span class="fc-badge pending">pending</span> still loading (its placeholder shows; reload in a few seconds)
+or <span class="fc-badge fallback">alt</span> <span class="fc-badge fallback">except</span> a fallback for a fragment that failed.</p>
+<div class="grid-boxes">
+<div class="box" id="welcome"><h2>Welcome</h2>
 <esi:vars><p>Hello, <b>$(HTTP_COOKIE{demo_user}|'guest')</b>.
 <a href="/login?name=alice">log in as alice</a> &middot; <a href="/login?name=bob">log in as bob</a> &middot; <a href="/logout">log out</a></p></esi:vars>
 <esi:include src="/fragments/greeting"/>
 <p class="small">Page built by the legacy app (view @N@). Fragments come from fragcache's cache; slow ones show a placeholder until their background fetch is done. Reload to see them fill in.</p>
 <p class="small">Logged in, you see the placeholders again at first: a logged-in visitor's fragments are fetched with their cookie and cached for them alone, never shared with the anonymous copy.</p>
 </div>
-<div class="box"><h2>Recent orders (about 1 s to build)</h2>
-<esi:include src="/fragments/orders" timeout="100ms"><p class="wait">Loading orders&hellip;</p></esi:include>
+<div class="box" id="orders"><h2>Recent orders (about 1 s to build)</h2>
+<div class="scroll"><esi:include src="/fragments/orders" timeout="100ms"><p class="wait">Loading orders&hellip;</p></esi:include></div>
 </div>
-<div class="box"><h2>Quarterly report (about 3 s to build)</h2>
+<div class="box" id="report"><h2>Quarterly report (about 3 s to build)</h2>
 <esi:include src="/fragments/report"><p class="wait">The report is being prepared&hellip;</p></esi:include>
 </div>
-<div class="box"><h2>Inventory (its service is down: alt)</h2>
+<div class="box" id="inventory"><h2>Inventory (its service is down: alt)</h2>
 <esi:include src="/fragments/inventory" alt="/fragments/inventory-cached"><p class="failed">Inventory is unavailable right now.</p></esi:include>
 </div>
-<div class="box"><h2>News (try / except)</h2>
+<div class="box" id="news"><h2>News (try / except)</h2>
 <esi:try>
 <esi:attempt><esi:include src="/fragments/news"/></esi:attempt>
-<esi:except><p>The news feed is resting. <esi:include src="/fragments/weather"/></p></esi:except>
+<esi:except><p>The news feed is resting.</p><esi:include src="/fragments/weather"/></esi:except>
 </esi:try>
 </div>
-<div class="box"><h2>Tabs (choose on the query string)</h2>
+<div class="box" id="tabs"><h2>Tabs (choose on the query string)</h2>
 <p><a href="/?tab=sales">sales</a> &middot; <a href="/?tab=support">support</a> &middot; <a href="/">none</a></p>
 <esi:choose>
 <esi:when test="$(QUERY_STRING{tab})=='sales'"><esi:include src="/fragments/tab?name=sales"/></esi:when>
@@ -216,8 +243,10 @@ body { font-family: Verdana, sans-serif; background: #eef; margin: 0; }
 <esi:otherwise><p>Pick a tab above.</p></esi:otherwise>
 </esi:choose>
 </div>
+</div>
 <esi:remove><p>This text is shown only when the page is viewed without fragcache.</p></esi:remove>
 <esi:comment text="the legacy app knows nothing of caching"/>
+</main>
 </body></html>
 `
 

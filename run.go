@@ -49,6 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func runWith(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, hk hooks) error {
+	started := time.Now()
 	if len(args) > 0 {
 		switch args[0] {
 		case "healthcheck":
@@ -146,7 +147,8 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	var ready atomic.Bool
 	ready.Store(true)
 	admin := &http.Server{
-		Handler:           metrics.NewAdminHandler(metrics.AdminOptions{Gatherer: reg, Ready: ready.Load, Pprof: cfg.Pprof}),
+		Handler: metrics.NewAdminHandler(metrics.AdminOptions{Gatherer: reg, Ready: ready.Load, Pprof: cfg.Pprof,
+			Version: version, Started: started, Activity: p.Activity, ListenHost: listenHost(cfg.AdminListen)}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      time.Minute, // a CPU profile takes 30 s by default
@@ -177,8 +179,8 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		log.Info("shared L2 off: this replica keeps its own cache (set --redis to share one)")
 	}
 	if demo != nil {
-		fmt.Fprintf(stdout, "fragcache demo: open %s://%s/ (reload to see slow fragments fill in); metrics on http://%s/metrics\n",
-			scheme, displayAddr(ln.Addr()), displayAddr(aln.Addr()))
+		fmt.Fprintf(stdout, "fragcache demo: open %s://%s/ (reload to see slow fragments fill in); the admin page on http://%s/, metrics on http://%s/metrics\n",
+			scheme, displayAddr(ln.Addr()), displayAddr(aln.Addr()), displayAddr(aln.Addr()))
 	}
 	if hk.ready != nil {
 		hk.ready(ln.Addr(), aln.Addr())
@@ -249,6 +251,7 @@ func proxyConfig(cfg *config, demo *demoApp) proxy.Config {
 	if demo != nil {
 		pc.Upstream = demo.URL()
 		pc.ESICookies = append(slices.Clone(pc.ESICookies), "demo_user")
+		pc.MarkOutcomes = true // its boxes say where they came from (rule 34)
 		if len(pc.Fragments) == 0 {
 			// Named so that /metrics shows the demo's boxes by name (rule
 			// 34); a --config with fragment rules wins.
@@ -369,6 +372,15 @@ func hostOf(u string) string {
 		s = s[i+3:]
 	}
 	return strings.TrimSuffix(s, "/")
+}
+
+// listenHost is the host of a listen address: "" for every address.
+func listenHost(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	return host
 }
 
 // displayAddr turns a wildcard listen address into one a browser can open.

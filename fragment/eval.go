@@ -141,10 +141,12 @@ func (e *Eval) addInclude(i int) {
 		Deferred:   n.deferred,
 		InAttempt:  n.inAttempt,
 		Streamable: n.streamable,
+		RawSrc:     n.src.raw,
 		node:       int32(i),
 	}
 	inc.Src, inc.Err = e.expandURL(&n.src)
 	if n.hasAlt {
+		inc.RawAlt = n.alt.raw
 		inc.Alt, inc.AltErr = e.expandURL(&n.alt)
 	}
 	e.incOf[o.arg] = int32(k)

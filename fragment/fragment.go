@@ -113,6 +113,10 @@ type Include struct {
 	// Alt is the alt attribute after substitution; "" when none. When
 	// AltErr is non-nil it is the attribute without substitution.
 	Alt string
+	// RawSrc and RawAlt are the src and alt attributes as written, entities
+	// decoded and variables not substituted ($(HTTP_COOKIE{uid}) stays as
+	// it is): a name for the include that holds no request's values.
+	RawSrc, RawAlt string
 	// AltErr is non-nil when substituting variables in alt failed; the alt
 	// must then be treated as not working.
 	AltErr error

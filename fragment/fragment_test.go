@@ -594,3 +594,29 @@ func TestOtherProcessorsPages(t *testing.T) {
 		{name: "cdata in the esi wrapper", body: `<!--esi a<![CDATA[-->]]>b -->c`, want: ` a<![CDATA[-->]]>b c`},
 	})
 }
+
+// RawSrc and RawAlt name an include as its page wrote it: no value of
+// the request is substituted in them, whatever Src and Alt became.
+func TestRawAttributesHoldNoValues(t *testing.T) {
+	tpl, err := Parse([]byte(`<esi:include src="/u/$(HTTP_COOKIE{uid})/cart?t=$(QUERY_STRING{t})" alt="/alt/$(HTTP_COOKIE{uid})"/><esi:include src="/plain"/>`), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e Eval
+	tpl.Evaluate(&RequestVars{Query: "t=tok", CookieHeader: "uid=alice", AllowCookies: []string{"uid"}}, &e)
+	if len(e.Includes) != 2 {
+		t.Fatalf("got %d includes, want 2", len(e.Includes))
+	}
+	for _, c := range []struct{ got, want string }{
+		{e.Includes[0].Src, "/u/alice/cart?t=tok"},
+		{e.Includes[0].RawSrc, "/u/$(HTTP_COOKIE{uid})/cart?t=$(QUERY_STRING{t})"},
+		{e.Includes[0].Alt, "/alt/alice"},
+		{e.Includes[0].RawAlt, "/alt/$(HTTP_COOKIE{uid})"},
+		{e.Includes[1].RawSrc, "/plain"},
+		{e.Includes[1].RawAlt, ""},
+	} {
+		if c.got != c.want {
+			t.Errorf("got %q, want %q", c.got, c.want)
+		}
+	}
+}

@@ -338,7 +338,10 @@ func (c *Client) receive(ps *redis.PubSub) (confirmed bool) {
 	pinged := false
 	last := time.Now()
 	for {
-		if confirmed && !synced {
+		if confirmed && !synced && c.Up() {
+			// Not while the breaker is open: at start the subscription can
+			// be confirmed before the first probe has closed it, and the
+			// read would only be turned away (and counted breaker_open).
 			synced = c.sync()
 		}
 		timeout := pingEvery

@@ -3,6 +3,7 @@ package metrics
 import (
 	"net/http"
 	"net/http/pprof"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -17,13 +18,27 @@ type AdminOptions struct {
 	Ready func() bool
 	// Pprof mounts /debug/pprof/ when true.
 	Pprof bool
+
+	// Version and Started are the admin page's version and the start of
+	// its uptime.
+	Version string
+	Started time.Time
+	// Activity, when set, gives the admin page what the metrics do not
+	// hold: the L2's state, the busiest srcs, the groups' last errors.
+	Activity func() Activity
+	// ListenHost is the admin listener's host as configured ("" for
+	// every address): a request may name it, an IP literal or localhost
+	// as its Host, and any other gets 421 (DESIGN rule 33).
+	ListenHost string
 }
 
-// NewAdminHandler returns the handler of the admin listener: /metrics,
-// /livez, /readyz, /healthz and, only when asked for, /debug/pprof/. It is
-// safe for concurrent use.
+// NewAdminHandler returns the handler of the admin listener: the admin
+// page at /, /metrics, /livez, /readyz, /healthz and, only when asked
+// for, /debug/pprof/; a request for another host than its own gets 421.
+// It is safe for concurrent use.
 func NewAdminHandler(o AdminOptions) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", newAdminPage(o))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{
 		EnableOpenMetrics: true,
 		ErrorHandling:     promhttp.ContinueOnError,
@@ -50,5 +65,5 @@ func NewAdminHandler(o AdminOptions) http.Handler {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	return mux
+	return hostGuard(o.ListenHost, mux)
 }

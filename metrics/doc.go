@@ -1,5 +1,7 @@
 // Package metrics owns fragcache's Prometheus collectors and the admin
-// endpoints that expose them.
+// endpoints that expose them: /metrics, the probes, and the admin page at
+// /, which reads the same registry plus what its caller gives it through
+// AdminOptions.Activity.
 //
 // It is a leaf: it imports the Prometheus client and the standard library,
 // never another fragcache package. Every collector is registered on the

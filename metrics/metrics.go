@@ -64,6 +64,21 @@ const (
 
 var fetchResultNames = [numFetchResults]string{"success", "status_error", "timeout", "connect_error", "too_large", "denied"}
 
+// FetchResultName is the result label value of a Fetch* constant.
+func FetchResultName(r int) string {
+	if r < 0 || r >= numFetchResults {
+		return "unknown"
+	}
+	return fetchResultNames[r]
+}
+
+// FetchDurationBuckets returns the upper bounds, in seconds, of the
+// buckets of fragcache_fragment_fetch_duration_seconds, in a new slice:
+// the admin page's per-src fetch times are counted in the same buckets.
+func FetchDurationBuckets() []float64 {
+	return []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+}
+
 // ESI error reasons, the values of the reason label of
 // fragcache_esi_errors_total.
 const (
@@ -247,7 +262,7 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 		coalesced: f.counterVec("fragment_coalesced_total", "Lookups that joined a fetch already running instead of starting one.", "fragment"),
 		fetches:   f.counterVec("fragment_fetches_total", "Fragment fetches, by fragment, trigger and result.", "fragment", "trigger", "result"),
 		fetchTime: f.histogramVec("fragment_fetch_duration_seconds", "Time one fragment fetch took, by fragment.",
-			[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}, "fragment"),
+			FetchDurationBuckets(), "fragment"),
 	}
 	frags := make(map[string]*Fragment, len(o.Fragments)+1)
 	for _, n := range append(append([]string(nil), o.Fragments...), OtherFragment) {

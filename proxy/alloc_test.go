@@ -30,6 +30,22 @@ func TestServeHitAllocations(t *testing.T) {
 	}
 }
 
+// TestServeHitAllocationsWithDebugToken: a configured --debug-token costs
+// a request without the Fragcache-Debug header no allocation.
+func TestServeHitAllocationsWithDebugToken(t *testing.T) {
+	o := newBenchOrigin(t, 10)
+	p := newBenchProxyToken(t, o.addr, time.Second, benchToken)
+	warmPage(t, p, "/page", 10)
+	var ctx fasthttp.RequestCtx
+	ctx.Init(&fasthttp.Request{}, benchRemote, nil)
+	serveOnce(p, &ctx, "/page")
+	got := testing.AllocsPerRun(200, func() { serveOnce(p, &ctx, "/page") })
+	const budget = 2 // as TestServeHitAllocations
+	if got > budget {
+		t.Errorf("with a debug token, a cached 10-include page costs %.1f allocations, want at most %d", got, budget)
+	}
+}
+
 // TestPeekAllocations: the checks made on every reuse of a pooled
 // connection and after every answer allocate nothing.
 func TestPeekAllocations(t *testing.T) {

@@ -42,6 +42,10 @@ type slot struct {
 	noStream bool // its rule says stream: false
 	streamN  int  // sent with anchors N (stream.go); 0: not
 	filled   bool // its anchored flight was handled (stream.go)
+
+	// What became of it, for the debug header and the demo's badges.
+	lookup outcome       // how its lookup went (hit, miss, shed, loop…)
+	at     time.Duration // when its fate was known, if the page records outcomes
 }
 
 // node is one template evaluated for this request: the page's or a
@@ -86,6 +90,10 @@ type composer struct {
 	timer          *time.Timer
 	st             reqStats
 	stream         *pageStream // non-nil while the page may stream (stream.go)
+	// record is set when the page's outcomes are wanted, for the debug
+	// header or the demo's badges; notes then holds them.
+	record bool
+	notes  []debugNote
 }
 
 var composerPool = sync.Pool{New: func() any { return new(composer) }}
@@ -103,8 +111,12 @@ type composeEnv struct {
 	scopes     *scoper
 	fw         *forwarding
 	m          *metrics.Metrics
+	act        *activity // the admin page's srcs; nil in tests
 	limits     composeLimits
 	esiCookies []string // the cookies $(HTTP_COOKIE{name}) may read
+	// markOutcomes wraps each of the page's own includes in an element
+	// naming its outcome: the embedded demo app's pages only (rule 34).
+	markOutcomes bool
 }
 
 // composeLimits are the bounds of one page's composition.
@@ -125,7 +137,14 @@ func newComposer(env *composeEnv, ctx *fasthttp.RequestCtx, group uint64) *compo
 	c.vars = reqVars{ctx: ctx, env: env}
 	c.start = time.Now()
 	c.group = group
+	c.record = env.markOutcomes
 	return c
+}
+
+// setDebug makes the composer record what became of each include, for
+// the debug header.
+func (c *composer) setDebug() {
+	c.record = true
 }
 
 // release returns c to the pool.
@@ -171,7 +190,8 @@ func (c *composer) reset() {
 		*n = node{e: n.e, slots: n.slots}
 	}
 	clear(c.work)
-	*c = composer{nodes: c.nodes[:0], work: c.work[:0], timer: c.timer, cookie: c.cookie[:0]}
+	clear(c.notes)
+	*c = composer{nodes: c.nodes[:0], work: c.work[:0], timer: c.timer, cookie: c.cookie[:0], notes: c.notes[:0]}
 }
 
 func (c *composer) newNode() *node {
@@ -246,14 +266,17 @@ func (c *composer) startInclude(n *node, i int) {
 	switch {
 	case c.count > c.env.limits.maxIncludes:
 		c.env.m.ESIErrors[metrics.ErrIncludeLimit].Inc()
-		s.state = stSkipped
+		s.state, s.lookup = stSkipped, outLimit
+		c.stamp(s)
 		return
 	case n.depth+1 > c.env.limits.maxDepth:
 		c.env.m.ESIErrors[metrics.ErrDepthExceeded].Inc()
-		s.state = stSkipped
+		s.state, s.lookup = stSkipped, outDepth
+		c.stamp(s)
 		return
 	case inc.Err != nil:
-		s.state = stFailed
+		s.state, s.lookup = stFailed, outFailed
+		c.stamp(s)
 		c.startAlt(n, s, inc)
 		return
 	}
@@ -278,14 +301,16 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 	rs := c.env.src.resolveSrc(src, c.requestURI)
 	if rs.err != nil {
 		c.env.m.ESIErrors[metrics.ErrSrcNotAllowed].Inc()
-		s.state = stFailed
+		s.state, s.lookup = stFailed, outDenied
+		c.stamp(s)
 		return
 	}
 	url := rs.t.url
 	for a := n; a != nil; a = a.parent {
 		if a.url == url {
 			c.env.m.ESIErrors[metrics.ErrLoop].Inc()
-			s.state = stSkipped
+			s.state, s.lookup = stSkipped, outLoop
+			c.stamp(s)
 			return
 		}
 	}
@@ -312,7 +337,12 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 		wait = min(max(inc.Timeout, 0), c.env.limits.maxWait)
 	}
 	s.deadline = c.start.Add(wait)
-	detach := func() *loadArg { return c.loadArg(rs, inc, bare, lang) }
+	raw := inc.RawSrc
+	if s.isAlt {
+		raw = inc.RawAlt
+	}
+	stat := c.env.act.src(raw, rs.frag.Name)
+	detach := func() *loadArg { return c.loadArg(rs, inc, bare, lang, stat) }
 	var res fragResult
 	if plan.peekShared {
 		res = c.env.store.Peek(sharedKey, detach)
@@ -320,25 +350,31 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 	if res.Entry.Value == nil {
 		res = c.env.store.LookupIn(c.group, key, detach)
 	}
+	stat.looked(res.Status)
 	fr := s.frag
 	switch res.Status {
 	case cachestore.Hit:
 		fr.Lookups[metrics.LookupHit].Inc()
 		c.st.hits++
+		s.lookup = outHit
 		c.setValue(n, s, res.Entry.Value)
 	case cachestore.Updating:
 		fr.Lookups[metrics.LookupUpdating].Inc()
 		c.st.stale++
+		s.lookup = outUpdating
 		c.setValue(n, s, res.Entry.Value)
 	case cachestore.Stale:
 		fr.Lookups[metrics.LookupStale].Inc()
 		c.st.stale++
+		s.lookup = outStale
 		c.setValue(n, s, res.Entry.Value)
 	case cachestore.Miss, cachestore.Bypass:
 		if res.Status == cachestore.Miss {
 			fr.Lookups[metrics.LookupMiss].Inc()
+			s.lookup = outMiss
 		} else {
 			fr.Lookups[metrics.LookupBypass].Inc()
+			s.lookup = outBypass
 		}
 		c.st.misses++
 		if res.Joined {
@@ -349,11 +385,13 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 	case cachestore.Failed:
 		fr.Lookups[metrics.LookupMiss].Inc()
 		c.st.misses++
-		s.state = stFailed
+		s.state, s.lookup = stFailed, outFailed
+		c.stamp(s)
 	default: // Shed
 		fr.Lookups[metrics.LookupMiss].Inc()
 		c.st.misses++
-		s.state = stPending
+		s.state, s.lookup = stPending, outShed
+		c.stamp(s)
 	}
 }
 
@@ -368,8 +406,9 @@ func (c *composer) requestURI() string {
 
 // loadArg builds the owned arguments of a load; it runs only when the
 // store starts one.
-func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, bare bool, lang string) *loadArg {
+func (c *composer) loadArg(rs *resolvedSrc, inc *fragment.Include, bare bool, lang string, stat *srcStat) *loadArg {
 	a := &loadArg{
+		stat:      stat,
 		t:         rs.t,
 		keyURL:    fragmentKeyURL(&rs.t, &c.fwd),
 		frag:      rs.frag,
@@ -408,6 +447,7 @@ func (c *composer) langValue() string {
 func (c *composer) setValue(n *node, s *slot, v *fragRecord) {
 	s.state = stValue
 	s.val = v
+	c.stamp(s)
 	if v.private || v.unstored {
 		c.private = true
 	}
@@ -508,6 +548,9 @@ func (c *composer) expire(now time.Time) {
 		if s.state == stWaiting && !s.deadline.After(now) {
 			s.state = stPending
 			c.waiting--
+			if c.record {
+				s.at = now.Sub(c.start)
+			}
 		}
 	}
 }
@@ -553,6 +596,7 @@ func (a *arrivals) take() *slot {
 // failed marks s as failed and starts the alt of a failed src.
 func (c *composer) failed(s *slot) {
 	s.state = stFailed
+	c.stamp(s)
 	if !s.isAlt {
 		c.startAlt(s.owner, s, &s.owner.e.Includes[s.idx])
 	}
@@ -588,6 +632,13 @@ func (c *composer) AppendInclude(dst []byte, e *fragment.Eval, inc *fragment.Inc
 	if n == nil || inc.Index >= len(n.slots) {
 		return e.AppendPlaceholder(dst, inc), false
 	}
+	if c.env.markOutcomes && n.depth == 0 {
+		return c.appendMarked(dst, e, inc, n)
+	}
+	return c.appendInclude(dst, e, inc, n)
+}
+
+func (c *composer) appendInclude(dst []byte, e *fragment.Eval, inc *fragment.Include, n *node) ([]byte, bool) {
 	s := &n.slots[inc.Index]
 	if c.stream != nil {
 		c.stream.n++
@@ -601,28 +652,38 @@ func (c *composer) AppendInclude(dst []byte, e *fragment.Eval, inc *fragment.Inc
 		}
 	}
 	fr := s.frag
+	d := c.note(s, inc) // its debug entry, in render order; -1 when not recorded
 	switch s.state {
 	case stValue:
-		return c.appendCapped(dst, e, inc, s), false
+		c.noted(d, s.lookup, s.at)
+		return c.appendCapped(dst, e, inc, s, d), false
 	case stFailed:
 		c.degraded = true
 		if s.alt != nil && s.alt.state == stValue {
 			fr.Fallbacks[metrics.FallbackAlt].Inc()
 			c.st.fallbacks++
-			return c.appendCapped(dst, e, inc, s.alt), false
+			c.noted(d, outAlt, s.alt.at)
+			return c.appendCapped(dst, e, inc, s.alt, d), false
 		}
 		if inc.Continue {
 			fr.Fallbacks[metrics.FallbackRemoved].Inc()
 			c.st.fallbacks++
+			c.noted(d, outRemoved, s.at)
 			return dst, false
 		}
 		if inc.InAttempt {
 			fr.Fallbacks[metrics.FallbackExcept].Inc()
 			c.st.fallbacks++
+			c.noted(d, outExcept, s.at)
 			return e.AppendPlaceholder(dst, inc), true
 		}
 		fr.Fallbacks[metrics.FallbackPlaceholder].Inc()
 		c.st.placeholders++
+		if s.lookup == outDenied {
+			c.noted(d, outDenied, s.at)
+		} else {
+			c.noted(d, outFailed, s.at)
+		}
 		return e.AppendPlaceholder(dst, inc), true
 	default:
 		c.degraded = true
@@ -633,9 +694,11 @@ func (c *composer) AppendInclude(dst []byte, e *fragment.Eval, inc *fragment.Inc
 		}
 		if s.state == stWaiting {
 			s.state = stPending
+			c.stamp(s)
 		}
 		fr.Fallbacks[metrics.FallbackPlaceholder].Inc()
 		c.st.placeholders++
+		c.noted(d, unserved(s), s.at)
 		return e.AppendPlaceholder(dst, inc), false
 	}
 }
@@ -643,8 +706,8 @@ func (c *composer) AppendInclude(dst []byte, e *fragment.Eval, inc *fragment.Inc
 // appendCapped appends the content of s unless it would take the page
 // past --max-page-size (rule 21): then the include's placeholder, or
 // nothing when that does not fit either, and the page is not a shared
-// cache's to keep.
-func (c *composer) appendCapped(dst []byte, e *fragment.Eval, inc *fragment.Include, s *slot) []byte {
+// cache's to keep. d is the include's debug entry (-1: none).
+func (c *composer) appendCapped(dst []byte, e *fragment.Eval, inc *fragment.Include, s *slot, d int) []byte {
 	limit := int(c.env.limits.maxPageSize)
 	if s.child == nil && len(dst)+len(s.val.body) <= limit {
 		return append(dst, s.val.body...)
@@ -656,6 +719,9 @@ func (c *composer) appendCapped(dst []byte, e *fragment.Eval, inc *fragment.Incl
 	dst = dst[:mark]
 	c.env.m.ESIErrors[metrics.ErrTooLarge].Inc()
 	c.tooLarge = true
+	if d >= 0 {
+		c.notes[d].out = outTooLarge
+	}
 	if ph := e.AppendPlaceholder(dst, inc); len(ph) <= limit {
 		return ph
 	}

@@ -79,27 +79,28 @@ func TestComposerDecisions(t *testing.T) {
 		"/deep3": `<<esi:include src="/deep4">d</esi:include>>`}
 	tests := []struct {
 		name, page, want string
+		outcomes         string // what the debug header says of each include, in page order
 		lim              *composeLimits
 		degraded         bool
 	}{
-		{name: "filled in time", page: `[<esi:include src="/a">p</esi:include>]`, want: `[a]`},
-		{name: "pending past the wait", page: `[<esi:include src="/slowX">p</esi:include>]`, want: `[p]`, degraded: true},
-		{name: "timeout attribute waits longer", page: `[<esi:include src="/slowX" timeout="1500ms">p</esi:include>]`, want: `[X]`},
-		{name: "short timeout attribute", page: `[<esi:include src="/slowX" timeout="10ms">p</esi:include>]`, want: `[p]`, degraded: true},
-		{name: "failed, no alt: placeholder", page: `[<esi:include src="/fail">p</esi:include>]`, want: `[p]`, degraded: true},
-		{name: "failed, alt renders", page: `[<esi:include src="/fail" alt="/b">p</esi:include>]`, want: `[b]`, degraded: true},
-		{name: "failed, alt fails too", page: `[<esi:include src="/fail" alt="/fail2">p</esi:include>]`, want: `[p]`, degraded: true},
-		{name: "failed, alt slow", page: `[<esi:include src="/fail" alt="/slowY">p</esi:include>]`, want: `[p]`, degraded: true},
-		{name: "not allowed host, alt renders", page: `[<esi:include src="http://evil.example/x" alt="/c">p</esi:include>]`, want: `[c]`, degraded: true},
-		{name: "onerror continue removes it", page: `[<esi:include src="/fail" onerror="continue"/>]`, want: `[]`, degraded: true},
-		{name: "attempt fails: except", page: `<esi:try><esi:attempt>A<esi:include src="/fail"/></esi:attempt><esi:except>E<esi:include src="/e"/></esi:except></esi:try>`, want: `Ee`, degraded: true},
-		{name: "attempt holds", page: `<esi:try><esi:attempt>A<esi:include src="/ok"/></esi:attempt><esi:except>E</esi:except></esi:try>`, want: `Aok`},
-		{name: "slow first does not hold up an alt", page: `[<esi:include src="/slowZ">s</esi:include>][<esi:include src="/fail" alt="/d">p</esi:include>]`, want: `[s][d]`, degraded: true},
-		{name: "nested include", page: `[<esi:include src="/esi">p</esi:include>]`, want: `[(inner)]`},
-		{name: "depth limit", page: `<esi:include src="/deep">p</esi:include>`, want: `<<<d>>>`, degraded: true},
-		{name: "include limit", page: `<esi:include src="/a">1</esi:include><esi:include src="/b">2</esi:include>`, want: `a2`,
+		{name: "filled in time", page: `[<esi:include src="/a">p</esi:include>]`, want: `[a]`, outcomes: "miss"},
+		{name: "pending past the wait", page: `[<esi:include src="/slowX">p</esi:include>]`, want: `[p]`, outcomes: "pending", degraded: true},
+		{name: "timeout attribute waits longer", page: `[<esi:include src="/slowX" timeout="1500ms">p</esi:include>]`, want: `[X]`, outcomes: "miss"},
+		{name: "short timeout attribute", page: `[<esi:include src="/slowX" timeout="10ms">p</esi:include>]`, want: `[p]`, outcomes: "pending", degraded: true},
+		{name: "failed, no alt: placeholder", page: `[<esi:include src="/fail">p</esi:include>]`, want: `[p]`, outcomes: "failed", degraded: true},
+		{name: "failed, alt renders", page: `[<esi:include src="/fail" alt="/b">p</esi:include>]`, want: `[b]`, outcomes: "alt", degraded: true},
+		{name: "failed, alt fails too", page: `[<esi:include src="/fail" alt="/fail2">p</esi:include>]`, want: `[p]`, outcomes: "failed", degraded: true},
+		{name: "failed, alt slow", page: `[<esi:include src="/fail" alt="/slowY">p</esi:include>]`, want: `[p]`, outcomes: "failed", degraded: true},
+		{name: "not allowed host, alt renders", page: `[<esi:include src="http://evil.example/x" alt="/c">p</esi:include>]`, want: `[c]`, outcomes: "alt", degraded: true},
+		{name: "onerror continue removes it", page: `[<esi:include src="/fail" onerror="continue"/>]`, want: `[]`, outcomes: "removed", degraded: true},
+		{name: "attempt fails: except", page: `<esi:try><esi:attempt>A<esi:include src="/fail"/></esi:attempt><esi:except>E<esi:include src="/e"/></esi:except></esi:try>`, want: `Ee`, outcomes: "except miss", degraded: true},
+		{name: "attempt holds", page: `<esi:try><esi:attempt>A<esi:include src="/ok"/></esi:attempt><esi:except>E</esi:except></esi:try>`, want: `Aok`, outcomes: "miss"},
+		{name: "slow first does not hold up an alt", page: `[<esi:include src="/slowZ">s</esi:include>][<esi:include src="/fail" alt="/d">p</esi:include>]`, want: `[s][d]`, outcomes: "pending alt", degraded: true},
+		{name: "nested include", page: `[<esi:include src="/esi">p</esi:include>]`, want: `[(inner)]`, outcomes: "miss miss"},
+		{name: "depth limit", page: `<esi:include src="/deep">p</esi:include>`, want: `<<<d>>>`, outcomes: "miss miss miss depth", degraded: true},
+		{name: "include limit", page: `<esi:include src="/a">1</esi:include><esi:include src="/b">2</esi:include>`, want: `a2`, outcomes: "miss limit",
 			lim: &composeLimits{maxIncludes: 1, maxDepth: 3, wait: 300 * time.Millisecond, maxWait: 2 * time.Second, maxPageSize: 1 << 20}, degraded: true},
-		{name: "loop cut", page: `<esi:include src="/loop">p</esi:include>`, want: `{p}`, degraded: true},
+		{name: "loop cut", page: `<esi:include src="/loop">p</esi:include>`, want: `{p}`, outcomes: "miss loop", degraded: true},
 	}
 	nested["/loop"] = `{<esi:include src="/loop">p</esi:include>}`
 	for _, tc := range tests {
@@ -118,8 +119,13 @@ func TestComposerDecisions(t *testing.T) {
 			ctx.Request.Header.SetHost("app")
 			start := time.Now()
 			c := newComposer(env, &ctx, 1)
+			c.setDebug()
 			out, ok := c.compose(tpl, nil)
 			degraded := c.degraded
+			var outcomes []string
+			for _, n := range c.notes {
+				outcomes = append(outcomes, n.out.String())
+			}
 			c.release()
 			if took := time.Since(start); took > 900*time.Millisecond && !strings.Contains(tc.name, "longer") {
 				t.Errorf("took %v; the page waits about its budget (300ms) at most", took)
@@ -129,6 +135,9 @@ func TestComposerDecisions(t *testing.T) {
 			}
 			if degraded != tc.degraded {
 				t.Errorf("degraded = %v, want %v", degraded, tc.degraded)
+			}
+			if got := strings.Join(outcomes, " "); got != tc.outcomes {
+				t.Errorf("outcomes = %q, want %q", got, tc.outcomes)
 			}
 		})
 	}

@@ -154,6 +154,16 @@ type Config struct {
 	// and its breaker opens. DefaultConfig: 25ms.
 	RedisTimeout time.Duration
 
+	// DebugToken, when set (at least 16 bytes), is the token of the
+	// Fragcache-Debug request header: a request that carries it gets a
+	// Server-Timing entry per include (DESIGN "Seeing what happened").
+	// Empty: debugging is off. A secret.
+	DebugToken []byte
+	// MarkOutcomes wraps each of a page's own includes in an element
+	// whose data-fc-outcome names the include's outcome. fragcache sets it
+	// for its embedded demo app only (--demo, rule 34).
+	MarkOutcomes bool
+
 	// AccessLog writes one line per request to Logger. DefaultConfig:
 	// true.
 	AccessLog bool
@@ -281,6 +291,8 @@ const (
 	maxCount = 1 << 20
 	// maxRuleNames bounds the values of the fragment metrics label.
 	maxRuleNames = 50
+	// minDebugToken is the shortest DebugToken.
+	minDebugToken = 16
 )
 
 // Validate reports every setting of c that is out of range, each as a
@@ -397,6 +409,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := parseTrustedList(c.TrustedProxies); err != nil {
 		bad("TrustedProxies", -1, "%v", err)
+	}
+	if n := len(c.DebugToken); n > 0 && n < minDebugToken {
+		bad("DebugToken", -1, "must be at least %d bytes", minDebugToken)
 	}
 	if c.PreserveHost && len(c.PublicHosts) == 0 {
 		bad("PreserveHost", -1, "requires PublicHosts: the client's Host must be one that fragcache serves")

@@ -40,4 +40,10 @@
 //   - How a fragment is fetched: fetch.go, fetcher.fetch (the request in
 //     fetcher.request, freshness and placement in fetcher.entry); the
 //     connection rules in conn.go, transport.RoundTrip.
+//   - What became of an include: compose.go records it per slot (lookup,
+//     at) and in render order (composer.note in appendInclude); debug.go
+//     turns it into the debug Server-Timing (appendServerTiming, rule 32)
+//     and the demo's data-fc-outcome (appendMarked, rule 34).
+//   - What the admin page shows of the includes: activity.go, the srcs
+//     table (srcTable) and Proxy.Activity.
 package proxy

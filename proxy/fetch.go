@@ -33,7 +33,8 @@ type loadArg struct {
 	host      string // the Host with PreserveHost, only for the upstream; "" = t.hostHdr
 	ttlAttr   time.Duration
 	hasTTL    bool
-	esiParsed bool // execute ESI in the fragment's body
+	esiParsed bool     // execute ESI in the fragment's body
+	stat      *srcStat // the admin page's row of the include's src; nil in tests
 }
 
 // fetchError is a failed fetch, classified for metrics.
@@ -203,6 +204,7 @@ func (f *fetcher) Load(ctx context.Context, key string, a *loadArg, refresh bool
 	e, res, err := f.load(ctx, key, a, f.live.Load(), start)
 	a.frag.Fetches[trig][res].Inc()
 	a.frag.FetchTime.Observe(time.Since(start).Seconds())
+	a.stat.fetched(a.frag.Name, time.Since(start), res, err)
 	return e, err
 }
 

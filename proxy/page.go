@@ -16,7 +16,9 @@ import (
 // composePage is the page stage: it reads an opted-in page (bounded,
 // decoded), parses it (parsed templates are reused), has a composer fill
 // its includes and writes the response.
-func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *reqStats) {
+//
+// With debug, the answer carries the debug Server-Timing (rule 32).
+func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, st *reqStats, debug bool) {
 	bufp := pageBufPool.Get().(*[]byte)
 	defer func() {
 		if cap(*bufp) <= maxPooledPage {
@@ -53,6 +55,9 @@ func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, s
 		// (rule 7).
 		st.composed = false
 		writeUnchanged(ctx, resp, received)
+		if debug {
+			markUncomposed(&ctx.Response.Header, "no-esi")
+		}
 		return
 	}
 
@@ -63,7 +68,11 @@ func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, s
 			c.release()
 		}
 	}()
-	if nonce, ok := p.streamable(ctx, resp, tpl, live.StreamBudget); ok {
+	if debug {
+		// The debug header names every include's fate, which a stream
+		// only knows at its end: a debugged page is never streamed.
+		c.setDebug()
+	} else if nonce, ok := p.streamable(ctx, resp, tpl, live.StreamBudget); ok {
 		c.stream = &pageStream{wire: newStreamWire(nonce), deadline: c.start.Add(live.StreamBudget)}
 	}
 	out, ok := c.compose(tpl, ctx.Response.SwapBody(nil)[:0])
@@ -85,7 +94,11 @@ func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, s
 		p.m.CompositionsComplete.Inc()
 	}
 	if c.stream == nil {
-		writePage(ctx, resp, out, c.facts())
+		f := c.facts()
+		if debug {
+			f.timing = c.appendServerTiming(nil)
+		}
+		writePage(ctx, resp, out, f)
 		return
 	}
 	// The composer lives on in the body writer, which releases it; the

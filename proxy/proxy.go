@@ -43,6 +43,8 @@ type Proxy struct {
 	hints  *urlTable  // shared hints, kept across reloads
 	l2     *l2.Client // the shared L2; nil without Redis
 	scopes scoper
+	act    *activity  // what the admin page shows of the includes
+	debug  debugToken // the Fragcache-Debug token; off without one
 
 	page       *fasthttp.HostClient
 	pageDialer *dialer
@@ -95,6 +97,8 @@ func New(cfg Config) (*Proxy, error) {
 		reach:      r,
 		scopes:     newScoper(cfg.ScopeSecret, cfg.ScopeCookies),
 		fw:         newForwarding(&cfg, r.base, trusted),
+		act:        newActivity(),
+		debug:      newDebugToken(cfg.DebugToken),
 	}
 	p.hints = newURLTable()
 	p.pageUp = p.m.Upstream(r.entries[0].name)
@@ -347,6 +351,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, st *reqStats) {
 	if refuse(ctx) {
 		return
 	}
+	debug := p.debug.asked(ctx)
 	resp := fasthttp.AcquireResponse()
 	err := p.pageAnswer(ctx, resp)
 	switch {
@@ -355,11 +360,18 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, st *reqStats) {
 		p.upstreamError(ctx, err)
 	case p.eligible(ctx, resp):
 		st.composed = true
-		p.composePage(ctx, resp, st)
+		p.composePage(ctx, resp, st, debug)
 		_ = resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(resp)
 	default:
+		var reason string
+		if debug {
+			reason = p.passReason(ctx, resp)
+		}
 		p.passthrough(ctx, resp) // releases resp when the body is sent
+		if debug {
+			markUncomposed(&ctx.Response.Header, reason)
+		}
 	}
 }
 
@@ -470,6 +482,7 @@ func (fw *forwarding) upstreamRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Re
 	in := &ctx.Request.Header
 	in.CopyTo(&req.Header)
 	stripHop(&req.Header)
+	req.Header.Del(debugHeader) // rule 32: it never leaves fragcache
 	req.Header.SetProtocol("HTTP/1.1")
 	// fasthttp writes a Content-Type of its own for a body sent without one.
 	req.Header.SetNoDefaultContentType(true)

@@ -56,6 +56,7 @@ func (p *Proxy) newLive(cfg Config, r *reach) *liveConfig {
 		scopes: &p.scopes,
 		fw:     p.fw,
 		m:      p.m,
+		act:    p.act,
 		limits: composeLimits{
 			maxIncludes: cfg.MaxIncludes,
 			maxDepth:    cfg.MaxDepth,
@@ -64,7 +65,8 @@ func (p *Proxy) newLive(cfg Config, r *reach) *liveConfig {
 			stream:      cfg.StreamBudget,
 			maxPageSize: cfg.MaxPageSize,
 		},
-		esiCookies: cfg.ESICookies,
+		esiCookies:   cfg.ESICookies,
+		markOutcomes: cfg.MarkOutcomes,
 	}}
 }
 

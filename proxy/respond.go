@@ -14,6 +14,7 @@ type pageFacts struct {
 	varyLang bool      // a fragment was fetched with the request's language
 	noStore  bool      // placeholders, a private or unstored fragment, personalised or cut
 	minFresh time.Time // the earliest end of freshness of its fragments
+	timing   []byte    // the debug Server-Timing entries; nil unless asked for
 }
 
 // writePage sets the composed page's headers and body (DESIGN.md, precise
@@ -44,6 +45,9 @@ func writePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, body []byte, f
 			h.Set("Content-Encoding", out)
 			body = append(body[:0], encoded...)
 		}
+	}
+	if f.timing != nil {
+		addServerTiming(h, f.timing)
 	}
 	ctx.Response.SwapBody(body)
 }

@@ -70,9 +70,15 @@ func newBenchOrigin(tb testing.TB, n int) *benchOrigin {
 
 func newBenchProxy(tb testing.TB, upstream string, wait time.Duration) *Proxy {
 	tb.Helper()
+	return newBenchProxyToken(tb, upstream, wait, "")
+}
+
+// newBenchProxyToken is newBenchProxy with a --debug-token.
+func newBenchProxyToken(tb testing.TB, upstream string, wait time.Duration, token string) *Proxy {
+	tb.Helper()
 	m := metrics.New(prometheus.NewRegistry(), metrics.Options{Version: "bench", Upstreams: []string{upstream}})
 	m.Prewarm()
-	p, err := New(Config{Upstream: "http://" + upstream, Wait: wait, Metrics: m, StaleTTL: time.Minute})
+	p, err := New(Config{Upstream: "http://" + upstream, Wait: wait, Metrics: m, StaleTTL: time.Minute, DebugToken: []byte(token)})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -92,6 +98,11 @@ var discard = bufio.NewWriterSize(io.Discard, 32<<10)
 // serveAs runs the handler on ctx for uri, sent with cookie if not empty,
 // and writes the response to bw as the server would.
 func serveAs(p *Proxy, ctx *fasthttp.RequestCtx, uri, cookie string, bw *bufio.Writer) {
+	serveDebug(p, ctx, uri, cookie, "", bw)
+}
+
+// serveDebug is serveAs with a Fragcache-Debug header, if not empty.
+func serveDebug(p *Proxy, ctx *fasthttp.RequestCtx, uri, cookie, debug string, bw *bufio.Writer) {
 	ctx.Request.Reset()
 	ctx.Response.Reset()
 	ctx.Request.Header.SetMethod("GET")
@@ -99,6 +110,9 @@ func serveAs(p *Proxy, ctx *fasthttp.RequestCtx, uri, cookie string, bw *bufio.W
 	ctx.Request.Header.SetHost("bench.example")
 	if cookie != "" {
 		ctx.Request.Header.Set("Cookie", cookie)
+	}
+	if debug != "" {
+		ctx.Request.Header.Set(debugHeader, debug)
 	}
 	p.Handler(ctx)
 	// Write the response as the server would: a streamed body is read to
@@ -157,6 +171,38 @@ func serveParallel(b *testing.B, p *Proxy, uri, cookie string) {
 			serveAs(p, &ctx, uri, cookie, bw)
 			if ctx.Response.StatusCode() != 200 {
 				b.Fatalf("status %d", ctx.Response.StatusCode())
+			}
+		}
+	})
+}
+
+const benchToken = "bench-debug-token-0123456789"
+
+// BenchmarkServeHitDebugToken is BenchmarkServeHit on a proxy with a
+// debug token, for requests without the Fragcache-Debug header: what a
+// configured token costs everyone else.
+func BenchmarkServeHitDebugToken(b *testing.B) {
+	o := newBenchOrigin(b, 10)
+	p := newBenchProxyToken(b, o.addr, time.Second, benchToken)
+	warmPage(b, p, "/page", 10)
+	serveParallel(b, p, "/page", "")
+}
+
+// BenchmarkServeHitDebug is the same page asked for with the token: its
+// answer carries the per-include Server-Timing.
+func BenchmarkServeHitDebug(b *testing.B) {
+	o := newBenchOrigin(b, 10)
+	p := newBenchProxyToken(b, o.addr, time.Second, benchToken)
+	warmPage(b, p, "/page", 10)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&fasthttp.Request{}, benchRemote, nil)
+		bw := bufio.NewWriterSize(io.Discard, 32<<10)
+		for pb.Next() {
+			serveDebug(p, &ctx, "/page", "", benchToken, bw)
+			if ctx.Response.StatusCode() != 200 || len(ctx.Response.Header.Peek("Server-Timing")) == 0 {
+				b.Fatalf("status %d, Server-Timing %q", ctx.Response.StatusCode(), ctx.Response.Header.Peek("Server-Timing"))
 			}
 		}
 	})
