@@ -17,10 +17,14 @@ type AdminOptions struct {
 	Ready func() bool
 	// Pprof mounts /debug/pprof/ when true.
 	Pprof bool
+	// Purge, when set, serves /purge (every method: it answers them
+	// itself). Nil: /purge is not found.
+	Purge http.Handler
 }
 
 // NewAdminHandler returns the handler of the admin listener: /metrics,
-// /livez, /readyz, /healthz and, only when asked for, /debug/pprof/. It is
+// /livez, /readyz, /healthz and, only when asked for, /purge and
+// /debug/pprof/. It is
 // safe for concurrent use.
 func NewAdminHandler(o AdminOptions) http.Handler {
 	mux := http.NewServeMux()
@@ -43,6 +47,9 @@ func NewAdminHandler(o AdminOptions) http.Handler {
 	}
 	mux.HandleFunc("GET /readyz", ready)
 	mux.HandleFunc("GET /healthz", ready)
+	if o.Purge != nil {
+		mux.Handle("/purge", o.Purge)
+	}
 	if o.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
