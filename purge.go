@@ -250,7 +250,8 @@ func purgeCommand(ctx context.Context, args []string, getenv func(string) string
 	}
 	switch {
 	case fs.NArg() > 0:
-		return fmt.Errorf("%w: purge: unexpected argument %q (tokens are never arguments: use %s or a token file)", errUsage, fs.Arg(0), purgeTokenEnv)
+		// Not quoted: it may be a token given where it must never be.
+		return fmt.Errorf("%w: purge: unexpected argument (a token is never an argument: set %s or use a token file)", errUsage, purgeTokenEnv)
 	case len(tags)+len(urls)+len(prefixes) == 0:
 		return fmt.Errorf("%w: purge: name at least one --tag, --url or --prefix", errUsage)
 	}

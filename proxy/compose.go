@@ -315,9 +315,11 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 			// is made again: a stale copy served at once, or a load.
 			c.env.store.Expire(found, c.env.purges.expiry)
 			res, _ = c.lookup(plan.peekShared, sharedKey, key, detach)
-			notFresh = true
-			if v := res.Entry.Value; v != nil && c.env.purges.verdict(v) == verdictHard {
-				res = fragResult{Status: cachestore.Shed} // purged again meanwhile: never served
+			if v := res.Entry.Value; v != nil {
+				notFresh = true // the stale copy (a load's answer is judged when it comes)
+				if c.env.purges.verdict(v) == verdictHard {
+					res = fragResult{Status: cachestore.Shed} // purged again meanwhile: never served
+				}
 			}
 		}
 	case res.Status == cachestore.Failed && c.failurePurged(rs, res.Err):
