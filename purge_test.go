@@ -529,3 +529,38 @@ func TestReloadPurgesChangedRule(t *testing.T) {
 	}
 	mustPurge(t, fc.admin, newToken, `{"tags":["all"]}`)
 }
+
+// The purge token (DESIGN rule 24): from the environment or a file, not
+// both; trimmed, at least 16 bytes; its value in no error.
+func TestPurgeTokenConfig(t *testing.T) {
+	_, file := newToken(t)
+	short := filepath.Join(t.TempDir(), "short")
+	os.WriteFile(short, []byte("  too-short-tok \n"), 0o600)
+	const secret = "a-short-secret"
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		ok   bool
+		want string
+	}{
+		{"file", []string{"--purge-token-file", file}, nil, true, ""},
+		{"environment", nil, map[string]string{"FRAGCACHE_PURGE_TOKEN": " 0123456789abcdef0123 "}, true, ""},
+		{"both", []string{"--purge-token-file", file}, map[string]string{"FRAGCACHE_PURGE_TOKEN": "0123456789abcdef0123"}, false, "FRAGCACHE_PURGE_TOKEN is set as well"},
+		{"short file", []string{"--purge-token-file", short}, nil, false, "holds 13 bytes"},
+		{"short environment", nil, map[string]string{"FRAGCACHE_PURGE_TOKEN": secret}, false, "<redacted> is shorter than 16 bytes"},
+		{"missing file", []string{"--purge-token-file", short + ".gone"}, nil, false, "no such file"},
+	} {
+		c, err := loadConfig(append([]string{"--upstream", "http://a:1"}, tc.args...), envOf(tc.env), nil)
+		switch {
+		case tc.ok && (err != nil || len(c.purgeToken) < 16 || bytes.TrimSpace(c.purgeToken) == nil):
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.ok && !bytes.Equal(c.purgeToken, bytes.TrimSpace(c.purgeToken)):
+			t.Errorf("%s: token %q not trimmed", tc.name, c.purgeToken)
+		case !tc.ok && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: error %v, want one saying %q", tc.name, err, tc.want)
+		case !tc.ok && (strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "too-short-tok")):
+			t.Errorf("%s: the error shows the token: %v", tc.name, err)
+		}
+	}
+}
