@@ -20,12 +20,16 @@ const (
 // expired returns the item's expiry.
 func (it *item[V]) expired() Expiry { return Expiry(it.expiry.Load()) }
 
-// raiseExpiry sets the item's expiry to e unless it is already as strong.
-func (it *item[V]) raiseExpiry(e Expiry) {
+// raiseExpiry sets the item's expiry to e unless it is already as
+// strong, and reports whether it did.
+func (it *item[V]) raiseExpiry(e Expiry) bool {
 	for {
 		cur := it.expiry.Load()
-		if cur >= uint32(e) || it.expiry.CompareAndSwap(cur, uint32(e)) {
-			return
+		if cur >= uint32(e) {
+			return false
+		}
+		if it.expiry.CompareAndSwap(cur, uint32(e)) {
+			return true
 		}
 	}
 }
@@ -35,8 +39,9 @@ func (it *item[V]) raiseExpiry(e Expiry) {
 // (ristretto's and, when it is another one, the side table's), and its
 // answer applies to that item only: an entry stored after the caller's
 // lookup is judged on its own value, never expired for an older one's
-// sake. An entry expired soft has its refresh backoff cleared, so that the
-// next lookup starts its refresh; one expired hard is removed. It returns
+// sake. An entry that turns soft has its refresh backoff cleared, so that
+// the next lookup starts its refresh (once: Expire again does not clear
+// it again); one expired hard is removed. It returns
 // the strongest expiry applied (Keep when none was).
 //
 // Expire is safe for concurrent use; judge must not call the Store. It
@@ -65,8 +70,9 @@ func (s *Store[V, A]) Expire(key string, judge func(V) Expiry) Expiry {
 		if e == Keep {
 			continue
 		}
-		it.raiseExpiry(e)
-		if e == ExpireSoft {
+		if it.raiseExpiry(e) && e == ExpireSoft {
+			// Once, when it turns soft: a refresh that keeps failing
+			// afterwards backs off as any does.
 			it.retryAt.Store(0)
 		}
 		most = max(most, e)

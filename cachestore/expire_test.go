@@ -188,3 +188,36 @@ func TestForgetEndsBackoff(t *testing.T) {
 		}
 	})
 }
+
+// A soft expiry clears the refresh backoff once: expiring the entry again
+// while its refreshes keep failing leaves their backoff alone.
+func TestExpireSoftTwiceKeepsBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var fail atomic.Bool
+		answer, _ := versioned(time.Hour, time.Hour)
+		l := &fakeLoader{answer: func(ctx context.Context, key string, arg any, refresh bool) (Entry[any], error) {
+			if fail.Load() {
+				return Entry[any]{}, errors.New("origin down")
+			}
+			return answer(ctx, key, arg, refresh)
+		}}
+		s := newStore(t, Config{BackoffMin: time.Minute, BackoffMax: time.Minute}, l, nil)
+		load(t, s, "k")
+		fail.Store(true)
+		s.Expire("k", judgeBelow(2, ExpireSoft))
+		if r := s.LookupIn(0, "k", nil); r.Status != Updating {
+			t.Fatalf("lookup after a soft expiry = %v, want updating", r.Status)
+		}
+		synctest.Wait() // the refresh failed: a minute of backoff
+		for range 20 {
+			s.Expire("k", judgeBelow(2, ExpireSoft))
+			if r := s.LookupIn(0, "k", nil); r.Status != Stale {
+				t.Fatalf("lookup in backoff after another soft expiry = %v, want stale", r.Status)
+			}
+		}
+		synctest.Wait()
+		if n := l.refresh.Load(); n != 1 {
+			t.Fatalf("refreshes = %d, want 1: the backoff holds", n)
+		}
+	})
+}

@@ -305,10 +305,10 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 	notFresh := false
 	switch v := res.Entry.Value; {
 	case v != nil:
-		switch c.env.purges.verdict(v) {
-		case verdictKeep:
-		case verdictUnsure:
-			notFresh = true
+		switch verdict := c.env.purges.verdict(v); {
+		case verdict == verdictKeep:
+		case verdict == verdictUnsure, verdict == verdictSoft && res.Status == cachestore.Updating:
+			notFresh = true // stale already, and its refresh runs
 		default:
 			// Purged since it was stored (DESIGN "Invalidation"): the
 			// store makes it stale (one refresh) or gone, and the lookup

@@ -40,4 +40,10 @@
 //   - How a fragment is fetched: fetch.go, fetcher.fetch (the request in
 //     fetcher.request, freshness and placement in fetcher.entry); the
 //     connection rules in conn.go, transport.RoundTrip.
+//   - What a purge does: purgereq.go, Proxy.Purge records one time per
+//     tag (tags.go names them) in the purge table (purge.go), which
+//     judges every fragment lazily (purgeTable.verdict): the composer
+//     judges what the store answers (composer.startSrc, composer.settle),
+//     the fetcher what it is about to store (fetcher.fence), the tier
+//     what it reads from Redis (tier.decode).
 package proxy
