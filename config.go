@@ -558,6 +558,7 @@ var notSettings = map[string]bool{
 	"FRAGCACHE_DEBUG_TOKEN":      true,
 	"FRAGCACHE_REQUIRE_EXTERNAL": true,
 	"FRAGCACHE_SOAK":             true,
+	"FRAGCACHE_PURGE_FIGURES":    true,
 	"FRAGCACHE_BIN":              true,
 	"FRAGCACHE_GOTOOLCHAIN":      true,
 }

@@ -564,3 +564,58 @@ func TestPurgeTokenConfig(t *testing.T) {
 		}
 	}
 }
+
+// The purge API is rate-limited: right tokens share 100 a second (burst
+// 100), wrong ones their own, smaller bucket; beyond either, 429 with
+// Retry-After. Guessing does not starve the right token.
+func TestPurgeRateLimits(t *testing.T) {
+	o := newOrigin(t, map[string]http.HandlerFunc{"/": esiPage(`[]`)})
+	token, file := newToken(t)
+	fc := startFragcache(t, "--upstream", o.URL, "--purge-token-file", file)
+	// A client of its own: connections it dialled for the burst and never
+	// used are closed before fragcache stops (their server side would
+	// hold the admin listener's shutdown for 5 s).
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	burst := &http.Client{Timeout: 10 * time.Second, Transport: tr}
+	t.Cleanup(tr.CloseIdleConnections)
+	send := func(n int, tok string) map[int]int {
+		var mu sync.Mutex
+		codes := map[int]int{}
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				req, _ := http.NewRequest("POST", fc.admin+"/purge", strings.NewReader(`{"tags":["x"]}`))
+				req.Header.Set("Authorization", "Bearer "+tok)
+				resp, err := burst.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == 429 && resp.Header.Get("Retry-After") == "" {
+					t.Error("429 without Retry-After")
+				}
+				mu.Lock()
+				codes[resp.StatusCode]++
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		return codes
+	}
+	start := time.Now()
+	wrong := send(40, "not-the-token-at-all")
+	if wrong[401] == 0 || wrong[429] == 0 || wrong[401] > 10+int(10*time.Since(start).Seconds())+1 {
+		t.Errorf("40 wrong tokens at once: %v, want up to about 10 401s and the rest 429", wrong)
+	}
+	if code, _ := postPurge(t, fc.admin, token, `{"tags":["x"]}`); code != 202 {
+		t.Errorf("the right token after the wrong ones: %d, want 202", code)
+	}
+	start = time.Now()
+	right := send(300, token)
+	if limit := 100 + int(100*time.Since(start).Seconds()) + 1; right[202] == 0 || right[429] == 0 || right[202] > limit {
+		t.Errorf("300 purges at once: %v, want at most %d accepted and the rest 429", right, limit)
+	}
+	t.Logf("wrong tokens: %v; right: %v", wrong, right)
+}
