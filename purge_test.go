@@ -619,3 +619,24 @@ func TestPurgeRateLimits(t *testing.T) {
 	}
 	t.Logf("wrong tokens: %v; right: %v", wrong, right)
 }
+
+// README's curl line is a purge fragcache accepts, with the answer README
+// shows.
+func TestReadmePurgeExample(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "curl -X POST -H \"Authorization: Bearer $FRAGCACHE_PURGE_TOKEN\" --data '")
+	body, _, ok2 := strings.Cut(rest, "'")
+	if !ok || !ok2 {
+		t.Fatal("README has no curl line of a purge")
+	}
+	o := newOrigin(t, map[string]http.HandlerFunc{"/": esiPage(`[]`)})
+	token, file := newToken(t)
+	fc := startFragcache(t, "--upstream", o.URL, "--purge-token-file", file)
+	a := mustPurge(t, fc.admin, token, body)
+	if a.Scope != "local" || a.Mode != "soft" || a.Tags != 3 {
+		t.Errorf("README's purge answered %+v, want 3 tags, soft, local without Redis", a)
+	}
+}
