@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -41,10 +42,15 @@ type config struct {
 	ConfigFile      string
 	Demo            bool
 	ShowVersion     bool
+	PurgeTokenFile  string
 
 	// cert is the front listener's certificate, read from TLSCert and
 	// TLSKey by check; nil without TLS.
 	cert *tls.Certificate
+	// purgeToken is the bearer token of POST /purge, from
+	// FRAGCACHE_PURGE_TOKEN or read from PurgeTokenFile by check; nil:
+	// purging is off. A secret.
+	purgeToken []byte
 	// warnings are problems that do not stop fragcache; run logs them.
 	warnings []string
 
@@ -142,6 +148,8 @@ func (c *config) options() []*option {
 			val: durVal{&p.RedisTimeout}, field: "RedisTimeout"},
 		{name: "debug-token", help: "token of the Fragcache-Debug request header that adds per-include Server-Timing; at least 16 bytes (prefer the environment variable)",
 			def: "none", val: bytesVal{&p.DebugToken}, field: "DebugToken", secret: true},
+		{name: "purge-token-file", help: "file holding the bearer token of POST /purge on the admin listener (at least 16 bytes); without a token purging is off; re-read on SIGHUP",
+			def: "none; or env FRAGCACHE_PURGE_TOKEN", val: strVal{&c.PurgeTokenFile}, live: true},
 		{name: "tls-cert", help: "PEM certificate chain: serve the front listener over TLS; reloaded on SIGHUP",
 			val: strVal{&c.TLSCert}, live: true},
 		{name: "tls-key", help: "PEM private key of --tls-cert; reloaded on SIGHUP", val: strVal{&c.TLSKey}, live: true},
@@ -452,6 +460,9 @@ func loadConfig(args []string, getenv func(string) string, environ []string) (*c
 	var errs []error
 	// Env-only secrets (DESIGN rule 24).
 	c.Proxy.RedisPassword = getenv("FRAGCACHE_REDIS_PASSWORD")
+	if tok := getenv(purgeTokenEnv); tok != "" {
+		c.purgeToken = []byte(tok)
+	}
 	// The config file's name comes from the flag, else the env.
 	file := getenv("FRAGCACHE_CONFIG")
 	if v := *given[c.opt("config")]; len(v) > 0 {
@@ -552,6 +563,7 @@ var notSettings = map[string]bool{
 	"FRAGCACHE_SOAK":             true,
 	"FRAGCACHE_PRIVACY_SOAK":     true,
 	"FRAGCACHE_CLUSTER_FIGURES":  true,
+	"FRAGCACHE_PURGE_FIGURES":    true,
 	"FRAGCACHE_BIN":              true,
 	"FRAGCACHE_GOTOOLCHAIN":      true,
 	"FRAGCACHE_SCREENSHOTS":      true,
@@ -595,7 +607,8 @@ func unknownEnv(environ []string, opts []*option) []string {
 // printUsage writes the usage once: the command forms and every option
 // with its environment variable and default.
 func printUsage(w io.Writer, opts []*option) {
-	fmt.Fprintf(w, "Usage: fragcache [flags]\n       fragcache demo --listen ADDR\n       fragcache healthcheck [--admin-listen ADDR] [--timeout 2s]\n\n")
+	fmt.Fprintf(w, "Usage: fragcache [flags]\n       fragcache demo --listen ADDR\n       fragcache healthcheck [--admin-listen ADDR] [--timeout 2s]\n")
+	fmt.Fprintf(w, "       fragcache purge [--tag T] [--url U] [--prefix P] [--hard] [--admin-listen ADDR] [--purge-token-file F]\n\n")
 	fmt.Fprintf(w, "Every flag is also an env var FRAGCACHE_<NAME> and a snake_case key of the --config YAML file;\n")
 	fmt.Fprintf(w, "precedence: flag > env > file > default. SIGHUP re-reads them: a setting marked \"reload: live\"\n")
 	fmt.Fprintf(w, "(and the fragment rules) applies to new requests at once; other changes are logged and take\n")
@@ -803,6 +816,10 @@ func (c *config) check() []error {
 		c.cert = crt
 	}
 
+	if err := c.loadPurgeToken(); err != nil {
+		errs = append(errs, err)
+	}
+
 	// The proxy's rules are the proxy's. An upstream that is missing was
 	// reported above (or is the demo's, known only when it runs).
 	pc := c.Proxy
@@ -834,6 +851,49 @@ func (c *config) check() []error {
 		}
 	}
 	return errs
+}
+
+// purgeTokenEnv is the environment form of the purge token (DESIGN rule
+// 24: env only).
+const purgeTokenEnv = "FRAGCACHE_PURGE_TOKEN"
+
+// minTokenLen is the shortest token accepted (DESIGN rule 24).
+const minTokenLen = 16
+
+// loadPurgeToken reads the purge token from --purge-token-file, or checks
+// the one FRAGCACHE_PURGE_TOKEN gave; both at once is an error. The
+// token's value never appears in an error.
+func (c *config) loadPurgeToken() error {
+	o := c.opt("purge-token-file")
+	switch {
+	case c.PurgeTokenFile != "" && c.purgeToken != nil:
+		return fmt.Errorf("%s: %s is set as well: give the purge token one way", o.where(-1), purgeTokenEnv)
+	case c.PurgeTokenFile != "":
+		tok, err := readTokenFile(c.PurgeTokenFile)
+		if err != nil {
+			return fmt.Errorf("%s: %w", o.where(-1), err)
+		}
+		c.purgeToken = tok
+	case c.purgeToken != nil && len(bytes.TrimSpace(c.purgeToken)) < minTokenLen:
+		return fmt.Errorf("env %s: <redacted> is shorter than %d bytes", purgeTokenEnv, minTokenLen)
+	case c.purgeToken != nil:
+		c.purgeToken = bytes.TrimSpace(c.purgeToken)
+	}
+	return nil
+}
+
+// readTokenFile reads a token file: its content with surrounding white
+// space trimmed, at least minTokenLen bytes.
+func readTokenFile(file string) ([]byte, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err // names the file, never its content
+	}
+	tok := bytes.TrimSpace(b)
+	if len(tok) < minTokenLen {
+		return nil, fmt.Errorf("%s holds %d bytes, a token needs at least %d", file, len(tok), minTokenLen)
+	}
+	return tok, nil
 }
 
 // flagNames writes the proxy.Config field names in msg, outside its

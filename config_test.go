@@ -531,7 +531,7 @@ func TestLiveOptionsMatchTheProxy(t *testing.T) {
 		}
 	}
 	want := []string{"wait", "fragment-ttl", "stale-ttl", "stream-budget", "cache-size", "allow-host", "esi-cookie", "max-depth",
-		"max-includes", "max-wait", "max-page-size", "max-fragment-size", "tls-cert", "tls-key"}
+		"max-includes", "max-wait", "max-page-size", "max-fragment-size", "purge-token-file", "tls-cert", "tls-key"}
 	if !slices.Equal(live, want) {
 		t.Errorf("live flags %q, want DESIGN rule 35's that exist: %q", live, want)
 	}

@@ -54,6 +54,8 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		switch args[0] {
 		case "healthcheck":
 			return healthcheck(args[1:], getenv, stdout)
+		case "purge":
+			return purgeCommand(ctx, args[1:], getenv, stdout)
 		case "demo":
 			return runDemoOnly(ctx, args[1:], stdout, stderr)
 		}
@@ -146,9 +148,10 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 
 	var ready atomic.Bool
 	ready.Store(true)
+	purges := newPurgeAPI(p, log, cfg.purgeToken)
 	admin := &http.Server{
 		Handler: metrics.NewAdminHandler(metrics.AdminOptions{Gatherer: reg, Ready: ready.Load, Pprof: cfg.Pprof,
-			Version: version, Started: started, Activity: p.Activity, ListenHost: listenHost(cfg.AdminListen)}),
+			Version: version, Started: started, Activity: p.Activity, ListenHost: listenHost(cfg.AdminListen), Purge: purges}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      time.Minute, // a CPU profile takes 30 s by default
@@ -178,6 +181,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	} else {
 		log.Info("shared L2 off: this replica keeps its own cache (set --redis to share one)")
 	}
+	logPurgeAPI(log, purges.on())
 	if demo != nil {
 		fmt.Fprintf(stdout, "fragcache demo: open %s://%s/ (reload to see slow fragments fill in); the admin page on http://%s/, metrics on http://%s/metrics\n",
 			scheme, displayAddr(ln.Addr()), displayAddr(aln.Addr()), displayAddr(aln.Addr()))
@@ -187,7 +191,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}
 
 	var runErr error
-	rl := reloader{args: args, getenv: getenv, started: cfg, applied: cfg, p: p, demo: demo, certs: certs, log: log, m: m}
+	rl := reloader{args: args, getenv: getenv, started: cfg, applied: cfg, p: p, demo: demo, certs: certs, purges: purges, log: log, m: m}
 wait:
 	for {
 		select {
@@ -279,6 +283,7 @@ type reloader struct {
 	p       *proxy.Proxy
 	demo    *demoApp     // nil without --demo
 	certs   *certificate // nil without TLS
+	purges  *purgeAPI
 	log     *slog.Logger
 	m       *metrics.Metrics
 }
@@ -319,6 +324,11 @@ func (r *reloader) reload() error {
 	if certLive {
 		r.certs.swap(next.cert)
 		r.log.Info("front certificate reloaded", r.certs.attrs()...)
+	}
+	wasOn := r.purges.on()
+	r.purges.setToken(next.purgeToken) // the token file is re-read by every reload
+	if on := r.purges.on(); on != wasOn {
+		logPurgeAPI(r.log, on)
 	}
 	r.applied = next
 	r.m.ConfigReloadSuccessful.Set(1)
@@ -405,11 +415,9 @@ func healthcheck(args []string, getenv func(string) string, stdout io.Writer) er
 	fs.SetOutput(io.Discard)
 	def := getenv("FRAGCACHE_ADMIN_LISTEN")
 	if def == "" {
-		c := newConfig()
-		if file := getenv("FRAGCACHE_CONFIG"); file != "" {
-			if errs := c.loadYAML(file); len(errs) > 0 {
-				return fmt.Errorf("%w: healthcheck:\n%w", errUsage, errors.Join(errs...))
-			}
+		c, err := subcommandConfig(getenv, "healthcheck")
+		if err != nil {
+			return err
 		}
 		def = c.AdminListen
 	}
@@ -418,15 +426,12 @@ func healthcheck(args []string, getenv func(string) string, stdout io.Writer) er
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: healthcheck: %v", errUsage, err)
 	}
-	host, port, err := net.SplitHostPort(*addr)
+	base, err := adminBase(*addr, "healthcheck")
 	if err != nil {
-		return fmt.Errorf("%w: healthcheck: --admin-listen %q is not host:port", errUsage, *addr)
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
+		return err
 	}
 	client := &http.Client{Timeout: *timeout}
-	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/livez")
+	resp, err := client.Get(base + "/livez")
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
@@ -436,6 +441,15 @@ func healthcheck(args []string, getenv func(string) string, stdout io.Writer) er
 	}
 	fmt.Fprintln(stdout, "ok")
 	return nil
+}
+
+// logPurgeAPI says whether POST /purge is served.
+func logPurgeAPI(log *slog.Logger, on bool) {
+	if on {
+		log.Info("purge API on: POST /purge on the admin listener")
+	} else {
+		log.Info("purge API off: no purge token (FRAGCACHE_PURGE_TOKEN or --purge-token-file)")
+	}
 }
 
 // redisHost is the host:port of a Redis URL, for the log: never its

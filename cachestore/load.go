@@ -45,15 +45,18 @@ func (s *Store[V, A]) callLoader(ctx context.Context, f *Flight[V, A]) (e Entry[
 }
 
 // peekFresh returns a fresh item under f's key other than the one f
-// refreshes, or nil.
+// refreshes, or nil. An item expired soft or hard is not fresh.
 func (s *Store[V, A]) peekFresh(f *Flight[V, A]) *item[V] {
 	now := s.now()
+	fresh := func(it *item[V]) bool {
+		return it != nil && it != f.stale && now < it.fresh && it.expired() == Keep
+	}
 	it, ok := s.cache.Get(f.key)
-	if !ok || it == f.stale || now >= it.fresh {
+	if !ok || !fresh(it) {
 		s.mu.Lock()
 		it = s.recent.get(f.key, now)
 		s.mu.Unlock()
-		if it == nil || it == f.stale || now >= it.fresh {
+		if !fresh(it) {
 			return nil
 		}
 	}

@@ -40,13 +40,14 @@ func newRecentTable[V any](slots int, maxCost int64) recentTable[V] {
 	}
 }
 
-// get returns the item under key if it is still usable at now.
+// get returns the item under key if it is still usable at now: not past
+// its StaleUntil, not expired hard.
 func (t *recentTable[V]) get(key string, now int64) *item[V] {
 	it := t.m[key]
 	if it == nil {
 		return nil
 	}
-	if now >= it.stale {
+	if now >= it.stale || it.expired() == ExpireHard {
 		t.remove(it)
 		return nil
 	}

@@ -189,7 +189,7 @@ func (s *Store[V, A]) LookupIn(group uint64, key string, detach func() A) Result
 	s.gets.leave(g)
 	if ok {
 		now := s.now()
-		if now < it.refreshAt {
+		if now < it.refreshAt && it.expired() == Keep {
 			return Result[V, A]{Status: Hit, Entry: it.entry}
 		}
 		if r, ok := s.serve(key, it, now, detach); ok {
@@ -226,12 +226,16 @@ func (s *Store[V, A]) Peek(key string, detach func() A) Result[V, A] {
 }
 
 // serve answers from an item found at now, queueing a refresh when the
-// item asks for one. It reports false when the item is past StaleUntil.
+// item asks for one. It reports false when the item is past StaleUntil or
+// expired hard; an item expired soft is served as one past FreshUntil.
 func (s *Store[V, A]) serve(key string, it *item[V], now int64, detach func() A) (Result[V, A], bool) {
+	exp := it.expired()
 	switch {
-	case now < it.refreshAt:
+	case exp == ExpireHard:
+		return Result[V, A]{}, false
+	case exp == Keep && now < it.refreshAt:
 		return Result[V, A]{Status: Hit, Entry: it.entry}, true
-	case now < it.fresh: // refresh-ahead window
+	case exp == Keep && now < it.fresh: // refresh-ahead window
 		if now >= it.retryAt.Load() && it.refreshing.CompareAndSwap(false, true) {
 			s.queueRefresh(key, it, now, detach)
 		}

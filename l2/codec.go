@@ -36,7 +36,7 @@ type Entry struct {
 //	11 int64              stale-until, Unix microseconds
 //	19 int64              stored-at, Unix microseconds (Redis clock)
 //	27 uint32 n, n bytes  the full key
-//	.. uint8 t, t×16 bytes the tag hashes, t <= 64
+//	.. uint8 t, t×16 bytes the tag hashes, t <= MaxTags
 //	.. uint32 m, m bytes  the body, m <= Config.MaxBodySize
 //
 // and nothing after the body. fresh-until sits at a fixed offset so that the

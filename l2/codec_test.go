@@ -31,7 +31,7 @@ func TestEntryRoundTrip(t *testing.T) {
 	}{
 		{"tags and body", "shared|http://app/widgets/orders", sampleEntry()},
 		{"empty body, no tags", "k", Entry{FreshUntil: time.UnixMicro(5), StaleUntil: time.UnixMicro(5), StoredAt: time.UnixMicro(1)}},
-		{"64 tags", "k64", func() Entry {
+		{"MaxTags tags", "k64", func() Entry {
 			e := sampleEntry()
 			e.Tags = make([]Tag, MaxTags)
 			for i := range e.Tags {

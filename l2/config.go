@@ -22,8 +22,11 @@ const (
 
 // Fixed limits of the format and the protocol.
 const (
-	// MaxTags is the most tags an entry carries (DESIGN rule 25).
-	MaxTags = 64
+	// MaxTags is the most tags an entry carries: the 64 its upstream may
+	// name (DESIGN rule 25) and up to 8 automatic ones, which do not count
+	// toward those 64 (DESIGN rule 28: url, up to four path prefixes, the
+	// fragment rule, all).
+	MaxTags = 64 + 8
 	// MaxKeySize is the longest full key l2 stores.
 	MaxKeySize = 16 << 10
 	// MaxPurgeTags is the most tags one Purge records.

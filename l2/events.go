@@ -388,6 +388,10 @@ func (c *Client) receive(ps *redis.PubSub) (confirmed bool) {
 }
 
 // sync reads the purge set for Listener.Synced; false if it could not.
+// While the breaker is open (at start, before the first probe answered,
+// the subscription often confirms first) it does not try: a request not
+// sent would be counted as breaker_open for nothing, and the next try
+// comes within syncRetry.
 func (c *Client) sync() bool {
 	if c.open.Load() {
 		// The breaker's first probe has not answered yet (or Redis is

@@ -88,7 +88,7 @@ func TestSetTTLAndLimits(t *testing.T) {
 		t.Errorf("Set of 101 bytes = %v, want ErrTooLarge", err)
 	}
 	if _, err := l.Set(ctx, Entry{Tags: make([]Tag, MaxTags+1), StaleUntil: time.Now().Add(time.Minute)}); !errors.Is(err, ErrTooManyTags) {
-		t.Errorf("Set of 65 tags = %v, want ErrTooManyTags", err)
+		t.Errorf("Set of MaxTags+1 tags = %v, want ErrTooManyTags", err)
 	}
 }
 

@@ -30,11 +30,15 @@ type AdminOptions struct {
 	// every address): a request may name it, an IP literal or localhost
 	// as its Host, and any other gets 421 (DESIGN rule 33).
 	ListenHost string
+	// Purge, when set, serves /purge (every method: it answers them
+	// itself). Nil: /purge is not found.
+	Purge http.Handler
 }
 
 // NewAdminHandler returns the handler of the admin listener: the admin
 // page at /, /metrics, /livez, /readyz, /healthz and, only when asked
-// for, /debug/pprof/; a request for another host than its own gets 421.
+// for, /purge and /debug/pprof/; a request for another host than its own
+// gets 421.
 // It is safe for concurrent use.
 func NewAdminHandler(o AdminOptions) http.Handler {
 	mux := http.NewServeMux()
@@ -58,6 +62,9 @@ func NewAdminHandler(o AdminOptions) http.Handler {
 	}
 	mux.HandleFunc("GET /readyz", ready)
 	mux.HandleFunc("GET /healthz", ready)
+	if o.Purge != nil {
+		mux.Handle("/purge", o.Purge)
+	}
 	if o.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

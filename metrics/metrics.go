@@ -93,6 +93,25 @@ const (
 
 var errReasonNames = [numErrReasons]string{"parse", "depth_exceeded", "include_limit", "src_not_allowed", "loop", "too_large"}
 
+// Purge modes and kinds, the labels of fragcache_purges_total.
+const (
+	PurgeSoft = iota
+	PurgeHard
+	numPurgeModes
+)
+
+const (
+	PurgeKindTag = iota
+	PurgeKindURL
+	PurgeKindPrefix
+	numPurgeKinds
+)
+
+var (
+	purgeModeNames = [numPurgeModes]string{"soft", "hard"}
+	purgeKindNames = [numPurgeKinds]string{"tag", "url", "prefix"}
+)
+
 // Breaker states, the values of fragcache_upstream_breaker_state.
 const (
 	BreakerClosed   = 0
@@ -145,6 +164,13 @@ type Metrics struct {
 	L2Duration  *prometheus.HistogramVec
 	L2Up        prometheus.Gauge
 	L2LockWaits *prometheus.CounterVec
+
+	// Purges counts the items of recorded purges (tags, URLs, prefixes)
+	// by mode and kind: [PurgeSoft|PurgeHard][PurgeKind*].
+	Purges [numPurgeModes][numPurgeKinds]prometheus.Counter
+	// PurgeTagsDropped counts the tags an upstream named for a fragment
+	// that were not kept: longer than 128 bytes, or beyond the 64th.
+	PurgeTagsDropped prometheus.Counter
 
 	CacheCost         prometheus.Gauge
 	CacheMaxCost      prometheus.Gauge
@@ -242,6 +268,14 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 		m.L2Up = f.gauge("l2_up", "1 while the shared L2 answers, 0 while its breaker holds it for down.")
 		m.L2LockWaits = f.counterVec("l2_lock_waits_total", "Waits for another replica's fill lock, by how they ended.", "result")
 	}
+
+	purges := f.counterVec("purges_total", "Items (tags, URLs, prefixes) of the purges recorded, by mode and kind.", "mode", "kind")
+	for mi, mode := range purgeModeNames {
+		for ki, kind := range purgeKindNames {
+			m.Purges[mi][ki] = purges.WithLabelValues(mode, kind)
+		}
+	}
+	m.PurgeTagsDropped = f.counter("purge_tags_dropped_total", "Purge tags named by fragment responses and dropped: over 128 bytes, or beyond 64 per fragment.")
 
 	m.CacheCost = f.gauge("cache_cost_bytes", "Bytes of fragments held by the cache.")
 	m.CacheMaxCost = f.gauge("cache_max_cost_bytes", "The cache's budget in bytes (--cache-size).")

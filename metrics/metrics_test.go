@@ -23,6 +23,8 @@ func newTest(t *testing.T) (*Metrics, *prometheus.Registry) {
 func TestLintClean(t *testing.T) {
 	m, reg := newTest(t)
 	m.Request("GET", 200).Inc()
+	m.Purges[PurgeHard][PurgeKindPrefix].Inc()
+	m.PurgeTagsDropped.Inc()
 	m.Fragment("weather").Lookups[LookupHit].Inc()
 	m.Upstream("cdn").Duration.Observe(0.1)
 	problems, err := testutil.GatherAndLint(reg)
@@ -68,23 +70,34 @@ func TestAdminHandler(t *testing.T) {
 	tests := []struct {
 		name     string
 		pprof    bool
+		purge    bool
 		ready    bool
 		path     string
 		wantCode int
 		wantBody string
 	}{
-		{"metrics", false, true, "/metrics", 200, "fragcache_build_info"},
-		{"livez", false, false, "/livez", 200, "ok"},
-		{"readyz ready", false, true, "/readyz", 200, "ok"},
-		{"readyz draining", false, false, "/readyz", 503, "draining"},
-		{"healthz alias", false, false, "/healthz", 503, "draining"},
-		{"pprof off", false, true, "/debug/pprof/", 404, ""},
-		{"pprof on", true, true, "/debug/pprof/", 200, "goroutine"},
+		{"metrics", false, false, true, "/metrics", 200, "fragcache_build_info"},
+		{"livez", false, false, false, "/livez", 200, "ok"},
+		{"readyz ready", false, false, true, "/readyz", 200, "ok"},
+		{"readyz draining", false, false, false, "/readyz", 503, "draining"},
+		{"healthz alias", false, false, false, "/healthz", 503, "draining"},
+		{"pprof off", false, false, true, "/debug/pprof/", 404, ""},
+		{"pprof on", true, false, true, "/debug/pprof/", 200, "goroutine"},
+		{"purge off", false, false, true, "/purge", 404, ""},
+		{"purge on", false, true, true, "/purge", 418, "the purge handler"},
 	}
+	purge := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+		io.WriteString(w, "the purge handler")
+	})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ready = tc.ready
-			srv := httptest.NewServer(NewAdminHandler(AdminOptions{Gatherer: reg, Ready: func() bool { return ready }, Pprof: tc.pprof}))
+			o := AdminOptions{Gatherer: reg, Ready: func() bool { return ready }, Pprof: tc.pprof}
+			if tc.purge {
+				o.Purge = purge
+			}
+			srv := httptest.NewServer(NewAdminHandler(o))
 			defer srv.Close()
 			resp, err := http.Get(srv.URL + tc.path)
 			if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"fragcache/cachestore"
 	"fragcache/fragment"
+	"fragcache/l2"
 	"fragcache/metrics"
 )
 
@@ -107,6 +108,7 @@ type composeEnv struct {
 	// lookups' detach closures would escape and the hit path allocate.
 	// A test gives it a store over a fake fetch.
 	store      *fragStore
+	purges     *purgeTable // judges what the store answers; nil: no purges
 	src        *sources
 	scopes     *scoper
 	fw         *forwarding
@@ -343,12 +345,30 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 	}
 	stat := c.env.act.src(raw, rs.frag.Name)
 	detach := func() *loadArg { return c.loadArg(rs, inc, bare, lang, stat) }
-	var res fragResult
-	if plan.peekShared {
-		res = c.env.store.Peek(sharedKey, detach)
-	}
-	if res.Entry.Value == nil {
-		res = c.env.store.LookupIn(c.group, key, detach)
+	res, found := c.lookup(plan.peekShared, sharedKey, key, detach)
+	notFresh := false
+	switch v := res.Entry.Value; {
+	case v != nil:
+		switch verdict := c.env.purges.verdict(v); {
+		case verdict == verdictKeep:
+		case verdict == verdictUnsure, verdict == verdictSoft && res.Status == cachestore.Updating:
+			notFresh = true // stale already, and its refresh runs
+		default:
+			// Purged since it was stored (DESIGN "Invalidation"): the
+			// store makes it stale (one refresh) or gone, and the lookup
+			// is made again: a stale copy served at once, or a load.
+			c.env.store.Expire(found, c.env.purges.expiry)
+			res, _ = c.lookup(plan.peekShared, sharedKey, key, detach)
+			if v := res.Entry.Value; v != nil {
+				notFresh = true // the stale copy (a load's answer is judged when it comes)
+				if c.env.purges.verdict(v) == verdictHard {
+					res = fragResult{Status: cachestore.Shed} // purged again meanwhile: never served
+				}
+			}
+		}
+	case res.Status == cachestore.Failed && c.failurePurged(rs, res.Err):
+		c.env.store.Forget(key)
+		res, _ = c.lookup(false, sharedKey, key, detach)
 	}
 	stat.looked(res.Status)
 	fr := s.frag
@@ -392,6 +412,41 @@ func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string)
 		c.st.misses++
 		s.state, s.lookup = stPending, outShed
 		c.stamp(s)
+	}
+	if notFresh {
+		c.notFresh()
+	}
+}
+
+// lookup looks a src up in the store by its lookup plan: the shared key
+// first when peekShared (without starting a load), then key. It returns
+// the answer and the key that gave it.
+func (c *composer) lookup(peekShared bool, sharedKey, key string, detach func() *loadArg) (fragResult, string) {
+	if peekShared {
+		if res := c.env.store.Peek(sharedKey, detach); res.Entry.Value != nil {
+			return res, sharedKey
+		}
+	}
+	return c.env.store.LookupIn(c.group, key, detach), key
+}
+
+// failurePurged reports whether a src's remembered failure (err, the
+// store's Result.Err for Failed) is older than a purge of its automatic
+// tags: the purge ends its backoff (DESIGN rule 28).
+func (c *composer) failurePurged(rs *resolvedSrc, err error) bool {
+	var f interface{ failedAt() int64 }
+	if c.env.purges == nil || !errors.As(err, &f) || f.failedAt() > c.env.purges.quick.Load() {
+		return false
+	}
+	var buf [maxAutoTags]l2.Tag
+	return c.env.purges.purgedSince(f.failedAt(), autoTagIDs(buf[:0], &rs.t, rs.rule))
+}
+
+// notFresh notes that a fragment on the page was served stale or with
+// freshness in doubt: the page's max-age drops to 0.
+func (c *composer) notFresh() {
+	if c.minFresh.IsZero() || c.start.Before(c.minFresh) {
+		c.minFresh = c.start
 	}
 }
 
@@ -527,6 +582,16 @@ func (c *composer) settle(s *slot) {
 	if !answerServable(v.serveScope, c.scope) {
 		c.lookupAgain(s)
 		return
+	}
+	switch c.env.purges.verdict(v) {
+	case verdictHard:
+		// The fetch started before a hard purge of its fragment (the
+		// page may have joined it after the purge): not served; the
+		// fragment is looked up anew, within the same deadline.
+		c.lookupAgain(s)
+		return
+	case verdictSoft, verdictUnsure:
+		c.notFresh()
 	}
 	c.setValue(s.owner, s, v)
 }

@@ -46,4 +46,10 @@
 //     and the demo's data-fc-outcome (appendMarked, rule 34).
 //   - What the admin page shows of the includes: activity.go, the srcs
 //     table (srcTable) and Proxy.Activity.
+//   - What a purge does: purgereq.go, Proxy.Purge records one time per
+//     tag (tags.go names them) in the purge table (purge.go), which
+//     judges every fragment lazily (purgeTable.verdict): the composer
+//     judges what the store answers (composer.startSrc, composer.settle),
+//     the fetcher what it is about to store (fetcher.fence), the tier
+//     what it reads from Redis (tier.decode).
 package proxy

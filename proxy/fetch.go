@@ -14,6 +14,7 @@ import (
 
 	"fragcache/cachestore"
 	"fragcache/fragment"
+	"fragcache/l2"
 	"fragcache/metrics"
 )
 
@@ -42,7 +43,12 @@ type fetchError struct {
 	result int // metrics.Fetch*
 	status int
 	err    error
+	at     int64 // when the fetch started, on the purge timeline
 }
+
+// failedAt is when the failed fetch started, on the purge timeline: a
+// purge of the fragment's tags since then ends its backoff.
+func (e *fetchError) failedAt() int64 { return e.at }
 
 func (e *fetchError) Error() string {
 	if e.status != 0 {
@@ -62,6 +68,7 @@ type fetcher struct {
 	transport *transport
 	m         *metrics.Metrics
 	hints     *urlTable // where answers leave their shared hint
+	purges    *purgeTable
 
 	// trust, when set (tests only, before the first fetch), is the TLS
 	// configuration https fragment hosts are dialled with; nil: the
@@ -76,7 +83,7 @@ type fetcher struct {
 	closed   bool
 }
 
-func newFetcher(cfg *Config, live *atomic.Pointer[liveConfig], dial func(string, time.Duration) (net.Conn, error), t *transport, m *metrics.Metrics, hints *urlTable) *fetcher {
+func newFetcher(cfg *Config, live *atomic.Pointer[liveConfig], dial func(string, time.Duration) (net.Conn, error), t *transport, m *metrics.Metrics, hints *urlTable, purges *purgeTable) *fetcher {
 	return &fetcher{
 		cfg:       cfg,
 		live:      live,
@@ -84,6 +91,7 @@ func newFetcher(cfg *Config, live *atomic.Pointer[liveConfig], dial func(string,
 		transport: t,
 		m:         m,
 		hints:     hints,
+		purges:    purges,
 		clients:   make(map[string]*fasthttp.HostClient),
 		breakers:  make(map[string]*breaker),
 		conns:     make(map[*upConn]struct{}),
@@ -201,11 +209,38 @@ func (f *fetcher) Load(ctx context.Context, key string, a *loadArg, refresh bool
 		trig = metrics.TriggerBackground
 	}
 	start := time.Now()
-	e, res, err := f.load(ctx, key, a, f.live.Load(), start)
+	stored := f.purges.clock.nowTime()
+	e, res, err := f.load(ctx, key, a, f.live.Load(), stored)
 	a.frag.Fetches[trig][res].Inc()
 	a.frag.FetchTime.Observe(time.Since(start).Seconds())
 	a.stat.fetched(a.frag.Name, time.Since(start), res, err)
+	var fe *fetchError
+	if errors.As(err, &fe) {
+		fe.at = stored.UnixMicro()
+	}
+	if err == nil && !e.NoStore {
+		f.fence(&e)
+	}
 	return e, err
+}
+
+// fence applies the purges made while the fetch ran (DESIGN rule 27): an
+// answer whose fetch started at or before a purge of one of its tags is
+// never stored as fresh. After a soft purge it is stored already stale
+// (served while one refresh runs); after a hard one it is not stored, and
+// the requests waiting for it look the fragment up again. (An answer that
+// is not stored anyway reaches only its waiters, who judge it.)
+func (f *fetcher) fence(e *fragEntry) {
+	v := e.Value
+	switch f.purges.verdict(v) {
+	case verdictSoft:
+		v.fresh = v.stored
+		e.FreshUntil = v.stored
+	case verdictHard:
+		now := time.Now()
+		e.NoStore, e.StoreKey = true, ""
+		e.FreshUntil, e.StaleUntil = now, now // no memory of it as uncacheable
+	}
 }
 
 func (f *fetcher) load(ctx context.Context, key string, a *loadArg, lv *liveConfig, start time.Time) (fragEntry, int, error) {
@@ -358,6 +393,7 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 	case a.hasTTL:
 		ttl = a.ttlAttr
 	}
+	ttl = min(ttl, maxFreshness)
 
 	v := &fragRecord{
 		body:        body,
@@ -365,6 +401,14 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 		fresh:       now.Add(ttl),
 		stored:      start,
 	}
+	if a.t.upstream {
+		var dropped int
+		v.tags, dropped = upstreamTags(h)
+		if dropped > 0 {
+			f.m.PurgeTagsDropped.Add(float64(dropped))
+		}
+	}
+	v.tagIDs = tagIDs(autoTagIDs(make([]l2.Tag, 0, maxAutoTags+len(v.tags)), &a.t, a.rule), v.tags)
 	v.stale = v.fresh.Add(cfg.StaleTTL)
 	if a.esiParsed && isHTML(h.ContentType()) && (cfg.Trigger == TriggerHTML || cd.esi) {
 		tpl, err := fragment.Parse(body, fragment.Limits{Stream: cfg.StreamBudget > 0})
@@ -377,7 +421,7 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 	}
 	e := fragEntry{
 		Value:      v,
-		Cost:       entryCost(len(body), len(key)) + int64(len(v.contentType)),
+		Cost:       entryCost(len(body), len(key)) + int64(len(v.contentType)) + tagsCost(v),
 		FreshUntil: v.fresh,
 		StaleUntil: v.stale,
 	}
@@ -421,4 +465,14 @@ const entryOverhead = 640
 
 func entryCost(body, key int) int64 {
 	return int64(body) + 2*int64(key) + entryOverhead
+}
+
+// tagsCost is what a record's tags hold: their text, the string headers
+// and the hashes.
+func tagsCost(v *fragRecord) int64 {
+	n := int64(len(v.tagIDs)) * int64(len(l2.Tag{}))
+	for _, t := range v.tags {
+		n += int64(len(t)) + 16
+	}
+	return n
 }

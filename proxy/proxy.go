@@ -40,7 +40,8 @@ type Proxy struct {
 	store  *fragStore
 	fetch  *fetcher
 	tpls   *templateCache
-	hints  *urlTable  // shared hints, kept across reloads
+	hints  *urlTable // shared hints, kept across reloads
+	purges *purgeTable
 	l2     *l2.Client // the shared L2; nil without Redis
 	scopes scoper
 	act    *activity  // what the admin page shows of the includes
@@ -105,7 +106,8 @@ func New(cfg Config) (*Proxy, error) {
 	p.transport = &transport{log: p.log}
 	p.pageDialer, p.page = newPageClient(&cfg, r.base, p.transport)
 	p.tpls = newTemplateCache(64<<20, p.m)
-	p.fetch = newFetcher(&p.cfg, &p.live, r.dial, p.transport, p.m, p.hints)
+	p.purges = newPurgeTable(cfg.StaleTTL, cfg.Redis != "")
+	p.fetch = newFetcher(&p.cfg, &p.live, r.dial, p.transport, p.m, p.hints, p.purges)
 	var loader cachestore.Loader[*fragRecord, *loadArg] = p.fetch
 	if cfg.Redis != "" {
 		c, err := l2.New(l2.Config{
@@ -116,6 +118,7 @@ func New(cfg Config) (*Proxy, error) {
 			MaxBodySize:    int(cfg.MaxFragmentSize) + recordOverhead,
 			PurgeRetention: 24*time.Hour + cfg.StaleTTL,
 			Observer:       l2Observer{p.m},
+			Listener:       p.purges,
 			Logger:         p.log,
 		})
 		if err != nil {
@@ -129,7 +132,7 @@ func New(cfg Config) (*Proxy, error) {
 		for end := time.Now().Add(max(10*cfg.RedisTimeout, 250*time.Millisecond)); !c.Up() && time.Now().Before(end); {
 			time.Sleep(5 * time.Millisecond)
 		}
-		loader = &tier{l2: c, origin: p.fetch, users: sharedSecret, bypassFor: cfg.FragmentTTL, failFor: cachestore.DefaultBackoffMin, timeout: cfg.RedisTimeout}
+		loader = &tier{l2: c, origin: p.fetch, purges: p.purges, users: sharedSecret, bypassFor: cfg.FragmentTTL, failFor: cachestore.DefaultBackoffMin, timeout: cfg.RedisTimeout}
 	}
 	st, err := cachestore.New(cachestore.Config{
 		MaxCost:      cfg.CacheSize,

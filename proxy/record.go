@@ -12,13 +12,15 @@ import (
 
 	"fragcache/cachestore"
 	"fragcache/fragment"
+	"fragcache/l2"
 )
 
 // fragRecord is what the store keeps for one fragment: the answer's body
 // and what was decided about it when it was fetched. It is immutable once
-// the fetcher returned it: body, tags and tpl are shared by every request
-// that renders it. AppendBinary and UnmarshalBinary give it the versioned
-// encoding it has on the wire (the L2).
+// the fetcher returned it (but for the verdict cache, judged): body, tags
+// and tpl are shared by every request that renders it. AppendBinary and
+// UnmarshalBinary give it the versioned encoding it has on the wire (the
+// L2).
 type fragRecord struct {
 	body []byte
 	// contentType is the answer's Content-Type as fasthttp reads it
@@ -28,10 +30,24 @@ type fragRecord struct {
 	contentType string
 	fresh       time.Time // end of freshness, for the page's max-age
 	stale       time.Time // end of the stale window; never before fresh
-	stored      time.Time // when the fetch that produced it started
-	// tags are the fragment's purge tags (surrogate keys), at most
-	// maxRecordTags of at most maxRecordTag bytes each; none yet.
+	// stored is when the fetch that produced it started, on the purge
+	// timeline (purgeClock; Redis's clock for what was fetched under the
+	// fill lock): a purge at or after it concerns it.
+	stored time.Time
+	// judged is the purge table's generation at which the record was last
+	// found concerned by no purge (purgeTable.verdict), accessed
+	// atomically: the one field that changes once the record is shared,
+	// a cache of a verdict that depends on nothing else that changes. It
+	// sits beside stored, which every lookup reads too.
+	judged uint64
+	// tags are the purge tags its upstream's answer named (Surrogate-Key,
+	// xkey, Cache-Tag), at most maxRecordTags of at most maxRecordTag
+	// bytes each.
 	tags []string
+	// tagIDs are the hashes of all its tags, the automatic ones (tags.go)
+	// and tags: a field derived from where it was fetched, not encoded; a
+	// record read from the L2 takes them from the L2's header.
+	tagIDs []l2.Tag
 	// serveScope is who may be served this record (see placeAnswer):
 	// scopeShared for everybody, else exactly that scope.
 	serveScope string

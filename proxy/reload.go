@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -52,6 +53,7 @@ func applyLive(dst, src *Config) {
 func (p *Proxy) newLive(cfg Config, r *reach) *liveConfig {
 	return &liveConfig{Config: cfg, env: &composeEnv{
 		store:  p.store,
+		purges: p.purges,
 		src:    newSources(r, &cfg, p.m, p.fw, p.hints),
 		scopes: &p.scopes,
 		fw:     p.fw,
@@ -80,8 +82,9 @@ func (p *Proxy) newLive(cfg Config, r *reach) *liveConfig {
 //
 // The metrics follow the fragment rules: the series of a name no rule
 // uses any more are deleted, and a name whose rules changed (match,
-// share, ttl, language) starts its series again from zero. Entries
-// already cached keep the freshness and scope they were stored with.
+// share, ttl, language) starts its series again from zero; the fragments
+// cached under such a rule are soft-purged (its rule:<name> tag), so that
+// each is fetched once more under the rule as it is now.
 //
 // Reload is safe for concurrent use with serving; concurrent Reloads are
 // applied one after the other.
@@ -118,8 +121,26 @@ func (p *Proxy) Reload(cfg Config) error {
 		hosts = append(hosts, e.name)
 	}
 	p.m.AddUpstreams(hosts)
+	p.purges.setStaleTTL(next.StaleTTL)
 	p.live.Store(p.newLive(next, r))
+	p.purgeRules(fresh)
 	return nil
+}
+
+// purgeRules soft-purges the rule:<name> tag of each rule that changed
+// (DESIGN rule 35), after the new rules are live: a fetch that started
+// under an old rule started before the purge, so it is fenced too.
+func (p *Proxy) purgeRules(names []string) {
+	if len(names) == 0 {
+		return
+	}
+	tags := make([]string, len(names))
+	for i, n := range names {
+		tags[i] = tagRule + n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*p.cfg.RedisTimeout)
+	defer cancel()
+	_, _ = p.Purge(ctx, PurgeRequest{Tags: tags, Source: "reload"}) // logged there; tags this short are never refused
 }
 
 // ruleClasses returns the metrics names the rules of next use, and those

@@ -21,6 +21,7 @@ import (
 type tier struct {
 	l2     *l2.Client
 	origin *fetcher
+	purges *purgeTable // judges every entry read from Redis
 	// users: user-scoped entries may go to Redis, because --scope-secret
 	// is set and every replica computes the same scope (DESIGN rule 2).
 	users bool
@@ -33,11 +34,18 @@ type tier struct {
 
 // errSharedBackoff is a load refused because another replica's fetch of
 // the key failed a moment ago and recorded its backoff in Redis.
-type errSharedBackoff struct{ until time.Time }
+type errSharedBackoff struct {
+	until time.Time
+	since int64 // when it was recorded, on the purge timeline
+}
 
 func (e errSharedBackoff) Error() string {
 	return fmt.Sprintf("another replica's fetch failed; backing off for %s", time.Until(e.until).Round(time.Millisecond))
 }
+
+// failedAt is when the failure was recorded: a purge of the fragment's
+// tags since then ends the backoff.
+func (e errSharedBackoff) failedAt() int64 { return e.since }
 
 // Load implements the store's Loader.
 func (t *tier) Load(ctx context.Context, key string, a *loadArg, refresh bool) (fragEntry, error) {
@@ -47,7 +55,7 @@ func (t *tier) Load(ctx context.Context, key string, a *loadArg, refresh bool) (
 		// everybody: this replica may not have the hint that sends it to
 		// the shared key yet.
 		if lk, err := t.l2.Get(ctx, shared); err == nil && (lk.Status == l2.Hit || lk.Status == l2.Stale) {
-			if e, ok := t.decode(shared, a, &lk.Entry); ok && e.Value.serveScope == scopeShared {
+			if e, ok := t.decode(shared, a, &lk.Entry, false); ok && e.Value.serveScope == scopeShared {
 				e.StoreKey = shared
 				t.origin.hints.setShared(a.t.url, true)
 				return e, nil
@@ -73,6 +81,7 @@ func (t *tier) Load(ctx context.Context, key string, a *loadArg, refresh bool) (
 	if acq.Lock == nil {
 		return t.woken(ctx, key, a, refresh, acq)
 	}
+	t.purges.clock.observe(acq.Lock.Start)
 	return t.fill(ctx, key, a, refresh, acq.Lock)
 }
 
@@ -92,16 +101,30 @@ func (t *tier) read(ctx context.Context, key string, a *loadArg, refresh bool) (
 	}
 	switch {
 	case lk.Status == l2.Hit, lk.Status == l2.Stale && !refresh:
-		if e, ok = t.decode(key, a, &lk.Entry); ok {
+		if e, ok = t.decode(key, a, &lk.Entry, refresh); ok {
 			return e, true, nil
 		}
-	case lk.Hint.Kind == l2.HintFailed && time.Now().Before(lk.Hint.Until):
-		return e, false, errSharedBackoff{lk.Hint.Until}
-	case lk.Hint.Kind == l2.HintBypass && time.Now().Before(lk.Hint.Until):
+	case lk.Hint.Kind == l2.NoHint, !time.Now().Before(lk.Hint.Until), t.hintPurged(a, lk.Hint):
+		// No hint, or one that ended or that a purge cleared.
+	case lk.Hint.Kind == l2.HintFailed:
+		return e, false, errSharedBackoff{until: lk.Hint.Until, since: lk.Hint.Since.UnixMicro()}
+	case lk.Hint.Kind == l2.HintBypass:
 		e, err = t.origin.Load(ctx, key, a, refresh)
 		return e, true, err
 	}
 	return e, false, nil
+}
+
+// hintPurged reports whether a purge of the fragment's automatic tags
+// came at or after hint was recorded: the failure or the uncacheable
+// answer it remembers is out of date (DESIGN rule 28).
+func (t *tier) hintPurged(a *loadArg, h l2.Hint) bool {
+	since := h.Since.UnixMicro()
+	if since > t.purges.quick.Load() {
+		return false
+	}
+	var buf [maxAutoTags]l2.Tag
+	return t.purges.purgedSince(since, autoTagIDs(buf[:0], &a.t, a.rule))
 }
 
 // woken handles the end of another replica's hold of the lock.
@@ -112,7 +135,7 @@ func (t *tier) woken(ctx context.Context, key string, a *loadArg, refresh bool, 
 			return e, err
 		}
 	case l2.Failed:
-		return fragEntry{}, errSharedBackoff{acq.Until}
+		return fragEntry{}, errSharedBackoff{until: acq.Until, since: t.purges.clock.now()}
 	}
 	// Bypassed, or filled but gone (a purge, eviction): fetch for this
 	// replica's own waiters.
@@ -125,7 +148,7 @@ func (t *tier) fill(ctx context.Context, key string, a *loadArg, refresh bool, l
 	// Another replica may have filled it between our read and the lock
 	// (rule 26).
 	if lk, err := t.l2.Get(ctx, key); err == nil && lk.Status == l2.Hit {
-		if e, ok := t.decode(key, a, &lk.Entry); ok {
+		if e, ok := t.decode(key, a, &lk.Entry, true); ok {
 			t.release(lock, l2.Outcome{Kind: l2.Filled})
 			return e, nil
 		}
@@ -138,6 +161,11 @@ func (t *tier) fill(ctx context.Context, key string, a *loadArg, refresh bool, l
 	case err != nil:
 		t.release(lock, l2.Outcome{Kind: l2.Failed, For: t.failFor})
 		return e, err
+	case e.NoStore && t.purges.verdict(e.Value) == verdictHard:
+		// A hard purge came while it was fetched (fetcher.fence): no
+		// answer to share; the other replicas' waiters fetch anew.
+		t.release(lock, l2.Outcome{Kind: l2.Abandoned})
+		return e, nil
 	case e.NoStore:
 		t.release(lock, l2.Outcome{Kind: l2.Bypassed, For: t.bypassFor})
 		return e, nil
@@ -154,12 +182,20 @@ func (t *tier) fill(ctx context.Context, key string, a *loadArg, refresh bool, l
 		t.release(lock, l2.Outcome{Kind: l2.Bypassed})
 		return e, nil
 	}
-	res, setErr := lock.Set(ctx, l2.Entry{Body: body, FreshUntil: e.FreshUntil, StaleUntil: e.StaleUntil})
-	if setErr == nil && res == l2.StoredStale {
-		// A purge raced the fetch: what it brought is served as stale
-		// only (rule 27), here as on every replica.
+	res, setErr := lock.Set(ctx, l2.Entry{Body: body, FreshUntil: e.FreshUntil, StaleUntil: e.StaleUntil, Tags: e.Value.tagIDs})
+	switch {
+	case setErr != nil:
+	case res == l2.StoredStale:
+		// A soft purge raced the fetch: what it brought is served as
+		// stale only (rule 27), here as on every replica.
 		e.FreshUntil = lock.Start
 		e.Value.fresh = lock.Start
+	case res == l2.NotStored:
+		// A hard purge raced it: it is no answer to keep, here either
+		// (its waiters look the fragment up again).
+		now := time.Now()
+		e.NoStore, e.StoreKey = true, ""
+		e.FreshUntil, e.StaleUntil = now, now
 	}
 	t.release(lock, l2.Outcome{Kind: l2.Filled})
 	return e, nil
@@ -175,10 +211,11 @@ func (t *tier) publish(ctx context.Context, shared string, e fragEntry) {
 	if err != nil || acq.Lock == nil {
 		return
 	}
+	t.purges.clock.observe(acq.Lock.Start)
 	rec := *e.Value
 	rec.stored = acq.Lock.Start
 	if body, err := rec.AppendBinary(nil); err == nil {
-		_, _ = acq.Lock.Set(ctx, l2.Entry{Body: body, FreshUntil: e.FreshUntil, StaleUntil: e.StaleUntil})
+		_, _ = acq.Lock.Set(ctx, l2.Entry{Body: body, FreshUntil: e.FreshUntil, StaleUntil: e.StaleUntil, Tags: rec.tagIDs})
 	}
 	t.release(acq.Lock, l2.Outcome{Kind: l2.Filled})
 }
@@ -193,8 +230,11 @@ func (t *tier) release(lock *l2.Lock, o l2.Outcome) {
 
 // decode turns an entry read from Redis into the store's. It keeps the
 // entry's absolute fresh-until and stale-until (rule 26); a record that
-// does not decode is a miss.
-func (t *tier) decode(key string, a *loadArg, le *l2.Entry) (fragEntry, bool) {
+// does not decode is a miss. The entry is judged against the purge
+// records as an L1 entry is: one that is hard-purged is a miss, one that
+// is soft-purged is stale, and no answer at all for a refresh (which is
+// there to replace it).
+func (t *tier) decode(key string, a *loadArg, le *l2.Entry, refresh bool) (fragEntry, bool) {
 	r := new(fragRecord)
 	if err := r.UnmarshalBinary(le.Body); err != nil {
 		return fragEntry{}, false
@@ -203,11 +243,22 @@ func (t *tier) decode(key string, a *loadArg, le *l2.Entry) (fragEntry, bool) {
 		// Not who this key's entries are for: never served (rule 25).
 		return fragEntry{}, false
 	}
-	r.fresh, r.stale, r.stored = le.FreshUntil, le.StaleUntil, le.StoredAt
+	r.fresh, r.stale, r.stored, r.tagIDs = le.FreshUntil, le.StaleUntil, le.StoredAt, le.Tags
+	switch t.purges.verdict(r) {
+	case verdictHard:
+		return fragEntry{}, false
+	case verdictSoft:
+		if refresh {
+			return fragEntry{}, false
+		}
+		if r.stored.Before(r.fresh) {
+			r.fresh = r.stored
+		}
+	}
 	e := fragEntry{
 		Value:      r,
-		Cost:       entryCost(len(r.body), len(key)) + int64(len(r.contentType)),
-		FreshUntil: le.FreshUntil,
+		Cost:       entryCost(len(r.body), len(key)) + int64(len(r.contentType)) + tagsCost(r),
+		FreshUntil: r.fresh,
 		StaleUntil: le.StaleUntil,
 	}
 	if r.tpl != nil {
