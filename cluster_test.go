@@ -206,22 +206,7 @@ func slowPage(t *testing.T, n int, delay time.Duration, cacheControl string, ext
 }
 
 // getBody is a GET of url with header pairs, its status and body.
-func getBody(url string, hdr ...string) (int, string, error) {
-	req, err := http.NewRequest("GET", url, nil)
-	if err != nil {
-		return 0, "", err
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
+func getBody(url string, hdr ...string) (int, string, error) { return doRequest("GET", url, hdr...) }
 
 // waitPage waits until url answers want, and fails after within.
 func waitPage(t *testing.T, url, want string, within time.Duration, hdr ...string) {

@@ -1161,11 +1161,15 @@ func newIncludeOrigin(t *testing.T, host string) *origin {
 	})
 }
 
-// doRequest sends method url and reads the whole answer.
-func doRequest(method, url string) (int, string, error) {
+// doRequest sends method url, with header pairs hdr, and reads the whole
+// answer.
+func doRequest(method, url string, hdr ...string) (int, string, error) {
 	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
 		return 0, "", err
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	resp, err := client.Do(req)
 	if err != nil {
