@@ -108,6 +108,7 @@ func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, s
 	f.noStore = true
 	writePage(ctx, resp, nil, f)
 	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	c.detachRequest()
 	stop, root := p.streamStop, c.nodes[0]
 	ctx.Response.SetBodyStreamWriter(func(w *bufio.Writer) { c.writeStream(w, root, out, stop) })
 }

@@ -65,6 +65,16 @@ func (c *composer) appendAnchored(dst []byte, e *fragment.Eval, inc *fragment.In
 	return st.wire.appendClose(dst, st.n)
 }
 
+// detachRequest gives c its own copy of the request before the stream's
+// writer takes over: the writer runs after the handler returned, when
+// fasthttp's RequestCtx is no longer the handler's to read, yet a fill's
+// nested includes still evaluate variables and start loads from it.
+func (c *composer) detachRequest() {
+	own := new(fasthttp.RequestCtx)
+	own.Init(&c.ctx.Request, c.ctx.RemoteAddr(), nil)
+	c.ctx, c.vars.ctx = own, own
+}
+
 // writeStream sends a streamed page: the head at once (up to the tail,
 // with anchored placeholders), then each fill as its flight ends within
 // the budget, then the tail and the end of the chunked body. It runs on
