@@ -205,6 +205,37 @@ func slowPage(t *testing.T, n int, delay time.Duration, cacheControl string, ext
 	return newOrigin(t, routes), want.String()
 }
 
+// pageLoad runs 6 clients in a closed loop over the replicas for d, each
+// pausing between requests, asking for path(i) and judging each answer
+// with ok. It returns the latencies, sorted, and how many answers failed.
+func pageLoad(rs []*replica, d, pause time.Duration, path func(i int) string, ok func(code int, body string) bool) ([]time.Duration, int) {
+	var mu sync.Mutex
+	var took []time.Duration
+	bad := 0
+	var wg sync.WaitGroup
+	end := time.Now().Add(d)
+	for w := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; time.Now().Before(end); i++ {
+				start := time.Now()
+				code, b, err := getBody(rs[i%len(rs)].front + path(i))
+				mu.Lock()
+				took = append(took, time.Since(start))
+				if err != nil || !ok(code, b) {
+					bad++
+				}
+				mu.Unlock()
+				time.Sleep(pause)
+			}
+		}()
+	}
+	wg.Wait()
+	slices.Sort(took)
+	return took, bad
+}
+
 // getBody is a GET of url with header pairs, its status and body.
 func getBody(url string, hdr ...string) (int, string, error) { return doRequest("GET", url, hdr...) }
 
@@ -404,30 +435,10 @@ func TestClusterRedisDownAndBack(t *testing.T) {
 	o, want := slowPage(t, 4, 20*time.Millisecond, "max-age=1", "/v", `[<esi:include src="/f/0?n=$(QUERY_STRING{n})">.</esi:include>]`)
 	rs := cluster(t, 3, rd, o.URL, nil, "--wait", "300ms", "--stale-ttl", "0", "--redis-timeout", "25ms")
 	load := func(d time.Duration) (pages, bad int, worst time.Duration) {
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		end := time.Now().Add(d)
-		for w := range 6 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := w; time.Now().Before(end); i++ {
-					start := time.Now()
-					code, b, err := getBody(rs[i%3].front + "/")
-					took := time.Since(start)
-					mu.Lock()
-					pages++
-					if err != nil || code != 200 || (b != want && !strings.Contains(b, "<f/")) {
-						bad++
-					}
-					worst = max(worst, took)
-					mu.Unlock()
-					time.Sleep(5 * time.Millisecond)
-				}
-			}()
-		}
-		wg.Wait()
-		return
+		took, bad := pageLoad(rs, d, 5*time.Millisecond, func(int) string { return "/" }, func(code int, b string) bool {
+			return code == 200 && (b == want || strings.Contains(b, "<f/"))
+		})
+		return len(took), bad, took[len(took)-1]
 	}
 	done := make(chan struct{})
 	var pages, bad int
@@ -644,28 +655,8 @@ func TestClusterFigures(t *testing.T) {
 	const wait, redisTimeout = 50 * time.Millisecond, 25 * time.Millisecond
 	rs := cluster(t, 3, rd, o.URL, nil, "--wait", wait.String(), "--redis-timeout", redisTimeout.String())
 	measure := func(d time.Duration) (p50, p99 time.Duration, bad int) {
-		var mu sync.Mutex
-		var took []time.Duration
-		var wg sync.WaitGroup
-		end := time.Now().Add(d)
-		for w := range 6 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := w; time.Now().Before(end); i++ {
-					start := time.Now()
-					code, _, err := getBody(rs[i%3].front + "/v?n=" + strconv.FormatInt(time.Now().Unix(), 10))
-					mu.Lock()
-					took = append(took, time.Since(start))
-					if err != nil || code != 200 {
-						bad++
-					}
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
-		slices.Sort(took)
+		took, bad := pageLoad(rs, d, 0, func(int) string { return "/v?n=" + strconv.FormatInt(time.Now().Unix(), 10) },
+			func(code int, _ string) bool { return code == 200 })
 		return took[len(took)/2], took[len(took)*99/100], bad
 	}
 	p50, p99, bad := measure(10 * time.Second)
