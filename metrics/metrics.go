@@ -93,6 +93,25 @@ const (
 
 var errReasonNames = [numErrReasons]string{"parse", "depth_exceeded", "include_limit", "src_not_allowed", "loop", "too_large"}
 
+// Stream outcomes, the values of the outcome label of
+// fragcache_stream_fills_total (DESIGN.md, precise rule 30): what became
+// of an include sent with anchors in a streamed page, or of one that would
+// have been but for the cap on open streams (shed).
+const (
+	StreamFilled = iota
+	StreamAlt
+	StreamFailed
+	StreamBudget
+	StreamClientGone
+	StreamShutdown
+	StreamSkipped
+	StreamTooLarge
+	StreamShed
+	numStreamOutcomes
+)
+
+var streamOutcomeNames = [numStreamOutcomes]string{"filled", "alt", "failed", "budget", "client_gone", "shutdown", "skipped", "too_large", "shed"}
+
 // Purge modes and kinds, the labels of fragcache_purges_total.
 const (
 	PurgeSoft = iota
@@ -128,6 +147,11 @@ type Fragment struct {
 	Coalesced prometheus.Counter
 	Fetches   [numTriggers][numFetchResults]prometheus.Counter
 	FetchTime prometheus.Observer
+	// StreamFills counts streamed includes by outcome (Stream*);
+	// StreamFillTime observes, for each fill sent, the time from the
+	// page's start.
+	StreamFills    [numStreamOutcomes]prometheus.Counter
+	StreamFillTime prometheus.Observer
 }
 
 // Upstream holds the resolved children of one upstream host.
@@ -148,6 +172,10 @@ type Metrics struct {
 	CompositionsComplete prometheus.Counter
 	CompositionsDegraded prometheus.Counter
 	PageIncludes         prometheus.Histogram
+	// StreamDuration observes streamed pages from the request to the end
+	// of the response; http_request_duration_seconds observes them to the
+	// end of the first flush.
+	StreamDuration prometheus.Histogram
 
 	ESIErrors [numErrReasons]prometheus.Counter
 
@@ -205,8 +233,8 @@ type Metrics struct {
 
 // fragmentVecs are the vectors labelled by fragment.
 type fragmentVecs struct {
-	lookups, fallbacks, coalesced, fetches *prometheus.CounterVec
-	fetchTime                              *prometheus.HistogramVec
+	lookups, fallbacks, coalesced, fetches, streamFills *prometheus.CounterVec
+	fetchTime, streamFillTime                           *prometheus.HistogramVec
 }
 
 // upstreamVecs are the vectors labelled by upstream.
@@ -251,6 +279,9 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 	m.CompositionsDegraded = comp.WithLabelValues("degraded")
 	m.PageIncludes = f.histogram("page_includes", "Includes processed per composed page, at every depth.",
 		[]float64{0, 1, 2, 5, 10, 20, 50, 100, 256, 1000})
+
+	m.StreamDuration = f.histogram("stream_duration_seconds", "Streamed pages (--stream-budget): time from reading the request to the end of the response.",
+		[]float64{.05, .1, .25, .5, 1, 2, 3, 5, 10, 30})
 
 	errs := f.counterVec("esi_errors_total", "ESI problems met while composing pages, by reason.", "reason")
 	for i, r := range errReasonNames {
@@ -297,6 +328,9 @@ func New(reg prometheus.Registerer, o Options) *Metrics {
 		fetches:   f.counterVec("fragment_fetches_total", "Fragment fetches, by fragment, trigger and result.", "fragment", "trigger", "result"),
 		fetchTime: f.histogramVec("fragment_fetch_duration_seconds", "Time one fragment fetch took, by fragment.",
 			FetchDurationBuckets(), "fragment"),
+		streamFills: f.counterVec("stream_fills_total", "Includes sent with anchors in streamed pages (--stream-budget), by fragment and what became of them; shed: not streamed, the cap on open streams was reached.", "fragment", "outcome"),
+		streamFillTime: f.histogramVec("stream_fill_seconds", "Time from a streamed page's start to each fill sent, by fragment.",
+			[]float64{.05, .1, .25, .5, 1, 2, 3, 5, 10, 30}, "fragment"),
 	}
 	frags := make(map[string]*Fragment, len(o.Fragments)+1)
 	for _, n := range append(append([]string(nil), o.Fragments...), OtherFragment) {
@@ -343,6 +377,10 @@ func (v fragmentVecs) children(n string) *Fragment {
 		}
 	}
 	fr.FetchTime = v.fetchTime.WithLabelValues(n)
+	for i, o := range streamOutcomeNames {
+		fr.StreamFills[i] = v.streamFills.WithLabelValues(n, o)
+	}
+	fr.StreamFillTime = v.streamFillTime.WithLabelValues(n)
 	return fr
 }
 
@@ -354,6 +392,8 @@ func (v fragmentVecs) delete(n string) {
 	v.coalesced.DeletePartialMatch(l)
 	v.fetches.DeletePartialMatch(l)
 	v.fetchTime.DeletePartialMatch(l)
+	v.streamFills.DeletePartialMatch(l)
+	v.streamFillTime.DeletePartialMatch(l)
 }
 
 // Fragment returns the children of the named fragment class, or those of

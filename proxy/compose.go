@@ -91,6 +91,7 @@ type composer struct {
 	timer          *time.Timer
 	st             reqStats
 	stream         *pageStream // non-nil while the page may stream (stream.go)
+	streamShed     bool        // it could have streamed, but every stream was taken
 	// record is set when the page's outcomes are wanted, for the debug
 	// header or the demo's badges; notes then holds them.
 	record bool
@@ -752,10 +753,14 @@ func (c *composer) appendInclude(dst []byte, e *fragment.Eval, inc *fragment.Inc
 		return e.AppendPlaceholder(dst, inc), true
 	default:
 		c.degraded = true
-		if c.streamSlot(s, inc) {
+		if c.stream != nil && c.streamSlot(s, inc) {
 			fr.Fallbacks[metrics.FallbackPlaceholder].Inc()
 			c.st.placeholders++
+			c.noted(d, outStreaming, s.at)
 			return c.appendAnchored(dst, e, inc, s), false
+		}
+		if c.streamShed && c.streamSlot(s, inc) {
+			fr.StreamFills[metrics.StreamShed].Inc() // streams were all taken
 		}
 		if s.state == stWaiting {
 			s.state = stPending

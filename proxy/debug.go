@@ -41,12 +41,14 @@ const (
 	outDepth                   // deeper than --max-depth: its placeholder
 	outLimit                   // past --max-includes: its placeholder
 	outTooLarge                // its content would pass --max-page-size
+	outStreaming               // still loading: sent with anchors, to be filled in the stream
 	numOutcomes
 )
 
 var outcomeNames = [numOutcomes]string{
 	"none", "hit", "updating", "stale", "miss", "bypass", "pending", "shed", "failed",
 	"alt", "except", "removed", "denied", "loop", "depth", "limit", "too_large",
+	"streaming",
 }
 
 func (o outcome) String() string { return outcomeNames[o] }

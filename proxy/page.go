@@ -72,8 +72,18 @@ func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, s
 		// The debug header names every include's fate, which a stream
 		// only knows at its end: a debugged page is never streamed.
 		c.setDebug()
-	} else if nonce, ok := p.streamable(ctx, resp, tpl, live.StreamBudget); ok {
-		c.stream = &pageStream{wire: newStreamWire(nonce), deadline: c.start.Add(live.StreamBudget)}
+	} else if nonce, enc, ok := p.streamable(ctx, resp, tpl, live.StreamBudget); ok {
+		if done, free := p.openStream(); free {
+			c.stream = &pageStream{wire: newStreamWire(nonce), deadline: c.start.Add(live.StreamBudget), enc: enc}
+			c.stream.end.done = done
+			defer func() {
+				if !streaming {
+					done() // composed whole after all
+				}
+			}()
+		} else {
+			c.streamShed = true
+		}
 	}
 	out, ok := c.compose(tpl, ctx.Response.SwapBody(nil)[:0])
 	if !ok {
@@ -84,7 +94,9 @@ func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, s
 		ctx.Error("composed page too large", fasthttp.StatusBadGateway)
 		return
 	}
+	start := st.start
 	*st = c.st
+	st.start = start
 	st.composed = true
 	st.includes = c.count
 	p.m.PageIncludes.Observe(float64(c.count))
@@ -104,11 +116,17 @@ func (p *Proxy) composePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, s
 	// The composer lives on in the body writer, which releases it; the
 	// writer's goroutine starts at once, so c is not touched here after.
 	streaming = true
+	st.streamed = true
 	f := c.facts()
 	f.noStore = true
+	f.streamed, f.stream = true, c.stream.enc
 	writePage(ctx, resp, nil, f)
-	ctx.Response.Header.Set("X-Accel-Buffering", "no")
 	c.detachRequest()
+	c.stream.end = streamEnd{
+		p: p, start: st.start, st: *st, done: c.stream.end.done,
+		method: string(ctx.Method()), path: string(ctx.Path()), remote: ctx.RemoteIP().String(),
+		code: ctx.Response.StatusCode(),
+	}
 	stop, root := p.streamStop, c.nodes[0]
 	ctx.Response.SetBodyStreamWriter(func(w *bufio.Writer) { c.writeStream(w, root, out, stop) })
 }

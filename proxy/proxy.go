@@ -60,6 +60,7 @@ type Proxy struct {
 	// streamStop is closed when Shutdown begins: open streams end at once,
 	// well-formed, with their placeholders (precise rule 30).
 	streamStop chan struct{}
+	streams    atomic.Int64 // streams open now, at most FetchConcurrency
 	stopOnce   sync.Once
 }
 
@@ -281,7 +282,7 @@ func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
 func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	p.m.RequestsInFlight.Inc()
-	var st reqStats
+	st := reqStats{start: start}
 	p.serve(ctx, &st)
 	if p.draining.Load() {
 		ctx.SetConnectionClose()
@@ -289,15 +290,21 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	p.m.RequestsInFlight.Dec()
 	code := ctx.Response.StatusCode()
 	p.m.Request(methodLabel(ctx.Method()), code).Inc()
+	if st.streamed {
+		return // the stream's writer observes the duration and logs (stream.go)
+	}
 	d := time.Since(start)
 	p.m.RequestDuration.Observe(d.Seconds())
 	if p.cfg.AccessLog {
-		p.accessLog(ctx, code, d, &st)
+		p.logRequest(string(ctx.Method()), string(ctx.Path()), ctx.RemoteIP().String(), code, d, d, &st)
 	}
 }
 
 // reqStats are the fragment counts of one request, for the access log.
 type reqStats struct {
+	start        time.Time // when the request was read
+	streamed     bool      // the page is streamed: its writer logs it
+	fills        int       // fills a streamed page sent
 	composed     bool
 	includes     int
 	hits         int
@@ -305,27 +312,6 @@ type reqStats struct {
 	misses       int
 	placeholders int
 	fallbacks    int
-}
-
-func (p *Proxy) accessLog(ctx *fasthttp.RequestCtx, code int, d time.Duration, st *reqStats) {
-	attrs := []slog.Attr{
-		slog.String("method", string(ctx.Method())),
-		slog.String("path", string(ctx.Path())),
-		slog.Int("status", code),
-		slog.Duration("duration", d),
-		slog.String("remote", ctx.RemoteIP().String()),
-	}
-	if st.composed {
-		attrs = append(attrs,
-			slog.Int("includes", st.includes),
-			slog.Int("hits", st.hits),
-			slog.Int("stale", st.stale),
-			slog.Int("misses", st.misses),
-			slog.Int("placeholders", st.placeholders),
-			slog.Int("fallbacks", st.fallbacks),
-		)
-	}
-	p.log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
 }
 
 func methodLabel(m []byte) string {

@@ -15,6 +15,8 @@ type pageFacts struct {
 	noStore  bool      // placeholders, a private or unstored fragment, personalised or cut
 	minFresh time.Time // the earliest end of freshness of its fragments
 	timing   []byte    // the debug Server-Timing entries; nil unless asked for
+	streamed bool      // the body follows in a stream (stream.go)
+	stream   string    // the stream's Content-Encoding when the page was encoded; "": identity
 }
 
 // writePage sets the composed page's headers and body (DESIGN.md, precise
@@ -40,7 +42,11 @@ func writePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, body []byte, f
 		// The page goes out in the encoding this client accepts: a cache
 		// in front must not hand it to one that accepts another.
 		addVary(h, "Accept-Encoding")
-		if out := pickEncoding(ctx.Request.Header.Peek("Accept-Encoding")); out != "" {
+		if f.streamed {
+			if f.stream != "" {
+				h.Set("Content-Encoding", f.stream) // the stream's writer encodes
+			}
+		} else if out := pickEncoding(ctx.Request.Header.Peek("Accept-Encoding")); out != "" {
 			encoded := encodeBody(nil, body, out)
 			h.Set("Content-Encoding", out)
 			body = append(body[:0], encoded...)
@@ -48,6 +54,9 @@ func writePage(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, body []byte, f
 	}
 	if f.timing != nil {
 		addServerTiming(h, f.timing)
+	}
+	if f.streamed {
+		h.Set("X-Accel-Buffering", "no") // a proxy in front must not hold the parts back
 	}
 	ctx.Response.SwapBody(body)
 }

@@ -3,8 +3,14 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"sync"
 	"time"
 
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/gzip"
 	"github.com/valyala/fasthttp"
 
 	"fragcache/fragment"
@@ -18,23 +24,43 @@ import (
 type pageStream struct {
 	wire     streamWire
 	deadline time.Time // the start of the page's wait plus --stream-budget
-	n        int       // includes rendered so far, in depth-first page order
+	n        int       // includes rendered so far, in depth-first order
 	open     int       // anchored includes not settled yet
+	fills    int       // fills sent
 	written  int64     // bytes of the response so far, against the output cap
+	enc      string    // the response's Content-Encoding: "br", "gzip" or ""
+	end      streamEnd
+}
+
+// streamEnd is what a stream reports when it ends: the request's metrics
+// and access log line, which the handler leaves to the stream's writer.
+// It is filled in before the writer starts and read only by the writer.
+type streamEnd struct {
+	p      *Proxy
+	start  time.Time // when the request was read
+	method string
+	path   string
+	remote string
+	code   int
+	ttfb   time.Duration // to the end of the first flush
+	st     reqStats      // the counts of the composition
+	done   func()   // gives back the page's place among the open streams
 }
 
 // streamable decides whether the page ctx asks for, composed from tpl
-// with the upstream's answer resp, may be streamed, and with which nonce.
-func (p *Proxy) streamable(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, tpl *fragment.Template, budget time.Duration) (nonce string, ok bool) {
+// with the upstream's answer resp, may be streamed, with which nonce and
+// in which encoding ("" for identity).
+func (p *Proxy) streamable(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, tpl *fragment.Template, budget time.Duration) (nonce, enc string, ok bool) {
 	if budget <= 0 || !ctx.IsGet() || !ctx.Request.Header.IsHTTP11() || p.draining.Load() || p.closed.Load() {
-		return "", false
+		return "", "", false
 	}
 	if !bytes.HasPrefix(resp.Header.ContentType(), []byte("text/html")) || tpl.HasMetaCSP() {
-		return "", false
+		return "", "", false
 	}
-	if enc := resp.Header.ContentEncoding(); len(enc) > 0 && !equalFold(enc, "identity") &&
-		pickEncoding(ctx.Request.Header.Peek("Accept-Encoding")) != "" {
-		return "", false // the page would be compressed whole
+	if e := resp.Header.ContentEncoding(); len(e) > 0 && !equalFold(e, "identity") {
+		// Encoded as the composed page would be (rule 9), by a writer
+		// that flushes each part.
+		enc = pickEncoding(ctx.Request.Header.Peek("Accept-Encoding"))
 	}
 	var policies []string
 	for k, v := range resp.Header.All() {
@@ -42,14 +68,26 @@ func (p *Proxy) streamable(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, tp
 			policies = append(policies, string(v))
 		}
 	}
-	return streamPolicy(policies)
+	nonce, ok = streamPolicy(policies)
+	return nonce, enc, ok
+}
+
+// openStream takes a place among the streams open at once, at most
+// --fetch-concurrency of them (rule 29). ok is false when none is free.
+func (p *Proxy) openStream() (done func(), ok bool) {
+	if p.streams.Add(1) > int64(p.cfg.FetchConcurrency) {
+		p.streams.Add(-1)
+		return nil, false
+	}
+	var once sync.Once
+	return func() { once.Do(func() { p.streams.Add(-1) }) }, true
 }
 
 // streamSlot reports whether a pending include is sent with an anchor and
 // kept open: it is in element content, its fragment's rule lets it stream
 // and its flight is still running.
 func (c *composer) streamSlot(s *slot, inc *fragment.Include) bool {
-	return c.stream != nil && inc.Streamable && !s.noStream && s.flight != nil &&
+	return inc.Streamable && !s.noStream && s.flight != nil &&
 		(s.state == stWaiting || s.state == stPending)
 }
 
@@ -76,37 +114,48 @@ func (c *composer) detachRequest() {
 }
 
 // writeStream sends a streamed page: the head at once (up to the tail,
-// with anchored placeholders), then each fill as its flight ends within
-// the budget, then the tail and the end of the chunked body. It runs on
-// fasthttp's body writer after the handler returned, and releases c.
+// with anchored placeholders), then each fill as its include settles
+// within the budget, then the tail and the end of the chunked body. It
+// runs on fasthttp's body writer after the handler returned, and releases
+// c. stop closes when the server shuts down: the stream ends at once.
 func (c *composer) writeStream(w *bufio.Writer, root *node, head []byte, stop <-chan struct{}) {
-	defer c.release()
 	st := c.stream
+	out := newStreamOut(w, st.enc)
+	defer func() {
+		out.release()
+		st.finish()
+		c.release()
+	}()
 	st.written = int64(len(head))
-	if _, err := w.Write(head); err != nil || w.Flush() != nil {
-		return // the client is gone
+	sent := out.send(head)
+	st.end.ttfb = time.Since(st.end.start)
+	st.end.p.m.RequestDuration.Observe(st.end.ttfb.Seconds())
+	if !sent {
+		c.endOpen(metrics.StreamClientGone)
+		return
 	}
 	buf := head[:0]
 	var timer *time.Timer
 	for st.open > 0 {
 		if s := c.arr.take(); s != nil {
-			if s.streamN == 0 || s.filled {
+			var fill *slot
+			var outcome int
+			if buf, fill, outcome = c.streamSettle(buf[:0], s); fill == nil {
 				continue
 			}
-			s.filled = true
-			st.open--
-			buf = c.appendFill(buf[:0], s)
-			if len(buf) == 0 {
-				continue
-			}
-			st.written += int64(len(buf))
-			if _, err := w.Write(buf); err != nil || w.Flush() != nil {
+			if !out.send(buf) {
+				c.endOpen(metrics.StreamClientGone)
 				return
 			}
+			st.written += int64(len(buf))
+			st.fills++
+			fill.frag.StreamFillTime.Observe(time.Since(c.start).Seconds())
+			c.settled(fill, outcome)
 			continue
 		}
 		left := time.Until(st.deadline)
 		if left <= 0 {
+			c.endOpen(metrics.StreamBudget)
 			break
 		}
 		if timer == nil {
@@ -120,42 +169,226 @@ func (c *composer) writeStream(w *bufio.Writer, root *node, head []byte, stop <-
 			timer.Stop()
 		case <-timer.C:
 		case <-stop:
-			st.deadline = time.Now() // shutdown: end well-formed, placeholders kept
+			c.endOpen(metrics.StreamShutdown) // well-formed, placeholders kept
 		}
 	}
 	buf = root.tpl.RenderTail(buf[:0], &root.e, c)
-	if _, err := w.Write(buf); err == nil {
-		_ = w.Flush()
+	out.close(buf)
+}
+
+// endOpen settles every anchored include still open with outcome: each
+// keeps its placeholder.
+func (c *composer) endOpen(outcome int) {
+	for _, n := range c.nodes {
+		for i := range n.slots {
+			if s := &n.slots[i]; s.streamN != 0 && !s.filled {
+				s.filled = true
+				s.frag.StreamFills[outcome].Inc()
+			}
+		}
+	}
+	c.stream.open = 0
+}
+
+// streamSettle handles the end of a flight during the stream: that of an
+// anchored include, of its alt, or of a fetch looked up again. It settles
+// the include by rule 3 as the page's wait would have (DESIGN rule 30).
+// When the include has a fill, streamSettle appends it to dst and returns
+// the include and the outcome to count once the fill is sent; else fill
+// is nil: nothing to send yet (still loading) or ever (the placeholder
+// stays, and the outcome is counted).
+func (c *composer) streamSettle(dst []byte, s *slot) (_ []byte, fill *slot, outcome int) {
+	a := s // the slot whose flight ended
+	if s.isAlt {
+		s = &s.owner.slots[s.idx]
+	}
+	if s.streamN == 0 || s.filled || a.state != stPending && a.state != stWaiting {
+		return dst, nil, 0 // not anchored, settled already, or an old report
+	}
+	inc := &s.owner.e.Includes[s.idx]
+	keep := func(outcome int) ([]byte, *slot, int) {
+		c.settled(s, outcome)
+		return dst, nil, 0
+	}
+	if e, err := a.flight.Result(); err == nil && !fillable(e.Value.body) {
+		return keep(metrics.StreamSkipped)
+	}
+	a.state = stWaiting
+	c.waiting++ // settle counts it down
+	c.settle(a)
+	switch {
+	case a.state == stWaiting:
+		return dst, nil, 0 // looked up again: a new flight runs
+	case a == s && s.state == stValue:
+		return c.appendFill(dst, s, s, metrics.StreamFilled)
+	case s.alt != nil && s.alt.state == stValue:
+		return c.appendFill(dst, s, s.alt, metrics.StreamAlt)
+	case s.alt != nil && s.alt.state == stWaiting:
+		return dst, nil, 0 // the alt's flight runs
+	case a.state == stPending:
+		// Twice an answer this request may not be served.
+		return keep(metrics.StreamSkipped)
+	case inc.Continue:
+		// onerror="continue": an empty fill removes the placeholder.
+		dst = c.stream.wire.appendFillStart(dst, s.streamN)
+		return c.stream.wire.appendFillEnd(dst), s, metrics.StreamFailed
+	}
+	return keep(metrics.StreamFailed)
+}
+
+// settled marks anchored include s as handled with outcome; it keeps its
+// placeholder unless its fill was sent.
+func (c *composer) settled(s *slot, outcome int) {
+	s.filled = true
+	c.stream.open--
+	s.frag.StreamFills[outcome].Inc()
+}
+
+// appendFill appends the fill of anchored include s with the content of
+// from (s itself or its alt), unless the content holds a script or would
+// close the fill early (it is skipped), or takes the response past the
+// output cap (too_large); then s keeps its placeholder. The fill's own
+// pending includes get anchors of their own.
+func (c *composer) appendFill(dst []byte, s, from *slot, outcome int) ([]byte, *slot, int) {
+	st := c.stream
+	hadRuntime := st.wire.runtime
+	dst = st.wire.appendFillStart(dst, s.streamN)
+	mark, open, n := len(dst), st.open, st.n
+	dst = c.appendValue(dst, from)
+	undo := func(o int) ([]byte, *slot, int) {
+		// The fill's own anchors are not sent: they are not open.
+		st.wire.runtime, st.open = hadRuntime, open
+		for _, nd := range c.nodes {
+			for i := range nd.slots {
+				if x := &nd.slots[i]; x.streamN > n {
+					x.streamN, x.filled = 0, true
+				}
+			}
+		}
+		c.settled(s, o)
+		return dst[:0], nil, 0
+	}
+	if !st.wire.fillSafe(dst[mark:]) {
+		return undo(metrics.StreamSkipped)
+	}
+	dst = st.wire.appendFillEnd(dst)
+	if st.written+int64(len(dst)) > c.env.limits.maxPageSize {
+		c.env.m.ESIErrors[metrics.ErrTooLarge].Inc()
+		return undo(metrics.StreamTooLarge)
+	}
+	return dst, s, outcome
+}
+
+// finish records the end of the stream: its duration, and the access log
+// line the handler left to it.
+func (st *pageStream) finish() {
+	e := &st.end
+	e.done()
+	d := time.Since(e.start)
+	e.p.m.StreamDuration.Observe(d.Seconds())
+	if e.p.cfg.AccessLog {
+		e.st.fills = st.fills
+		e.p.logRequest(e.method, e.path, e.remote, e.code, e.ttfb, d, &e.st)
 	}
 }
 
-// appendFill appends the fill of an anchored include whose flight ended,
-// or nothing when it keeps its placeholder: failed (with onerror=
-// "continue" an empty fill), not servable to this request, holding a
-// script, or past the output cap.
-func (c *composer) appendFill(dst []byte, s *slot) []byte {
-	st := c.stream
-	inc := &s.owner.e.Includes[s.idx]
-	e, err := s.flight.Result()
-	if err != nil {
-		if inc.Continue {
-			dst = st.wire.appendFillStart(dst, s.streamN)
-			return st.wire.appendFillEnd(dst)
-		}
-		return dst
+// streamOut writes a stream's parts, each flushed to the client at once,
+// through a compressing writer when the response is encoded.
+type streamOut struct {
+	w   *bufio.Writer
+	enc string
+	z   interface {
+		io.Writer
+		Flush() error
+		Close() error
 	}
-	v := e.Value
-	if !answerServable(v.serveScope, c.scope) || !fillable(v.body) {
-		return dst
-	}
-	c.setValue(s.owner, s, v)
-	hadRuntime := st.wire.runtime
-	dst = st.wire.appendFillStart(dst, s.streamN)
-	dst = c.appendValue(dst, s)
-	if st.written+int64(len(dst)) > c.env.limits.maxPageSize {
-		c.env.m.ESIErrors[metrics.ErrTooLarge].Inc()
-		st.wire.runtime = hadRuntime
-		return dst[:0]
-	}
-	return st.wire.appendFillEnd(dst)
 }
+
+var (
+	gzipPool   = sync.Pool{New: func() any { z, _ := gzip.NewWriterLevel(nil, gzip.DefaultCompression); return z }}
+	brotliPool = sync.Pool{New: func() any {
+		// A 256 KiB window rather than the default 4 MiB: a server holds
+		// up to --fetch-concurrency of these at once.
+		return brotli.NewWriterOptions(nil, brotli.WriterOptions{Quality: 5, LGWin: 18})
+	}}
+)
+
+func newStreamOut(w *bufio.Writer, enc string) *streamOut {
+	o := &streamOut{w: w, enc: enc}
+	switch enc {
+	case "gzip":
+		z := gzipPool.Get().(*gzip.Writer)
+		z.Reset(w)
+		o.z = z
+	case "br":
+		z := brotliPool.Get().(*brotli.Writer)
+		z.Reset(w)
+		o.z = z
+	}
+	return o
+}
+
+// send writes b and flushes it to the client; false when the client is
+// gone.
+func (o *streamOut) send(b []byte) bool {
+	if o.z == nil {
+		_, err := o.w.Write(b)
+		return err == nil && o.w.Flush() == nil
+	}
+	_, err := o.z.Write(b)
+	return err == nil && o.z.Flush() == nil && o.w.Flush() == nil
+}
+
+// close writes the last part b and ends the encoding.
+func (o *streamOut) close(b []byte) {
+	if o.z == nil {
+		o.send(b)
+		return
+	}
+	if _, err := o.z.Write(b); err == nil && o.z.Close() == nil {
+		_ = o.w.Flush()
+	}
+}
+
+// release gives the compressing writer back for the next stream.
+func (o *streamOut) release() {
+	switch z := o.z.(type) {
+	case *gzip.Writer:
+		z.Reset(io.Discard)
+		gzipPool.Put(z)
+	case *brotli.Writer:
+		z.Reset(io.Discard)
+		brotliPool.Put(z)
+	}
+	o.z = nil
+}
+
+// logRequest writes one access log line. ttfb is the time to the end of
+// the first flush, which for an answer that is not streamed is d.
+func (p *Proxy) logRequest(method, path, remote string, code int, ttfb, d time.Duration, st *reqStats) {
+	attrs := []slog.Attr{
+		slog.String("method", method),
+		slog.String("path", path),
+		slog.Int("status", code),
+		slog.Float64("ttfb_ms", ms(ttfb)),
+		slog.Float64("duration_ms", ms(d)),
+		slog.String("remote", remote),
+	}
+	if st.composed {
+		attrs = append(attrs,
+			slog.Int("includes", st.includes),
+			slog.Int("hits", st.hits),
+			slog.Int("stale", st.stale),
+			slog.Int("misses", st.misses),
+			slog.Int("placeholders", st.placeholders),
+			slog.Int("fallbacks", st.fallbacks),
+		)
+		if st.streamed {
+			attrs = append(attrs, slog.Int("fills", st.fills))
+		}
+	}
+	p.log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+}
+
+// ms is d in milliseconds, to the microsecond.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -131,19 +131,7 @@ func fillable(body []byte) bool {
 }
 
 // hasTagFold reports whether b holds the lower-case ASCII s in any case.
-func hasTagFold(b []byte, s string) bool {
-	for i := 0; ; {
-		k := bytes.IndexByte(b[i:], '<')
-		if k < 0 {
-			return false
-		}
-		i += k
-		if hasFold(b[i:], s) {
-			return true
-		}
-		i++
-	}
-}
+func hasTagFold(b []byte, s string) bool { return indexFold(b, s) >= 0 }
 
 func hasFold(b []byte, s string) bool {
 	if len(b) < len(s) {
@@ -275,4 +263,52 @@ func validNonce(n string) bool {
 		}
 	}
 	return true
+}
+
+// fillSafe reports whether a fill's rendered content may travel in its
+// template: it holds no script (a script moved out of a template would
+// run, out of the page's order), and every "</template" in it ends one of
+// this response's own anchors, so nothing a fragment sends can end the
+// fill early (rule 29).
+func (w *streamWire) fillSafe(content []byte) bool {
+	if hasTagFold(content, "<script") {
+		return false
+	}
+	prefix := append(append([]byte(`<template data-fc="`), w.id[:]...), ':')
+	for rest, at := content, 0; ; {
+		i := indexFold(rest, "</template")
+		if i < 0 {
+			return true
+		}
+		// The anchor is `<template data-fc="ID:N"></template>`: before
+		// the end tag, `">`, the digits of N, and the prefix.
+		j := at + i
+		k := j - 2
+		if k < 0 || string(content[k:j]) != `">` {
+			return false
+		}
+		for k > 0 && content[k-1] >= '0' && content[k-1] <= '9' {
+			k--
+		}
+		if k == j-2 || k < len(prefix) || !bytes.Equal(content[k-len(prefix):k], prefix) {
+			return false
+		}
+		rest, at = rest[i+len("</template"):], j+len("</template")
+	}
+}
+
+// indexFold is the index of the first s (lower-case ASCII) in b in any
+// case, or -1.
+func indexFold(b []byte, s string) int {
+	for i := 0; ; {
+		k := bytes.IndexByte(b[i:], '<')
+		if k < 0 {
+			return -1
+		}
+		i += k
+		if hasFold(b[i:], s) {
+			return i
+		}
+		i++
+	}
 }

@@ -127,3 +127,30 @@ func TestStreamPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestFillSafe: a fill's content travels only when every </template in it
+// ends one of the response's own anchors and it holds no script.
+func TestFillSafe(t *testing.T) {
+	w := newStreamWire("")
+	own := string(w.appendOpen(nil, 7))
+	other := `<template data-fc="0123456789abcdef:7"></template>`
+	for _, tc := range []struct {
+		content string
+		ok      bool
+	}{
+		{"<p>plain</p>", true},
+		{"<i>a" + own + "ph<!--/fc:x:7-->b</i>", true},
+		{own + own, true},
+		{"x</template>", false},
+		{"x</TEMPLATE >", false},
+		{other, false},
+		{`<template data-fc="` + string(w.id[:]) + `:"></template>`, false},
+		{"<template>t</template>", false},
+		{"<SCRIPT>x()</SCRIPT>", false},
+		{own + "<script src=a></script>", false},
+	} {
+		if got := w.fillSafe([]byte(tc.content)); got != tc.ok {
+			t.Errorf("fillSafe(%q) = %v, want %v", tc.content, got, tc.ok)
+		}
+	}
+}
