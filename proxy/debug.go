@@ -24,24 +24,24 @@ const debugHeader = "Fragcache-Debug"
 type outcome uint8
 
 const (
-	outNone     outcome = iota // not looked up
-	outHit                     // fresh from the cache
-	outUpdating                // stale from the cache while its refresh runs
-	outStale                   // stale from the cache
-	outMiss                    // not in the cache, fetched within the page's wait
-	outBypass                  // an answer never stored, fetched within the wait
-	outPending                 // still loading when its wait ended: its placeholder
-	outShed                    // the fetch queue was full: its placeholder
-	outFailed                  // failed with no fallback: its placeholder
-	outAlt                     // failed: its alt rendered
-	outExcept                  // failed inside an attempt: the except rendered
-	outRemoved                 // failed with onerror="continue": nothing rendered
-	outDenied                  // its src may not be fetched (the host allowlist)
-	outLoop                    // an ancestor's URL: its placeholder
-	outDepth                   // deeper than --max-depth: its placeholder
-	outLimit                   // past --max-includes: its placeholder
-	outTooLarge                // its content would pass --max-page-size
-	outStreaming               // still loading: sent with anchors, to be filled in the stream
+	outNone      outcome = iota // not looked up
+	outHit                      // fresh from the cache
+	outUpdating                 // stale from the cache while its refresh runs
+	outStale                    // stale from the cache
+	outMiss                     // not in the cache, fetched within the page's wait
+	outBypass                   // an answer never stored, fetched within the wait
+	outPending                  // still loading when its wait ended: its placeholder
+	outShed                     // the fetch queue was full: its placeholder
+	outFailed                   // failed with no fallback: its placeholder
+	outAlt                      // failed: its alt rendered
+	outExcept                   // failed inside an attempt: the except rendered
+	outRemoved                  // failed with onerror="continue": nothing rendered
+	outDenied                   // its src may not be fetched (the host allowlist)
+	outLoop                     // an ancestor's URL: its placeholder
+	outDepth                    // deeper than --max-depth: its placeholder
+	outLimit                    // past --max-includes: its placeholder
+	outTooLarge                 // its content would pass --max-page-size
+	outStreaming                // still loading: sent with anchors, to be filled in the stream
 	numOutcomes
 )
 

@@ -44,7 +44,7 @@ type streamEnd struct {
 	code   int
 	ttfb   time.Duration // to the end of the first flush
 	st     reqStats      // the counts of the composition
-	done   func()   // gives back the page's place among the open streams
+	done   func()        // gives back the page's place among the open streams
 }
 
 // streamable decides whether the page ctx asks for, composed from tpl
