@@ -276,11 +276,16 @@ func TestDemoNamesItsFragments(t *testing.T) {
 		t.Error("pending and failed placeholders are not told apart")
 	}
 	// Rule 34: each box says what became of its include, without a token.
-	for _, want := range []string{`<div class="fc-box" data-fc-outcome="pending"><p class="wait">Loading orders`,
-		`<div class="fc-box" data-fc-outcome="pending"><p class="wait">The report`} {
+	// The demo streams (rule 34): the slow boxes are sent with anchors
+	// and filled in by the same response.
+	for _, want := range []string{`<div class="fc-box" data-fc-outcome="streaming"><template data-fc="`,
+		`<p class="wait">Loading orders`, `<p class="wait">The report`, `<pre class="report">Quarterly report`} {
 		if !strings.Contains(b, want) {
 			t.Errorf("the demo page lacks %q", want)
 		}
+	}
+	if n := strings.Count(b, `<template data-fc-fill="`); n != 2 {
+		t.Errorf("%d fills, want the orders' and the report's", n)
 	}
 	if n := strings.Count(b, `<div class="fc-box" data-fc-outcome=`); n != 6 {
 		t.Errorf("%d boxes marked, want 6", n)

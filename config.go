@@ -91,7 +91,7 @@ func (c *config) options() []*option {
 		{name: "stale-ttl", help: "how long a stale copy may be served while refreshing",
 			val: durVal{&p.StaleTTL}, field: "StaleTTL", live: true},
 		{name: "fetch-timeout", help: "limit for one background fetch", val: durVal{&p.FetchTimeout}, field: "FetchTimeout"},
-		{name: "stream-budget", help: "experimental: how long a page stays open to stream fragments still pending after the wait; 0 = off",
+		{name: "stream-budget", help: "how long a page stays open to stream fragments still pending after the wait; 0 = off (--demo: 4s)",
 			val: durVal{&p.StreamBudget}, field: "StreamBudget", live: true},
 		{name: "cache-size", help: "fragment cache budget", val: sizeVal[int64]{&p.CacheSize}, field: "CacheSize", live: true},
 		{name: "allow-host", help: "extra hosts fragment URLs may reach: host (any port) or host:port; repeatable",
@@ -499,6 +499,11 @@ func loadConfig(args []string, getenv func(string) string, environ []string) (*c
 		}
 	}
 	c.ConfigFile = file
+	if o := c.opt("stream-budget"); c.Demo && o.from.kind == fromDefault {
+		// The demo's first view fills in by itself (DESIGN rule 34); an
+		// explicit --stream-budget, variable or file key wins.
+		c.Proxy.StreamBudget = demoStreamBudget
+	}
 	c.warnings = append(c.warnings, unknownEnv(environ, c.opts)...)
 	if c.ShowVersion {
 		return c, nil // --version needs nothing else

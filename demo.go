@@ -27,6 +27,10 @@ type demoApp struct {
 	hit atomic.Int64 // requests served, shown on the page
 }
 
+// demoStreamBudget is the --stream-budget --demo implies (DESIGN rule
+// 34): the first view of the page fills its slow boxes in by itself.
+const demoStreamBudget = 4 * time.Second
+
 // Delays of the demo's fragments.
 const (
 	demoOrdersDelay = time.Second
@@ -202,6 +206,7 @@ pre.report { overflow-x: auto; }
 .fc-badge.hit { background: #17803d; }
 .fc-box[data-fc-outcome=miss]::before, .fc-box[data-fc-outcome=bypass]::before, .fc-badge.miss { background: #2759b8; }
 .fc-box[data-fc-outcome=pending]::before, .fc-box[data-fc-outcome=shed]::before, .fc-badge.pending { background: #b35c00; }
+.fc-box[data-fc-outcome=streaming]::before, .fc-badge.streaming { background: #6b3fa0; }
 .fc-box[data-fc-outcome=alt]::before, .fc-box[data-fc-outcome=except]::before, .fc-box[data-fc-outcome=removed]::before,
 .fc-box[data-fc-outcome=failed]::before, .fc-badge.fallback { background: #b3261e; }
 @media (max-width: 480px) { body { font-size: 14px; } main { padding: 2px 6px 16px; } .grid td, .grid th { padding: 2px 4px; } }
@@ -210,14 +215,15 @@ pre.report { overflow-x: auto; }
 <div class="top" id="top"><esi:include src="/fragments/header"><div>ACME Intranet</div></esi:include></div>
 <main>
 <p class="legend" id="legend">Each box's badge says where fragcache took its content from for this view: <span class="fc-badge hit">hit</span> from its cache,
-<span class="fc-badge miss">miss</span> fetched in time, <span class="fc-badge pending">pending</span> still loading (its placeholder shows; reload in a few seconds)
+<span class="fc-badge miss">miss</span> fetched in time, <span class="fc-badge streaming">streaming</span> still loading when the page was sent and filled in on this
+view as it arrives, <span class="fc-badge pending">pending</span> still loading (its placeholder shows; reload in a few seconds)
 or <span class="fc-badge fallback">alt</span> <span class="fc-badge fallback">except</span> a fallback for a fragment that failed.</p>
 <div class="grid-boxes">
 <div class="box" id="welcome"><h2>Welcome</h2>
 <esi:vars><p>Hello, <b>$(HTTP_COOKIE{demo_user}|'guest')</b>.
 <a href="/login?name=alice">log in as alice</a> &middot; <a href="/login?name=bob">log in as bob</a> &middot; <a href="/logout">log out</a></p></esi:vars>
 <esi:include src="/fragments/greeting"/>
-<p class="small">Page built by the legacy app (view @N@). Fragments come from fragcache's cache; slow ones show a placeholder until their background fetch is done. Reload to see them fill in.</p>
+<p class="small">Page built by the legacy app (view @N@). Fragments come from fragcache's cache; slow ones show a placeholder until their background fetch is done, then fill in on this same view (the demo streams them: <code>--stream-budget 4s</code>; with <code>--stream-budget 0</code> a reload shows them).</p>
 <p class="small">Logged in, you see the placeholders again at first: a logged-in visitor's fragments are fetched with their cookie and cached for them alone, never shared with the anonymous copy.</p>
 </div>
 <div class="box" id="orders"><h2>Recent orders (about 1 s to build)</h2>

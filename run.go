@@ -183,7 +183,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	logPurgeAPI(log, purges.on())
 	if demo != nil {
-		fmt.Fprintf(stdout, "fragcache demo: open %s://%s/ (reload to see slow fragments fill in); the admin page on http://%s/, metrics on http://%s/metrics\n",
+		fmt.Fprintf(stdout, "fragcache demo: open %s://%s/ (slow fragments fill in as they arrive); the admin page on http://%s/, metrics on http://%s/metrics\n",
 			scheme, displayAddr(ln.Addr()), displayAddr(aln.Addr()), displayAddr(aln.Addr()))
 	}
 	if hk.ready != nil {
