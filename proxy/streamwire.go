@@ -44,8 +44,10 @@ const streamFillScript = `__fragcache(document.currentScript)`
 // StreamScriptHashes are the CSP hash sources of the runtime and fill
 // scripts, as README publishes them.
 func StreamScriptHashes() (runtime, fill string) {
-	return cspHash(streamRuntime), cspHash(streamFillScript)
+	return streamRuntimeHash, streamFillHash
 }
+
+var streamRuntimeHash, streamFillHash = cspHash(streamRuntime), cspHash(streamFillScript)
 
 func cspHash(script string) string {
 	sum := sha256.Sum256([]byte(script))
@@ -155,8 +157,8 @@ func hasFold(b []byte, s string) bool {
 // policy's script policy is its script-src-elem, else script-src, else
 // default-src; one that has none does not restrict scripts; one that
 // allows 'unsafe-inline' without a nonce, a hash or 'strict-dynamic'
-// allows them; any other needs a nonce, and one nonce listed by all of
-// those is reused. ok is false when the page must not stream.
+// allows them, as does one that lists both scripts' hashes; any other
+// needs a nonce, and one nonce listed by all of those is reused. ok is false when the page must not stream.
 func streamPolicy(values []string) (nonce string, ok bool) {
 	var common []string
 	needNonce := false
@@ -168,8 +170,15 @@ func streamPolicy(values []string) (nonce string, ok bool) {
 			}
 			var nonces []string
 			inline, other := false, false
+			runtimeHash, fillHash := false, false
 			for _, s := range srcs {
 				ls := strings.ToLower(s)
+				switch {
+				case s == streamRuntimeHash:
+					runtimeHash = true
+				case s == streamFillHash:
+					fillHash = true
+				}
 				switch {
 				case strings.HasPrefix(ls, "'nonce-") && strings.HasSuffix(ls, "'") && len(s) > len("'nonce-'"):
 					nonces = append(nonces, s[len("'nonce-"):len(s)-1])
@@ -179,8 +188,8 @@ func streamPolicy(values []string) (nonce string, ok bool) {
 					inline = true
 				}
 			}
-			if inline && len(nonces) == 0 && !other {
-				continue
+			if inline && len(nonces) == 0 && !other || runtimeHash && fillHash {
+				continue // allowed inline, or the policy lists both scripts' hashes (README)
 			}
 			if len(nonces) == 0 {
 				return "", false
