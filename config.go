@@ -499,9 +499,11 @@ func loadConfig(args []string, getenv func(string) string, environ []string) (*c
 		}
 	}
 	c.ConfigFile = file
-	if o := c.opt("stream-budget"); c.Demo && o.from.kind == fromDefault {
+	if o := c.opt("stream-budget"); c.Demo && o.from.kind == fromDefault &&
+		c.Proxy.Wait < demoStreamBudget && c.Proxy.FetchTimeout >= demoStreamBudget {
 		// The demo's first view fills in by itself (DESIGN rule 34); an
-		// explicit --stream-budget, variable or file key wins.
+		// explicit --stream-budget, variable or file key wins, and so
+		// does a --wait or --fetch-timeout the budget would not fit.
 		c.Proxy.StreamBudget = demoStreamBudget
 	}
 	c.warnings = append(c.warnings, unknownEnv(environ, c.opts)...)

@@ -536,3 +536,31 @@ func TestLiveOptionsMatchTheProxy(t *testing.T) {
 		t.Errorf("live flags %q, want DESIGN rule 35's that exist: %q", live, want)
 	}
 }
+
+// TestDemoImpliesStreamBudget: --demo streams with a 4s budget (DESIGN
+// rule 34) unless the budget is given, or a given --wait or
+// --fetch-timeout leaves no room for it.
+func TestDemoImpliesStreamBudget(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want time.Duration
+	}{
+		{[]string{"--demo"}, nil, 4 * time.Second},
+		{[]string{"--demo", "--stream-budget", "0"}, nil, 0},
+		{[]string{"--demo", "--stream-budget", "2s"}, nil, 2 * time.Second},
+		{[]string{"--demo"}, map[string]string{"FRAGCACHE_STREAM_BUDGET": "0"}, 0},
+		{[]string{"--demo", "--wait", "5s", "--fetch-timeout", "10s"}, nil, 0},
+		{[]string{"--demo", "--fetch-timeout", "3s"}, nil, 0},
+		{[]string{"--upstream", "http://app:8080"}, nil, 0},
+	} {
+		c, err := loadConfig(tc.args, envOf(tc.env), nil)
+		if err != nil {
+			t.Errorf("%q %v: %v", tc.args, tc.env, err)
+			continue
+		}
+		if c.Proxy.StreamBudget != tc.want {
+			t.Errorf("%q %v: stream budget %v, want %v", tc.args, tc.env, c.Proxy.StreamBudget, tc.want)
+		}
+	}
+}
