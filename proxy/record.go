@@ -234,7 +234,10 @@ func (r *fragRecord) UnmarshalBinary(data []byte) error {
 		v.body = []byte{}
 	}
 	if v.esi {
-		tpl, _ := fragment.Parse(v.body, fragment.Limits{}) // errors were counted when it was fetched
+		// Errors were counted when it was fetched. Streamed either way: the
+		// replica that reads it may stream pages when the one that
+		// fetched it did not.
+		tpl, _ := fragment.Parse(v.body, fragment.Limits{Stream: true})
 		if tpl == nil || !tpl.HasESI() {
 			return fmt.Errorf("%w: esi flag on a body without ESI", errBadRecord)
 		}
