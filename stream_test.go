@@ -3,10 +3,13 @@ package main
 import (
 	"io"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"fragcache/proxy"
 )
 
 // chunk is one read of a streamed body and when it arrived.
@@ -170,5 +173,21 @@ func TestStreamCSP(t *testing.T) {
 	body := joinChunks(cs)
 	if n := strings.Count(body, `<script nonce="Zm9vYmFy">`); n != 2 || strings.Contains(body, "<script>") {
 		t.Errorf("want both scripts with the page's nonce: %q", body)
+	}
+}
+
+// TestReadmePublishesStreamScriptHashes: README gives the SHA-256 of both
+// inline scripts as they are (precise rule 31).
+func TestReadmePublishesStreamScriptHashes(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(readme)), " ")
+	rt, fill := proxy.StreamScriptHashes()
+	for _, h := range []string{rt, fill} {
+		if !strings.Contains(text, "`"+h+"`") {
+			t.Errorf("README does not publish %s", h)
+		}
 	}
 }
