@@ -1,6 +1,9 @@
 package fragment
 
-import "bytes"
+import (
+	"bytes"
+	"slices"
+)
 
 // What a page may stream (DESIGN.md, precise rule 29). The parser does not
 // model HTML; after parsing, one pass over the template's literal text
@@ -40,6 +43,7 @@ const (
 	ctxAfter                  // after </body> or </html>
 	ctxForeign                // inside svg or math
 	ctxInert                  // inside a <template> of the page's own
+	ctxTable                  // in a table, row or section, not in a cell: text there is moved out
 )
 
 // scanStream sets the streamable flag of every include, the tail and the
@@ -129,13 +133,25 @@ func (s *streamScan) tokenize(ctx []htmlCtx, metaCSP *bool) (lastBody int) {
 	var (
 		inHead, inBody, after bool
 		foreign, inert        int
+		// tables is the nesting of tables ('t') and their cells and
+		// captions ('c'): an include whose innermost one is a table sits
+		// where a browser moves text out in front of the table (foster
+		// parenting), away from its anchors.
+		tables []byte
 	)
+	popTo := func(k byte) {
+		for len(tables) > 0 && tables[len(tables)-1] != k {
+			tables = tables[:len(tables)-1]
+		}
+	}
 	flow := func() htmlCtx {
 		switch {
 		case inert > 0:
 			return ctxInert
 		case foreign > 0:
 			return ctxForeign
+		case len(tables) > 0 && tables[len(tables)-1] == 't':
+			return ctxTable
 		case after:
 			return ctxAfter
 		case inHead:
@@ -199,6 +215,22 @@ func (s *streamScan) tokenize(ctx []htmlCtx, metaCSP *bool) (lastBody int) {
 				if inert > 0 {
 					inert--
 				}
+			case "table":
+				if inert == 0 {
+					popTo('t')
+					if len(tables) > 0 {
+						tables = tables[:len(tables)-1]
+					}
+				}
+			case "td", "th", "caption":
+				if inert == 0 && slices.Contains(tables, 'c') {
+					popTo('c')
+					tables = tables[:len(tables)-1]
+				}
+			case "tr", "tbody", "thead", "tfoot":
+				if inert == 0 {
+					popTo('t')
+				}
 			}
 			i = end
 		case len(rest) > 1 && isLetter(rest[1]):
@@ -222,6 +254,19 @@ func (s *streamScan) tokenize(ctx []htmlCtx, metaCSP *bool) (lastBody int) {
 				}
 			case "template":
 				inert++
+			case "table":
+				if inert == 0 {
+					tables = append(tables, 't')
+				}
+			case "td", "th", "caption":
+				if inert == 0 && len(tables) > 0 {
+					popTo('t')
+					tables = append(tables, 'c')
+				}
+			case "tr", "tbody", "thead", "tfoot":
+				if inert == 0 {
+					popTo('t')
+				}
 			case "meta":
 				if isMetaCSP(b[j:end]) {
 					*metaCSP = true
@@ -300,12 +345,13 @@ func quotedValueAhead(b []byte, j int) bool {
 
 var knownNames = [...]string{
 	"body", "head", "html", "svg", "math", "template", "meta",
+	"table", "td", "th", "tr", "tbody", "thead", "tfoot", "caption",
 	"script", "style", "title", "textarea", "xmp", "iframe",
 	"noembed", "noframes", "noscript", "plaintext",
 }
 
 func knownName(b []byte) string {
-	if len(b) < 3 || len(b) > 9 {
+	if len(b) < 2 || len(b) > 9 {
 		return ""
 	}
 	for _, n := range knownNames {

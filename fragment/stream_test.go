@@ -32,6 +32,14 @@ func TestStreamable(t *testing.T) {
 		{"div in body", `<html><head></head><body><div>` + inc + `</div></body></html>`, "y"},
 		{"table cell", `<body><table><tr><td>` + inc + `</td></tr></table></body>`, "y"},
 		{"list", `<body><ul><li>` + inc + `</li></ul></body>`, "y"},
+		// Text directly in a table, section or row is moved out in front
+		// of the table by the browser, away from its anchors.
+		{"table rows", `<body><table><tbody>` + inc + `<tr><th>` + inc + `</th></tr>` + inc + `</tbody></table>` + inc + `</body>`, "nyny"},
+		{"table row", `<body><table><tr>` + inc + `<td>a<td>` + inc + `</table></body>`, "ny"},
+		{"unclosed cell then a row", `<body><table><tr><td>a<tr>` + inc + `</table></body>`, "n"},
+		{"caption", `<body><TABLE><caption>` + inc + `</caption></TABLE></body>`, "y"},
+		{"table in a cell", `<body><table><tr><td><table>` + inc + `</table>` + inc + `</td></tr>` + inc + `</table></body>`, "nyn"},
+		{"table in a template", `<body><template><table></template>` + inc + `</body>`, "y"},
 		{"head", `<html><head>` + inc + `</head><body>` + inc + `</body>`, "ny"},
 		{"before body", `<!doctype html><html>` + inc + `<body>x</body>`, "n"},
 		{"after body", `<body>x</body>` + inc + `</html>`, "n"},
