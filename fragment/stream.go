@@ -61,6 +61,7 @@ func (p *parser) scanStream() {
 	// Flatten: text and variables render, directives do not. A variable's
 	// value is HTML-escaped, so it never opens markup: it is left out.
 	var closes []int32 // the end ops of the open blocks
+	opOf := make([]int, len(t.incs))
 	for i := range t.ops {
 		o := &t.ops[i]
 		for len(closes) > 0 && closes[len(closes)-1] < int32(i) {
@@ -74,6 +75,7 @@ func (p *parser) scanStream() {
 			s.flat = append(s.flat, t.src[o.start:o.end]...)
 		case o.kind == opInclude:
 			s.at[o.arg] = int32(len(s.flat))
+			opOf[o.arg] = i
 		}
 		if o.kind >= opInclude && o.close > int32(i) {
 			closes = append(closes, o.close)
@@ -83,7 +85,11 @@ func (p *parser) scanStream() {
 	tail := s.tokenize(ctx, &t.metaCSP)
 	for k := range t.incs {
 		n := &t.incs[k]
-		n.streamable = ctx[k] == ctxFlow && !n.inAttempt && !n.deferred && s.at[k] >= 0
+		c := ctx[k]
+		if c == ctxTable && rowsOnly(t, opOf[k]) {
+			c = ctxFlow // anchors, comments and rows stay where a table has them
+		}
+		n.streamable = c == ctxFlow && !n.inAttempt && !n.deferred && s.at[k] >= 0
 	}
 	if tail < 0 {
 		return
@@ -286,6 +292,21 @@ func (s *streamScan) tokenize(ctx []htmlCtx, metaCSP *bool) (lastBody int) {
 	}
 	mark(len(b)+1, flow())
 	return lastBody
+}
+
+// rowsOnly reports whether the placeholder of the include at op i is
+// nothing, or table rows: what a browser keeps in place in a table.
+func rowsOnly(t *Template, i int) bool {
+	var ph []byte
+	for j := i + 1; j < int(t.ops[i].close); j++ {
+		if o := &t.ops[j]; o.kind == opText {
+			ph = append(ph, t.src[o.start:o.end]...)
+		} else {
+			return false // a variable or a directive: text of unknown form
+		}
+	}
+	ph = bytes.TrimSpace(ph)
+	return len(ph) == 0 || hasPrefixFold(ph, "<tr") && len(ph) > 3 && (ph[3] == '>' || isSpace(ph[3])) && ph[len(ph)-1] == '>'
 }
 
 func isLetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }

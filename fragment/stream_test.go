@@ -26,6 +26,7 @@ func streamFlags(t *testing.T, body string) string {
 
 func TestStreamable(t *testing.T) {
 	const inc = `<esi:include src="/f"/>`
+	const txt = `<esi:include src="/t">wait</esi:include>` // a text placeholder
 	cases := []struct {
 		name, body, want string
 	}{
@@ -34,11 +35,13 @@ func TestStreamable(t *testing.T) {
 		{"list", `<body><ul><li>` + inc + `</li></ul></body>`, "y"},
 		// Text directly in a table, section or row is moved out in front
 		// of the table by the browser, away from its anchors.
-		{"table rows", `<body><table><tbody>` + inc + `<tr><th>` + inc + `</th></tr>` + inc + `</tbody></table>` + inc + `</body>`, "nyny"},
-		{"table row", `<body><table><tr>` + inc + `<td>a<td>` + inc + `</table></body>`, "ny"},
-		{"unclosed cell then a row", `<body><table><tr><td>a<tr>` + inc + `</table></body>`, "n"},
+		{"table rows", `<body><table><tbody>` + txt + `<tr><th>` + inc + `</th></tr>` + txt + `</tbody></table>` + inc + `</body>`, "nyny"},
+		{"table row", `<body><table><tr>` + txt + `<td>a<td>` + txt + `</table></body>`, "ny"},
+		{"unclosed cell then a row", `<body><table><tr><td>a<tr>` + txt + `</table></body>`, "n"},
 		{"caption", `<body><TABLE><caption>` + inc + `</caption></TABLE></body>`, "y"},
-		{"table in a cell", `<body><table><tr><td><table>` + inc + `</table>` + inc + `</td></tr>` + inc + `</table></body>`, "nyn"},
+		{"table in a cell", `<body><table><tr><td><table>` + txt + `</table>` + txt + `</td></tr>` + txt + `</table></body>`, "nyn"},
+		{"rows placeholder in a table", `<body><table><tbody><esi:include src="/a"> <tr><td>wait</td></tr> </esi:include>` + inc + txt +
+			`<esi:include src="/c"><trx>no</trx></esi:include></tbody></table></body>`, "yynn"},
 		{"table in a template", `<body><template><table></template>` + inc + `</body>`, "y"},
 		{"head", `<html><head>` + inc + `</head><body>` + inc + `</body>`, "ny"},
 		{"before body", `<!doctype html><html>` + inc + `<body>x</body>`, "n"},
