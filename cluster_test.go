@@ -263,7 +263,11 @@ func cluster(t *testing.T, n int, rd *redistest.Server, upstream string, env []s
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rs[i] = startReplica(t, env, append([]string{"--upstream", upstream, "--redis", rd.URL()}, args...)...)
+			// A generous --redis-timeout: on a loaded test machine a Redis
+			// answer can take longer than the 25 ms default, which opens
+			// the breaker and lets each replica fetch on its own. The
+			// tests of that path give their own (a later flag wins).
+			rs[i] = startReplica(t, env, append([]string{"--upstream", upstream, "--redis", rd.URL(), "--redis-timeout", "2s"}, args...)...)
 		}()
 	}
 	wg.Wait()
@@ -306,6 +310,17 @@ func TestClusterOneFetchPerFragment(t *testing.T) {
 	for i := range 10 {
 		if n := o.count(fmt.Sprintf("/f/%d", i)); n != 1 {
 			t.Errorf("/f/%d fetched %d times from the origin, want 1", i, n)
+		}
+	}
+	if t.Failed() {
+		for i, r := range rs {
+			t.Logf("replica %d: L2 timeouts %v, breaker_open %v, errors %v; lock waits failed %v, expired %v, timeout %v", i,
+				r.metric(t, "fragcache_l2_requests_total", `result="timeout"`),
+				r.metric(t, "fragcache_l2_requests_total", `result="breaker_open"`),
+				r.metric(t, "fragcache_l2_requests_total", `result="error"`),
+				r.metric(t, "fragcache_l2_lock_waits_total", `result="failed"`),
+				r.metric(t, "fragcache_l2_lock_waits_total", `result="expired"`),
+				r.metric(t, "fragcache_l2_lock_waits_total", `result="timeout"`))
 		}
 	}
 	var waits float64
