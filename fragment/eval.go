@@ -2,6 +2,7 @@ package fragment
 
 import (
 	"strings"
+	"sync/atomic"
 )
 
 // Eval is one request's evaluation of a template: the chosen branches and the
@@ -151,6 +152,20 @@ func (e *Eval) addInclude(i int) {
 	}
 	e.incOf[o.arg] = int32(k)
 	e.Includes = append(e.Includes, inc)
+}
+
+// Memo returns a value the caller may keep with inc's include element
+// across every evaluation of the template, for what it derives from the
+// src alone (its resolution against a configuration, say); nil when the
+// src holds variables, whose value differs between requests. inc must be
+// one of e.Includes. The template never reads the value; it is safe for
+// concurrent use, and lives as long as the template.
+func (e *Eval) Memo(inc *Include) *atomic.Value {
+	o := &e.t.ops[inc.node]
+	if n := &e.t.incs[o.arg]; n.src.parts != nil || n.src.err != nil {
+		return nil
+	}
+	return &e.t.memos[o.arg]
 }
 
 // expandURL substitutes the variables of a src or alt attribute.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -92,6 +93,9 @@ func Parse(body []byte, lim Limits) (*Template, error) {
 	p.t = &Template{src: p.src}
 	p.bodyVars.reset(p.src)
 	p.run()
+	if len(p.t.incs) > 0 {
+		p.t.memos = make([]atomic.Value, len(p.t.incs))
+	}
 	return p.t, p.err()
 }
 

@@ -1,6 +1,9 @@
 package fragment
 
-import "unsafe"
+import (
+	"sync/atomic"
+	"unsafe"
+)
 
 // Template is a parsed body: literal byte spans plus ESI directives. A
 // Template is immutable and safe for concurrent use by many goroutines
@@ -17,6 +20,9 @@ type Template struct {
 	metaCSP bool  // the markup declares a Content-Security-Policy in a meta element
 	tailOp  int32 // the text op holding the tail's start, or len(ops)
 	tailAt  int32 // the tail's offset in src (see Tail)
+	// memos holds, per incs entry, what a caller keeps for an include whose
+	// src is literal (Eval.Memo); the template never reads it.
+	memos []atomic.Value
 }
 
 type opKind uint8
@@ -71,7 +77,8 @@ func (t *Template) Size() int {
 		cap(t.ops)*int(unsafe.Sizeof(op{})) +
 		cap(t.incs)*int(unsafe.Sizeof(incNode{})) +
 		cap(t.vars)*int(unsafe.Sizeof(varRef{})) +
-		cap(t.exprs)*int(unsafe.Sizeof(exprNode{}))
+		cap(t.exprs)*int(unsafe.Sizeof(exprNode{})) +
+		cap(t.memos)*int(unsafe.Sizeof(atomic.Value{}))
 	for i := range t.incs {
 		n += t.incs[i].src.size() + t.incs[i].alt.size()
 	}
@@ -82,6 +89,16 @@ func (t *Template) Size() int {
 		n += len(t.exprs[i].lit)
 	}
 	return n
+}
+
+// IncludeSrcs returns how many include elements the template holds and
+// the length of their src attributes together: what sizes the values a
+// caller keeps with Eval.Memo.
+func (t *Template) IncludeSrcs() (n, srcBytes int) {
+	for i := range t.incs {
+		srcBytes += len(t.incs[i].src.raw)
+	}
+	return len(t.incs), srcBytes
 }
 
 // walkRaw calls fn for every piece of the template in order with its raw

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -301,7 +302,11 @@ func (c *composer) startAlt(n *node, s *slot, inc *fragment.Include) {
 // startSrc resolves src and looks it up in the store, leaving s with a
 // value, a flight to wait for, or a final state.
 func (c *composer) startSrc(n *node, s *slot, inc *fragment.Include, src string) {
-	rs := c.env.src.resolveSrc(src, c.requestURI)
+	var memo *atomic.Value
+	if !s.isAlt {
+		memo = n.e.Memo(inc)
+	}
+	rs := c.env.src.resolveMemo(memo, src, c.requestURI)
 	if rs.err != nil {
 		c.env.m.ESIErrors[metrics.ErrSrcNotAllowed].Inc()
 		s.state, s.lookup = stFailed, outDenied

@@ -426,7 +426,7 @@ func (f *fetcher) entry(key string, a *loadArg, h *fasthttp.ResponseHeader, body
 		StaleUntil: v.stale,
 	}
 	if v.tpl != nil {
-		e.Cost += int64(v.tpl.Size())
+		e.Cost += int64(v.tpl.Size()) + memoCost(v.tpl)
 	}
 
 	// Where the response may be stored, and who may be served it, is

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"fragcache/fragment"
 	"reflect"
 	"strings"
 	"testing"
@@ -139,5 +140,57 @@ func TestResolvedSrcsStartOverWhenFull(t *testing.T) {
 	first := p.live.Load().env.src.resolveSrc("/widgets/orders", page)
 	if again := p.live.Load().env.src.resolveSrc("/widgets/orders", page); again != first {
 		t.Error("a src seen after the table filled up is resolved again on every page")
+	}
+}
+
+// TestTemplateKeepsResolutions: an include with a literal src keeps its
+// resolution with its template, so a page whose srcs the table has
+// forgotten (more distinct srcs in use than it holds) is not resolved
+// again; after a reload the resolution is made again under the new
+// configuration; a src with variables, and an alt, are resolved as before.
+func TestTemplateKeepsResolutions(t *testing.T) {
+	p := newTestProxy(t)
+	tpl, err := fragment.Parse([]byte(`<esi:include src="/widgets/a"/><esi:include src="/w/b?q=$(QUERY_STRING)"/>`), fragment.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e fragment.Eval
+	tpl.Evaluate(&fragment.RequestVars{Query: "x=1"}, &e)
+	page := func() string { return "/" }
+	lit, vars := &e.Includes[0], &e.Includes[1]
+	sr := p.live.Load().env.src
+	first := sr.resolveMemo(e.Memo(lit), lit.Src, page)
+	if first.err != nil || first.t.uri != "/widgets/a" {
+		t.Fatalf("resolution: %+v", first)
+	}
+	kept := func(sr *sources) int64 { return sr.srcs.cur.Load().n.Load() + sr.srcs.prev.Load().n.Load() }
+	sr.srcs = newGenMap[*resolvedSrc](maxSrcs, maxSrcBytes) // the table forgot everything
+	if again := sr.resolveMemo(e.Memo(lit), lit.Src, page); again != first {
+		t.Error("a literal src is resolved again once the table forgot it")
+	}
+	if n := kept(sr); n != 0 {
+		t.Errorf("the memo's hit went through the table (%d srcs kept)", n)
+	}
+	if e.Memo(vars) != nil {
+		t.Fatal("a src with a variable has a memo")
+	}
+	sr.resolveMemo(e.Memo(vars), vars.Src, page)
+	if n := kept(sr); n != 1 {
+		t.Errorf("a src with a variable: %d srcs kept, want 1 (resolved through the table)", n)
+	}
+
+	if err := p.Reload(p.cfg); err != nil {
+		t.Fatal(err)
+	}
+	next := p.live.Load().env.src
+	if next == sr {
+		t.Fatal("the reload kept the sources")
+	}
+	after := next.resolveMemo(e.Memo(lit), lit.Src, page)
+	if after == first || kept(next) != 1 {
+		t.Error("after a reload the template's resolution of the old configuration is used")
+	}
+	if again := next.resolveMemo(e.Memo(lit), lit.Src, page); again != after {
+		t.Error("the resolution made after the reload is not kept")
 	}
 }

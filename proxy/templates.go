@@ -64,7 +64,7 @@ func (c *templateCache) get(body []byte, lim fragment.Limits) (*fragment.Templat
 	}
 	c.m.TemplateMisses.Inc()
 	tpl, err := fragment.Parse(body, lim)
-	cost := int64(len(body)) + int64(tpl.Size()) + 128
+	cost := tplCost(body, tpl)
 	if cost > c.budget/8 {
 		return tpl, err
 	}
@@ -79,16 +79,22 @@ func (c *templateCache) get(body []byte, lim fragment.Limits) (*fragment.Templat
 	}
 	delete(c.seen, k)
 	if old, ok := c.entries[k]; ok {
-		c.cost -= int64(len(old.body)) + int64(old.tpl.Size()) + 128
+		c.cost -= tplCost(old.body, old.tpl)
 	}
 	for key, old := range c.entries { // random order: evict arbitrary entries
 		if c.cost+cost <= c.budget {
 			break
 		}
-		c.cost -= int64(len(old.body)) + int64(old.tpl.Size()) + 128
+		c.cost -= tplCost(old.body, old.tpl)
 		delete(c.entries, key)
 	}
 	c.entries[k] = &tplEntry{body: append([]byte(nil), body...), tpl: tpl, err: err}
 	c.cost += cost
 	return tpl, err
+}
+
+// tplCost is what a cached template holds: its body, its parse and the
+// memos of its includes.
+func tplCost(body []byte, tpl *fragment.Template) int64 {
+	return int64(len(body)) + int64(tpl.Size()) + memoCost(tpl) + 128
 }

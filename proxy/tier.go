@@ -262,7 +262,7 @@ func (t *tier) decode(key string, a *loadArg, le *l2.Entry, refresh bool) (fragE
 		StaleUntil: le.StaleUntil,
 	}
 	if r.tpl != nil {
-		e.Cost += int64(r.tpl.Size())
+		e.Cost += int64(r.tpl.Size()) + memoCost(r.tpl)
 	}
 	if shared := fragmentKey(scopeShared, a.keyURL, a.lang); r.serveScope == scopeShared && shared != key {
 		// A shared answer found under a narrower key: L1 keeps it under

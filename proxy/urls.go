@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"fragcache/fragment"
 	"fragcache/metrics"
 )
 
@@ -192,6 +193,38 @@ func (sr *sources) matchRule(t *target) *rule {
 		}
 	}
 	return nil
+}
+
+// srcMemo is a resolution kept with a template's include element
+// (fragment.Eval.Memo), valid for the sources that made it.
+type srcMemo struct {
+	sr *sources
+	rs *resolvedSrc
+}
+
+// resolveMemo is resolveSrc for an include whose src is literal, with its
+// template's memo m (nil for any other src). A template that is cached
+// keeps its includes' resolutions as long as it is, so a page is not
+// resolved again when the table of srcs has forgotten them: with more
+// distinct srcs in use than the table holds, most lookups would miss it
+// and pay the resolution, the keys and a put.
+func (sr *sources) resolveMemo(m *atomic.Value, src string, pageURI func() string) *resolvedSrc {
+	if m == nil || !pageIndependent(src) || len(src) > maxSrcLen {
+		return sr.resolveSrc(src, pageURI)
+	}
+	if v, _ := m.Load().(*srcMemo); v != nil && v.sr == sr {
+		return v.rs
+	}
+	rs := sr.resolveSrc(src, pageURI)
+	m.Store(&srcMemo{sr: sr, rs: rs})
+	return rs
+}
+
+// memoCost is what the memos of tpl's includes may hold: a srcMemo and a
+// resolution each, sized as the table of srcs sizes one.
+func memoCost(tpl *fragment.Template) int64 {
+	n, srcBytes := tpl.IncludeSrcs()
+	return int64(n)*(256+32) + 3*int64(srcBytes)
 }
 
 // resolveSrc returns the resolution of src on the page pageURI (computed
