@@ -5,7 +5,7 @@
 //
 //	curvetool fill     -base URL -n 100 -pages 1000 [-conc 32]
 //	curvetool stampede -bases URL,URL,URL -path '/page?n=10&v=T' [-c 200]
-//	curvetool l2hit    -bases URL,URL -n 10 -tags 200
+//	curvetool l2hit    -bases URL,URL [-path /page] -n 10 -tags 200
 //
 // Every URL must be on loopback. Pages are the bench origin's
 // /page?n=N&v=TAG (or /ssi-page); a page is complete when it holds N
@@ -199,7 +199,8 @@ func stampede(args []string) error {
 // has seen (L1 and L2 miss). It reports p50 and p99 of each.
 func l2hit(args []string) error {
 	fs := flag.NewFlagSet("l2hit", flag.ContinueOnError)
-	bases := fs.String("bases", "", "two nodes, comma-separated; node 1 must share node 0's L2")
+	bases := fs.String("bases", "", "two nodes, comma-separated; node 1 shares node 0's L2, if there is one")
+	path := fs.String("path", "/page", "the page's path (/page or /ssi-page)")
 	n := fs.Int("n", 10, "includes per page")
 	tags := fs.Int("tags", 200, "pages measured")
 	if err := fs.Parse(args); err != nil {
@@ -216,7 +217,7 @@ func l2hit(args []string) error {
 	var l2, l1, cold []time.Duration
 	incomplete := 0
 	for k := range *tags {
-		page := fmt.Sprintf("/page?n=%d&v=h%s-%d", *n, run, k)
+		page := fmt.Sprintf("%s?n=%d&v=h%s-%d", *path, *n, run, k)
 		filled := false
 		for range 50 {
 			if code, got, _, err := get(nodes[0] + page); err == nil && code == 200 && got == *n {
@@ -239,7 +240,7 @@ func l2hit(args []string) error {
 		l2 = append(l2, d)
 		_, _, d, _ = get(nodes[1] + page)
 		l1 = append(l1, d)
-		_, _, d, _ = get(nodes[1] + fmt.Sprintf("/page?n=%d&v=c%s-%d", *n, run, k))
+		_, _, d, _ = get(nodes[1] + fmt.Sprintf("%s?n=%d&v=c%s-%d", *path, *n, run, k))
 		cold = append(cold, d)
 	}
 	for _, s := range [][]time.Duration{l1, l2, cold} {
