@@ -195,3 +195,33 @@ func FuzzScopeCookies(f *testing.F) {
 		}
 	})
 }
+
+// FuzzResolveFast: a src the fast path takes resolves to exactly the
+// target the URL parser gives it, whatever the page, and the fast path
+// never takes one the parser refuses.
+func FuzzResolveFast(f *testing.F) {
+	for _, s := range []string{"/frag/1?v=f2", "/widgets/orders", "/a/./b", "/a/../b", "/a?", "/a//b", "//cdn.example/x",
+		"/.well-known/x", "/a.b/c.d", "/a?b#c", "/a#b", "/a?%zz&x=%41", "/~u/x-y_z.html?q=a+b&c=%20", "/A/B?Q=1;2",
+		"/é", "/a%2Fb", "/a?b\\c", "/a?b\x7f", "/" + strings.Repeat("a", 8192)} {
+		f.Add(s)
+	}
+	r, err := newReach("http://App.Example:8080", []string{"cdn.example", "App.Example:9090"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		fast, ok := r.resolveFast(src)
+		if !ok {
+			return
+		}
+		for _, page := range []string{"/", "/p/q?x=1", "/deep/a/b/c/"} {
+			slow, err := r.resolveURL(page, src)
+			if err != nil {
+				t.Fatalf("resolveFast(%q) took a src the parser refuses: %v", src, err)
+			}
+			if fast != slow {
+				t.Fatalf("resolveFast(%q) = %+v, the parser on page %q gives %+v", src, fast, page, slow)
+			}
+		}
+	})
+}
