@@ -5,6 +5,7 @@ import (
 	"flag"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,4 +127,60 @@ func benchRistrettoGet(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// BenchmarkLookupHitPopulation: the cost of a hit as the number of cached
+// entries grows (keys drawn at random over all of them, entries of 1 KiB's
+// cost), the store's share of the scaling curve in docs/performance.md:
+//
+//	go test -run '^$' -bench LookupHitPopulation -cpu 2 ./cachestore/
+func BenchmarkLookupHitPopulation(b *testing.B) {
+	for _, n := range []int{10_000, 100_000, 1_000_000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			keys := make([]string, n)
+			for i := range keys {
+				keys[i] = "frag:other|http://127.0.0.1:8080/frag/" + strconv.Itoa(i%100) + "?v=f" + strconv.Itoa(i/100)
+			}
+			s, err := New(Config{MaxCost: 3 << 30}, &fakeLoader{answer: func(_ context.Context, key string, _ any, _ bool) (Entry[any], error) {
+				e := ttlEntry(key, time.Hour, time.Hour)
+				e.Cost = 1 << 10
+				return e, nil
+			}}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			// A set ristretto dropped is loaded again until every key hits.
+			for range 10 {
+				missing := 0
+				for _, k := range keys {
+					if r := s.LookupIn(0, k, nil); r.Status == Miss {
+						missing++
+						if r.Flight != nil {
+							_, _ = waitFlight(context.Background(), r.Flight)
+						}
+					}
+				}
+				s.Wait()
+				if missing == 0 {
+					break
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			var misses atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				x := uint64(time.Now().UnixNano()) | 1
+				for pb.Next() {
+					x ^= x << 13
+					x ^= x >> 7
+					x ^= x << 17
+					if s.LookupIn(0, keys[x%uint64(n)], nil).Status != Hit {
+						misses.Add(1)
+					}
+				}
+			})
+			b.ReportMetric(float64(misses.Load())/float64(b.N), "misses/op")
+		})
+	}
 }
