@@ -34,8 +34,8 @@ BENCH=${BENCH:-$TOP/../shared/bench}
 REPEAT=${REPEAT:-3} DUR=${DUR:-8} REDIS_TIMEOUT=${REDIS_TIMEOUT:-25ms}
 PHASES=${PHASES:-stampede warm l2hit} SYSTEMS=${SYSTEMS:-fragcache fragcache-local nginx varnish}
 OUT=${1:-$HERE/results/cluster.csv}
-OP=${ORIGIN_PORT:-38480} RP=${REDIS_PORT:-38489}
-FC=(38481 38482 38483) FL=(38484 38485 38486) NG=(38491 38492 38493) VA=(38494 38495 38496)
+OP=${ORIGIN_PORT:-24480} RP=${REDIS_PORT:-24489}
+FC=(24481 24482 24483) FL=(24484 24485 24486) NG=(24491 24492 24493) VA=(24494 24495 24496)
 PATH="$PATH:/usr/sbin:/sbin"
 for t in nginx varnishd redis-server wrk curl go; do command -v "$t" >/dev/null || { echo "$t not found" >&2; exit 2; }; done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"

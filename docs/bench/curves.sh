@@ -29,7 +29,7 @@ BENCH=${BENCH:-$TOP/../shared/bench}
 REPEAT=${REPEAT:-3} DUR=${DUR:-8}
 PARTS=${PARTS:-includes size population conns}
 OUT=${1:-$HERE/results/curves.csv}
-OP=${ORIGIN_PORT:-38180} VP=${VARNISH_PORT:-38181} NP=${NGINX_PORT:-38182} CP=${CANDIDATE_PORT:-38183}
+OP=${ORIGIN_PORT:-24180} VP=${VARNISH_PORT:-24181} NP=${NGINX_PORT:-24182} CP=${CANDIDATE_PORT:-24183}
 PATH="$PATH:/usr/sbin:/sbin"
 for t in nginx varnishd wrk curl go; do command -v "$t" >/dev/null || { echo "$t not found" >&2; exit 2; }; done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -96,7 +96,7 @@ ticks() { # SYSTEM: user + system clock ticks of its processes
 }
 pss() { # SYSTEM: bytes of Pss of its processes
     local t=0 q
-    for q in $(procs "$1"); do t=$((t + $(awk '/^Pss:/{print $2 * 1024}' "/proc/$q/smaps_rollup"))); done
+    for q in $(procs "$1"); do t=$((t + $(awk '/^Pss:/{printf "%d", $2 * 1024}' "/proc/$q/smaps_rollup"))); done
     echo "$t"
 }
 hz=$(getconf CLK_TCK)

@@ -19,7 +19,7 @@ TOP=$(cd "$HERE/../.." && pwd)
 BENCH=${BENCH:-$TOP/../shared/bench}
 REPEAT=${REPEAT:-3}
 OUT=${1:-$HERE/results/stream-s3o.csv}
-OP=${ORIGIN_PORT:-38080} VP=${VARNISH_PORT:-38081} NP=${NGINX_PORT:-38082} CP=${CANDIDATE_PORT:-38083}
+OP=${ORIGIN_PORT:-24080} VP=${VARNISH_PORT:-24081} NP=${NGINX_PORT:-24082} CP=${CANDIDATE_PORT:-24083}
 PATH="$PATH:/usr/sbin:/sbin"
 for t in nginx varnishd go; do command -v "$t" >/dev/null || { echo "$t not found" >&2; exit 2; }; done
 
