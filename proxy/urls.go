@@ -161,12 +161,14 @@ type sources struct {
 	rules    []rule
 	hints    *urlTable
 	srcs     *genMap[*resolvedSrc]
+	gen      uint64 // from sourcesGen: which memos (srcMemo) are this one's
 	m        *metrics.Metrics
 	variants [2]fragFwd // the forwardings whose keys are precomputed
 }
 
 func newSources(r *reach, cfg *Config, m *metrics.Metrics, fw *forwarding, hints *urlTable) *sources {
-	sr := &sources{reach: r, hints: hints, srcs: newGenMap[*resolvedSrc](maxSrcs, maxSrcBytes), m: m, variants: fw.forwardVariants()}
+	sr := &sources{reach: r, hints: hints, srcs: newGenMap[*resolvedSrc](maxSrcs, maxSrcBytes), gen: sourcesGen.Add(1),
+		m: m, variants: fw.forwardVariants()}
 	for _, fr := range cfg.Fragments {
 		name := fr.Name
 		if name == "" {
@@ -196,11 +198,16 @@ func (sr *sources) matchRule(t *target) *rule {
 }
 
 // srcMemo is a resolution kept with a template's include element
-// (fragment.Eval.Memo), valid for the sources that made it.
+// (fragment.Eval.Memo), valid for the sources that made it. It names them
+// by their generation, not by pointer: a template that outlives a reload
+// must not keep the old sources' table of srcs alive.
 type srcMemo struct {
-	sr *sources
-	rs *resolvedSrc
+	gen uint64
+	rs  *resolvedSrc
 }
+
+// sourcesGen numbers the sources each configuration builds.
+var sourcesGen atomic.Uint64
 
 // resolveMemo is resolveSrc for an include whose src is literal, with its
 // template's memo m (nil for any other src). A template that is cached
@@ -212,11 +219,11 @@ func (sr *sources) resolveMemo(m *atomic.Value, src string, pageURI func() strin
 	if m == nil || !pageIndependent(src) || len(src) > maxSrcLen {
 		return sr.resolveSrc(src, pageURI)
 	}
-	if v, _ := m.Load().(*srcMemo); v != nil && v.sr == sr {
+	if v, _ := m.Load().(*srcMemo); v != nil && v.gen == sr.gen {
 		return v.rs
 	}
 	rs := sr.resolveSrc(src, pageURI)
-	m.Store(&srcMemo{sr: sr, rs: rs})
+	m.Store(&srcMemo{gen: sr.gen, rs: rs})
 	return rs
 }
 
