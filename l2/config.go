@@ -153,19 +153,10 @@ func (cfg Config) withDefaults() (Config, *redis.Options, error) {
 	return cfg, opt, nil
 }
 
-// minIdleConns is how many connections the pool keeps open and idle
-// unless the URL says otherwise (min_idle_conns): the first burst of
-// requests after start or a quiet spell (a cold page's includes, a
-// stampede) then finds them dialled. Dialling one per request under load
-// took longer than --redis-timeout, which opens the breaker and lets every
-// replica fetch the same fragments on its own.
-const minIdleConns = 8
-
 // tuneOptions makes go-redis fail within timeout and never on its own
 // retry: no command retries, one dial attempt, every deadline at the
 // operation timeout, client-side caching off, RESP2 (no HELLO, no push
-// notifications), no CLIENT SETINFO on connect (ACL-limited users), and
-// keeps minIdleConns connections ready.
+// notifications), no CLIENT SETINFO on connect (ACL-limited users).
 func tuneOptions(opt *redis.Options, timeout time.Duration) {
 	opt.Protocol = 2
 	opt.MaxRetries = -1
@@ -175,9 +166,6 @@ func tuneOptions(opt *redis.Options, timeout time.Duration) {
 	opt.WriteTimeout = timeout
 	opt.PoolTimeout = timeout
 	opt.ContextTimeoutEnabled = true
-	if opt.MinIdleConns == 0 {
-		opt.MinIdleConns = minIdleConns
-	}
 	opt.DisableIdentity = true
 	opt.ClientSideCacheConfig = nil
 	opt.ClientSideCache = nil

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"fragcache/internal/redistest"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // Tests against a real redis-server (internal/redistest): exclusivity and
@@ -646,43 +644,5 @@ func TestResubscribes(t *testing.T) {
 		}
 	case <-time.After(time.Second):
 		t.Fatal("waiter not woken within 1 s after the resubscription")
-	}
-}
-
-// TestPoolKeepsConnectionsReady: the pool dials 8 connections by itself
-// and keeps them, so that the first burst of requests (a cold page's
-// includes) does not dial under load; a URL's min_idle_conns wins.
-func TestPoolKeepsConnectionsReady(t *testing.T) {
-	s := redistest.Start(t)
-	c, rec := newClient(t, s.URL())
-	eventually(t, 5*time.Second, "the pool holds its idle connections", func() bool {
-		return c.rdb.PoolStats().IdleConns >= 8
-	})
-	misses := c.rdb.PoolStats().Misses
-	var wg sync.WaitGroup
-	for i := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := c.rdb.Get(context.Background(), fmt.Sprintf("x%d", i)).Result(); err != nil && !errors.Is(err, redis.Nil) {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	// The pool may dial replacements in the background, never for a
-	// request of the burst: none found the pool without an idle connection.
-	if n := c.rdb.PoolStats().Misses - misses; n != 0 {
-		t.Errorf("%d requests of a burst of 8 waited for a dial", n)
-	}
-	if n := rec.count(OpGet, ResultTimeout); n != 0 {
-		t.Errorf("%d timeouts", n)
-	}
-
-	few, _ := newClient(t, s.URL()+"?min_idle_conns=2")
-	eventually(t, 5*time.Second, "two idle connections", func() bool { return few.rdb.PoolStats().IdleConns >= 2 })
-	time.Sleep(200 * time.Millisecond)
-	if n := few.rdb.PoolStats().IdleConns; n > 2+1 { // the subscriber's own is not pooled; allow one in flight
-		t.Errorf("min_idle_conns=2 in the URL: %d idle connections", n)
 	}
 }
