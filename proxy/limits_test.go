@@ -147,7 +147,8 @@ func TestResolvedSrcsStartOverWhenFull(t *testing.T) {
 // resolution with its template, so a page whose srcs the table has
 // forgotten (more distinct srcs in use than it holds) is not resolved
 // again; after a reload the resolution is made again under the new
-// configuration; a src with variables, and an alt, are resolved as before.
+// configuration; a src with variables is resolved through the table as
+// before.
 func TestTemplateKeepsResolutions(t *testing.T) {
 	p := newTestProxy(t)
 	tpl, err := fragment.Parse([]byte(`<esi:include src="/widgets/a"/><esi:include src="/w/b?q=$(QUERY_STRING)"/>`), fragment.Limits{})
